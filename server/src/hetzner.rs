@@ -1,0 +1,543 @@
+//! The DNS endpoints of the Hetzner Cloud API (`https://api.hetzner.cloud/v1`).
+//!
+//! One `ureq::Agent`, built once with timeouts and without redirects: the old
+//! DNS API answers `301` to the console, and a stale URL must fail with a
+//! clear error instead of reading an HTML page as success. Every call takes
+//! a deadline so a client's request is never held longer than the caller
+//! allows; retries (rate limit, `conflict`, `locked`, 502/504) happen only
+//! while the deadline permits, honouring `RateLimit-Reset`. Error answers are
+//! read, so the operator sees Hetzner's own code, message and correlation id.
+
+use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use crate::config::Secret;
+
+const USER_AGENT: &str = concat!("dyndns-server/", env!("CARGO_PKG_VERSION"));
+/// Attempts per call, the first included.
+const MAX_ATTEMPTS: u32 = 4;
+/// Largest response body we read (a zone page of 50 zones is ~30 KiB).
+const MAX_BODY: u64 = 1 << 20;
+
+/// A zone of the project.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Zone {
+    pub id: u64,
+    pub name: String,
+}
+
+/// Record type of an address record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RecordType {
+    A,
+    Aaaa,
+}
+
+impl RecordType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordType::A => "A",
+            RecordType::Aaaa => "AAAA",
+        }
+    }
+    pub fn of(ip: std::net::IpAddr) -> RecordType {
+        if ip.is_ipv4() {
+            RecordType::A
+        } else {
+            RecordType::Aaaa
+        }
+    }
+}
+
+impl fmt::Display for RecordType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a call to Hetzner failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// Hetzner answered with its error document (`{"error": {...}}`).
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        correlation_id: Option<String>,
+    },
+    /// A 3xx answer: the URL is wrong (the old DNS API redirects to the console).
+    Redirect { status: u16, location: String },
+    /// An answer that is not the JSON Hetzner sends.
+    Malformed { status: u16, detail: String },
+    /// No answer: connection refused or reset, DNS failure, timeout.
+    Transport(String),
+    /// The write was accepted but its action ended in `error`.
+    ActionFailed { code: String, message: String },
+    /// The write was accepted but its action was still running at the deadline.
+    ActionUnconfirmed { id: u64 },
+}
+
+impl ApiError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ApiError::Api { status: 404, .. })
+    }
+
+    fn code(&self) -> &str {
+        match self {
+            ApiError::Api { code, .. } => code,
+            _ => "",
+        }
+    }
+
+    /// Worth another try after a pause (what Hetzner's own client retries).
+    fn is_transient(&self) -> bool {
+        match self {
+            ApiError::Api { status, code, .. } => {
+                matches!(status, 429 | 423 | 502 | 504) || (*status == 409 && code == "conflict")
+            }
+            _ => false,
+        }
+    }
+
+    /// May the write have taken effect anyway? ("could not confirm" vs "failed")
+    pub fn maybe_applied(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Transport(_) | ApiError::ActionUnconfirmed { .. }
+        )
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiError::Api { status, code, message, correlation_id } => {
+                write!(f, "hetzner answered {status} {code}: {message}")?;
+                if let Some(id) = correlation_id {
+                    write!(f, " (correlation id {id})")?;
+                }
+                match code.as_str() {
+                    "unauthorized" => write!(f, "; check HETZNER_TOKEN"),
+                    "token_readonly" => write!(f, "; the token is read-only, create one with Read & Write access"),
+                    "incorrect_zone_mode" => write!(f, "; the zone is a secondary zone and cannot be changed through the API"),
+                    _ => Ok(()),
+                }
+            }
+            ApiError::Redirect { status, location } => write!(
+                f,
+                "hetzner API answered {status} redirect to {location:?}; HETZNER_API_URL must be the Cloud API (https://api.hetzner.cloud/v1)"
+            ),
+            ApiError::Malformed { status, detail } => write!(
+                f,
+                "hetzner API answered {status} with {detail}; check HETZNER_API_URL"
+            ),
+            ApiError::Transport(detail) => write!(f, "no answer from the hetzner API: {detail}"),
+            ApiError::ActionFailed { code, message } => write!(f, "hetzner could not apply the change: {code}: {message}"),
+            ApiError::ActionUnconfirmed { id } => {
+                write!(f, "hetzner accepted the change but action {id} had not finished in time")
+            }
+        }
+    }
+}
+
+/// Parsed content of an RRSet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RRSet {
+    pub values: Vec<String>,
+}
+
+/// The API client. Cheap to share: `&Hetzner` from any thread.
+pub struct Hetzner {
+    agent: ureq::Agent,
+    base: String,
+    token: Secret,
+    /// `RateLimit-Remaining` of the last answer, -1 before the first.
+    rate_remaining: AtomicI64,
+}
+
+impl Hetzner {
+    pub fn new(base: &str, token: Secret) -> Hetzner {
+        let agent = ureq::Agent::config_builder()
+            .max_redirects(0)
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .timeout_global(Some(Duration::from_secs(10)))
+            .user_agent(USER_AGENT)
+            .build()
+            .new_agent();
+        Hetzner {
+            agent,
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            rate_remaining: AtomicI64::new(-1),
+        }
+    }
+
+    /// `RateLimit-Remaining` as last seen, if any answer carried it.
+    pub fn rate_remaining(&self) -> Option<i64> {
+        Some(self.rate_remaining.load(Ordering::Relaxed)).filter(|&n| n >= 0)
+    }
+
+    /// All zones of the project, following pagination.
+    pub fn list_zones(&self, deadline: Instant) -> Result<Vec<Zone>, ApiError> {
+        let mut zones = Vec::new();
+        let mut page = 1u64;
+        for _ in 0..200 {
+            let doc = self.call(
+                "GET",
+                &format!("/zones?page={page}&per_page=50"),
+                None,
+                deadline,
+            )?;
+            let items = doc
+                .get("zones")
+                .and_then(Value::as_array)
+                .ok_or_else(|| malformed("no \"zones\" list"))?;
+            for z in items {
+                zones.push(parse_zone(z)?);
+            }
+            match doc
+                .pointer("/meta/pagination/next_page")
+                .and_then(Value::as_u64)
+            {
+                Some(next) if next > page => page = next,
+                _ => break,
+            }
+        }
+        Ok(zones)
+    }
+
+    /// One zone by name; `None` when the project has no such zone.
+    pub fn get_zone(&self, name: &str, deadline: Instant) -> Result<Option<Zone>, ApiError> {
+        match self.call("GET", &format!("/zones/{name}"), None, deadline) {
+            Ok(doc) => Ok(Some(parse_zone(
+                doc.get("zone")
+                    .ok_or_else(|| malformed("no \"zone\" object"))?,
+            )?)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The RRSet `(name, type)` of a zone; `None` when it does not exist.
+    pub fn get_rrset(
+        &self,
+        zone: u64,
+        name: &str,
+        rtype: RecordType,
+        deadline: Instant,
+    ) -> Result<Option<RRSet>, ApiError> {
+        match self.call(
+            "GET",
+            &format!("/zones/{zone}/rrsets/{name}/{rtype}"),
+            None,
+            deadline,
+        ) {
+            Ok(doc) => {
+                let records = doc
+                    .pointer("/rrset/records")
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| malformed("no \"rrset.records\" list"))?;
+                let values = records
+                    .iter()
+                    .filter_map(|r| r.get("value").and_then(Value::as_str))
+                    .map(String::from)
+                    .collect();
+                Ok(Some(RRSet { values }))
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Create an RRSet with one record and wait for its action.
+    pub fn create_rrset(
+        &self,
+        zone: u64,
+        name: &str,
+        rtype: RecordType,
+        ttl: u32,
+        value: &str,
+        deadline: Instant,
+    ) -> Result<(), ApiError> {
+        let body = json!({"name": name, "type": rtype.as_str(), "ttl": ttl, "records": [{"value": value}]});
+        let doc = self.call(
+            "POST",
+            &format!("/zones/{zone}/rrsets"),
+            Some(&body),
+            deadline,
+        )?;
+        self.wait_action(&doc, deadline)
+    }
+
+    /// Replace the records of an RRSet with one record and wait for its action.
+    pub fn set_records(
+        &self,
+        zone: u64,
+        name: &str,
+        rtype: RecordType,
+        value: &str,
+        deadline: Instant,
+    ) -> Result<(), ApiError> {
+        let body = json!({"records": [{"value": value}]});
+        let path = format!("/zones/{zone}/rrsets/{name}/{rtype}/actions/set_records");
+        let doc = self.call("POST", &path, Some(&body), deadline)?;
+        self.wait_action(&doc, deadline)
+    }
+
+    /// Follow an action until it leaves `running`, polling the global
+    /// `/actions/{id}` (resource-local action URLs are deprecated).
+    fn wait_action(&self, doc: &Value, deadline: Instant) -> Result<(), ApiError> {
+        let Some(mut action) = doc.get("action").cloned() else {
+            // Some answers carry no action (nothing to wait for).
+            return Ok(());
+        };
+        let id = action
+            .get("id")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| malformed("an action without an id"))?;
+        let mut pause = Duration::from_millis(250);
+        loop {
+            match action.get("status").and_then(Value::as_str) {
+                Some("success") => return Ok(()),
+                Some("error") => {
+                    let text = |key: &str| {
+                        action
+                            .pointer(&format!("/error/{key}"))
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string()
+                    };
+                    return Err(ApiError::ActionFailed {
+                        code: text("code"),
+                        message: text("message"),
+                    });
+                }
+                Some("running") => {}
+                other => return Err(malformed(&format!("action status {other:?}"))),
+            }
+            if Instant::now() + pause >= deadline {
+                return Err(ApiError::ActionUnconfirmed { id });
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(2));
+            let doc = self.call("GET", &format!("/actions/{id}"), None, deadline)?;
+            action = doc
+                .get("action")
+                .cloned()
+                .ok_or_else(|| malformed("no \"action\" object"))?;
+        }
+    }
+
+    /// One API call with bounded retries of transient errors.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        deadline: Instant,
+    ) -> Result<Value, ApiError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (result, reset_at) = self.call_once(method, path, body, deadline);
+            let err = match result {
+                Ok(doc) => return Ok(doc),
+                Err(err) => err,
+            };
+            if !err.is_transient() || attempt >= MAX_ATTEMPTS {
+                return Err(err);
+            }
+            let backoff = Duration::from_secs(1 << (attempt - 1));
+            let pause = match (err.code(), reset_at) {
+                ("rate_limit_exceeded", Some(reset)) => {
+                    Duration::from_secs(reset.saturating_sub(unix_now()).max(1))
+                }
+                _ => backoff,
+            };
+            if Instant::now() + pause >= deadline {
+                return Err(err);
+            }
+            log::warn!(
+                "hetzner: {method} {path}: {err}; retrying in {}s",
+                pause.as_secs_f32()
+            );
+            std::thread::sleep(pause);
+        }
+    }
+
+    /// Returns the result and the `RateLimit-Reset` of the answer.
+    fn call_once(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        deadline: Instant,
+    ) -> (Result<Value, ApiError>, Option<u64>) {
+        let url = format!("{}{path}", self.base);
+        let remaining = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(100));
+        let auth = format!("Bearer {}", self.token.expose());
+        let sent = match method {
+            "GET" => self
+                .agent
+                .get(&url)
+                .config()
+                .timeout_global(Some(remaining.min(Duration::from_secs(10))))
+                .build()
+                .header("Authorization", &auth)
+                .header("Accept", "application/json")
+                .call(),
+            _ => self
+                .agent
+                .post(&url)
+                .config()
+                .timeout_global(Some(remaining.min(Duration::from_secs(10))))
+                .build()
+                .header("Authorization", &auth)
+                .header("Accept", "application/json")
+                .header("Content-Type", "application/json")
+                .send(body.map(Value::to_string).unwrap_or_default()),
+        };
+        let mut resp = match sent {
+            Ok(r) => r,
+            Err(e) => return (Err(ApiError::Transport(e.to_string())), None),
+        };
+        let status = resp.status().as_u16();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        if let Some(n) = header("ratelimit-remaining").and_then(|v| v.parse::<i64>().ok()) {
+            self.rate_remaining.store(n, Ordering::Relaxed);
+        }
+        let reset_at = header("ratelimit-reset").and_then(|v| v.parse::<u64>().ok());
+        let correlation_id = header("x-correlation-id");
+        if (300..400).contains(&status) {
+            let location = header("location").unwrap_or_default();
+            return (Err(ApiError::Redirect { status, location }), reset_at);
+        }
+        let text = match resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_string()
+        {
+            Ok(t) => t,
+            Err(ureq::Error::Timeout(_) | ureq::Error::Io(_)) => {
+                return (
+                    Err(ApiError::Transport(format!(
+                        "the answer to {method} {path} broke off"
+                    ))),
+                    reset_at,
+                )
+            }
+            Err(e) => {
+                return (
+                    Err(ApiError::Malformed {
+                        status,
+                        detail: format!("an unreadable body ({e})"),
+                    }),
+                    reset_at,
+                )
+            }
+        };
+        let doc: Value = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(_) => {
+                let start: String = text.chars().take(40).collect();
+                let detail = format!("a body that is not JSON (starts with {start:?})");
+                return (Err(ApiError::Malformed { status, detail }), reset_at);
+            }
+        };
+        if (200..300).contains(&status) {
+            return (Ok(doc), reset_at);
+        }
+        let field = |key: &str| {
+            doc.pointer(&format!("/error/{key}"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        let err = ApiError::Api {
+            status,
+            code: field("code").unwrap_or_else(|| format!("http_{status}")),
+            message: field("message").unwrap_or_default(),
+            correlation_id,
+        };
+        (Err(err), reset_at)
+    }
+}
+
+fn parse_zone(z: &Value) -> Result<Zone, ApiError> {
+    let id = z
+        .get("id")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| malformed("a zone without a numeric id"))?;
+    let name = z
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| malformed("a zone without a name"))?;
+    Ok(Zone {
+        id,
+        name: name.trim_end_matches('.').to_ascii_lowercase(),
+    })
+}
+
+fn malformed(detail: &str) -> ApiError {
+    ApiError::Malformed {
+        status: 200,
+        detail: format!("an unexpected document ({detail})"),
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_say_what_to_do() {
+        let e = ApiError::Api {
+            status: 401,
+            code: "unauthorized".into(),
+            message: "unable to authenticate".into(),
+            correlation_id: Some("abc".into()),
+        };
+        assert_eq!(e.to_string(), "hetzner answered 401 unauthorized: unable to authenticate (correlation id abc); check HETZNER_TOKEN");
+        assert!(!e.is_transient());
+        let r = ApiError::Redirect {
+            status: 301,
+            location: "https://console.hetzner.com/".into(),
+        };
+        assert!(r.to_string().contains("HETZNER_API_URL"));
+    }
+
+    #[test]
+    fn transient_errors_are_the_ones_hetzner_retries() {
+        let api = |status, code: &str| ApiError::Api {
+            status,
+            code: code.into(),
+            message: String::new(),
+            correlation_id: None,
+        };
+        assert!(api(429, "rate_limit_exceeded").is_transient());
+        assert!(api(409, "conflict").is_transient());
+        assert!(api(423, "locked").is_transient());
+        assert!(api(502, "bad_gateway").is_transient());
+        assert!(!api(409, "uniqueness_error").is_transient());
+        assert!(!api(422, "invalid_input").is_transient());
+        assert!(!api(500, "server_error").is_transient());
+        assert!(!api(401, "unauthorized").is_transient());
+    }
+}

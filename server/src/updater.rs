@@ -1,0 +1,430 @@
+//! Setting a host's A or AAAA record, at the lowest cost in API calls.
+//!
+//! The cache holds, per (host, type), the last address Hetzner *confirmed*
+//! (read back, or written and its action finished). An update for that
+//! address within `REQUEST_CACHE_TTL` costs no call; after it, one GET. A
+//! changed address whose record is known goes straight to `set_records`
+//! (plus the action poll), a new one costs GET + create (+ poll). A failed or
+//! unconfirmed write drops the entry, so the next update reads the truth.
+//!
+//! Updates of one host are serialized by that host's lock, held across the
+//! API calls on purpose (two concurrent first updates must not both create);
+//! updates of different hosts run in parallel. The cache and zone maps are
+//! behind their own mutexes, which are never held across network I/O. A
+//! thread that panics while holding one leaves consistent data (every
+//! critical section is a single map operation), so poisoning is ignored.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::fqdn;
+use crate::hetzner::{ApiError, Hetzner, RecordType, Zone};
+
+/// What an update did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Created => "created",
+            Outcome::Updated => "updated",
+            Outcome::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// Why an update did not happen (or could not be confirmed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpdateError {
+    /// No zone of the token's project contains the host.
+    NoZone(String),
+    /// The Hetzner API failed.
+    Api(ApiError),
+}
+
+impl UpdateError {
+    /// A problem retrying will not fix without the operator (dyndns2 `dnserr`),
+    /// as opposed to a passing one (`911`).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            UpdateError::NoZone(_) => true,
+            UpdateError::Api(ApiError::Api { status, .. }) => {
+                (400..500).contains(status) && *status != 429 && *status != 423
+            }
+            UpdateError::Api(ApiError::Redirect { .. } | ApiError::ActionFailed { .. }) => true,
+            UpdateError::Api(_) => false,
+        }
+    }
+}
+
+impl fmt::Display for UpdateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpdateError::NoZone(host) => write!(
+                f,
+                "no zone of this Hetzner project contains {host}; create the zone in the Hetzner Console or use a token of the project that holds it"
+            ),
+            UpdateError::Api(e) if e.maybe_applied() => write!(f, "could not confirm the change: {e}"),
+            UpdateError::Api(e) => write!(f, "failed to change the record: {e}"),
+        }
+    }
+}
+
+impl From<ApiError> for UpdateError {
+    fn from(e: ApiError) -> Self {
+        UpdateError::Api(e)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Confirmed {
+    ip: IpAddr,
+    at: Instant,
+}
+
+/// Where records go: Hetzner, or nowhere (dry run, records kept in memory).
+pub enum Backend {
+    Hetzner(Hetzner),
+    DryRun,
+}
+
+pub struct Updater {
+    backend: Backend,
+    record_ttl: u32,
+    request_cache_ttl: Duration,
+    zones: ZoneCache,
+    cache: Mutex<HashMap<(String, RecordType), Confirmed>>,
+    host_locks: HashMap<String, Mutex<()>>,
+    other_hosts_lock: Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Updater {
+    pub fn new(
+        backend: Backend,
+        hosts: &[String],
+        record_ttl: u32,
+        request_cache_ttl: Duration,
+        zone_cache_ttl: Duration,
+    ) -> Updater {
+        Updater {
+            backend,
+            record_ttl,
+            request_cache_ttl,
+            zones: ZoneCache {
+                ttl: zone_cache_ttl,
+                state: Mutex::new(ZoneState::default()),
+                fetching: Mutex::new(()),
+            },
+            cache: Mutex::new(HashMap::new()),
+            host_locks: hosts.iter().map(|h| (h.clone(), Mutex::new(()))).collect(),
+            other_hosts_lock: Mutex::new(()),
+        }
+    }
+
+    pub fn hetzner(&self) -> Option<&Hetzner> {
+        match &self.backend {
+            Backend::Hetzner(h) => Some(h),
+            Backend::DryRun => None,
+        }
+    }
+
+    /// The last confirmed address of a record, if any.
+    pub fn confirmed(&self, fqdn: &str, rtype: RecordType) -> Option<IpAddr> {
+        lock(&self.cache)
+            .get(&(fqdn.to_string(), rtype))
+            .map(|c| c.ip)
+    }
+
+    /// A cached answer for an unchanged address, without any lock but the
+    /// cache's. Dry-run records never expire (they are the only copy).
+    fn cached_unchanged(&self, key: &(String, RecordType), ip: IpAddr) -> Option<Confirmed> {
+        let entry = *lock(&self.cache).get(key)?;
+        let fresh =
+            matches!(self.backend, Backend::DryRun) || entry.at.elapsed() < self.request_cache_ttl;
+        (entry.ip == ip && fresh).then_some(entry)
+    }
+
+    /// Make the `fqdn` record of `ip`'s family hold exactly `ip`.
+    pub fn update(
+        &self,
+        fqdn: &str,
+        ip: IpAddr,
+        deadline: Instant,
+    ) -> Result<Outcome, UpdateError> {
+        let rtype = RecordType::of(ip);
+        let key = (fqdn.to_string(), rtype);
+        if self.cached_unchanged(&key, ip).is_some() {
+            return Ok(Outcome::Unchanged);
+        }
+        let _host = lock(self.host_locks.get(fqdn).unwrap_or(&self.other_hosts_lock));
+        // Another request for this host may have written it while we waited.
+        if self.cached_unchanged(&key, ip).is_some() {
+            return Ok(Outcome::Unchanged);
+        }
+        let known = lock(&self.cache).get(&key).map(|c| c.ip);
+        let result = match &self.backend {
+            Backend::DryRun => {
+                log::info!(
+                    "dry run: would set {fqdn} {rtype} {ip}{}",
+                    known.map(|k| format!(" (was {k})")).unwrap_or_default()
+                );
+                Ok(if known.is_some() {
+                    Outcome::Updated
+                } else {
+                    Outcome::Created
+                })
+            }
+            Backend::Hetzner(api) => self.write(api, fqdn, rtype, ip, known, deadline),
+        };
+        let mut cache = lock(&self.cache);
+        match result {
+            Ok(_) => {
+                cache.insert(
+                    key,
+                    Confirmed {
+                        ip,
+                        at: Instant::now(),
+                    },
+                );
+            }
+            Err(_) => {
+                cache.remove(&key);
+            }
+        }
+        result
+    }
+
+    fn write(
+        &self,
+        api: &Hetzner,
+        fqdn: &str,
+        rtype: RecordType,
+        ip: IpAddr,
+        known: Option<IpAddr>,
+        deadline: Instant,
+    ) -> Result<Outcome, UpdateError> {
+        let zone = self.zones.lookup(api, fqdn, deadline)?;
+        let name = fqdn::rr_name(fqdn, &zone.name);
+        let value = ip.to_string();
+        if let Some(old) = known.filter(|&old| old != ip) {
+            // The record is known to exist: no need to read it first.
+            match api.set_records(zone.id, &name, rtype, &value, deadline) {
+                Ok(()) => {
+                    log::info!("hetzner: set {fqdn} {rtype} {ip} (was {old})");
+                    return Ok(Outcome::Updated);
+                }
+                Err(e) if e.is_not_found() => {} // deleted meanwhile: read and create below
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match api.get_rrset(zone.id, &name, rtype, deadline)? {
+            Some(rrset) => {
+                let current: Vec<Option<IpAddr>> =
+                    rrset.values.iter().map(|v| v.parse().ok()).collect();
+                if current == [Some(ip)] {
+                    return Ok(Outcome::Unchanged);
+                }
+                api.set_records(zone.id, &name, rtype, &value, deadline)?;
+                log::info!(
+                    "hetzner: set {fqdn} {rtype} {ip} (was {})",
+                    rrset.values.join(",")
+                );
+                Ok(Outcome::Updated)
+            }
+            None => {
+                match api.create_rrset(zone.id, &name, rtype, self.record_ttl, &value, deadline) {
+                    Ok(()) => {
+                        log::info!(
+                            "hetzner: created {fqdn} {rtype} {ip} ttl {}",
+                            self.record_ttl
+                        );
+                        Ok(Outcome::Created)
+                    }
+                    Err(ApiError::Api {
+                        status: 409, code, ..
+                    }) if code == "uniqueness_error" => {
+                        // Created by someone else between our read and our write.
+                        api.set_records(zone.id, &name, rtype, &value, deadline)?;
+                        log::info!("hetzner: set {fqdn} {rtype} {ip} (created concurrently)");
+                        Ok(Outcome::Updated)
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+        }
+    }
+
+    /// Fill the zone cache (at start, so the first update does not pay for
+    /// it); returns the zones or the error.
+    pub fn prefetch_zones(&self, deadline: Instant) -> Option<Result<Vec<Zone>, ApiError>> {
+        let api = self.hetzner()?;
+        Some(self.zones.refresh(api, deadline, None))
+    }
+
+    /// The zone of `fqdn` from the cache, if known.
+    pub fn cached_zone(&self, fqdn: &str) -> Option<Zone> {
+        best_zone(&lock(&self.zones.state).zones, fqdn)
+    }
+}
+
+/// FQDN → zone, from the listing of all zones of the project (one call for
+/// every host), refreshed after `ZONE_CACHE_TTL` or, for a host no zone
+/// matches, at most once a minute.
+struct ZoneCache {
+    ttl: Duration,
+    state: Mutex<ZoneState>,
+    /// Held while fetching, so concurrent lookups wait for one fetch
+    /// instead of each making their own.
+    fetching: Mutex<()>,
+}
+
+#[derive(Default)]
+struct ZoneState {
+    zones: Vec<Zone>,
+    fetched: Option<Instant>,
+}
+
+const MISS_REFRESH: Duration = Duration::from_secs(60);
+
+impl ZoneCache {
+    fn lookup(&self, api: &Hetzner, fqdn: &str, deadline: Instant) -> Result<Zone, UpdateError> {
+        let seen = {
+            let state = lock(&self.state);
+            if let Some(at) = state.fetched {
+                let found = best_zone(&state.zones, fqdn);
+                let age = at.elapsed();
+                match found {
+                    Some(z) if age < self.ttl => return Ok(z),
+                    None if age < MISS_REFRESH.min(self.ttl) => {
+                        return Err(UpdateError::NoZone(fqdn.to_string()))
+                    }
+                    _ => {}
+                }
+            }
+            state.fetched
+        };
+        match self.refresh(api, deadline, seen) {
+            Ok(zones) => {
+                if let Some(z) = best_zone(&zones, fqdn) {
+                    return Ok(z);
+                }
+            }
+            // Listing unavailable: fall through to asking by name.
+            Err(ApiError::Api {
+                status: 404 | 405, ..
+            }) => {}
+            Err(e) => {
+                // Hetzner is failing: a stale mapping beats no answer (zones
+                // of a project almost never move).
+                let stale = best_zone(&lock(&self.state).zones, fqdn);
+                return stale.ok_or(UpdateError::Api(e));
+            }
+        }
+        // Listing found nothing: ask for each candidate zone by name, longest
+        // first (covers a project that lists zones it cannot match otherwise).
+        let labels: Vec<&str> = fqdn.split('.').collect();
+        for start in 0..labels.len().saturating_sub(1) {
+            let candidate = labels[start..].join(".");
+            if let Some(zone) = api.get_zone(&candidate, deadline)? {
+                lock(&self.state).zones.push(zone.clone());
+                return Ok(zone);
+            }
+        }
+        Err(UpdateError::NoZone(fqdn.to_string()))
+    }
+
+    /// Fetch the zone list unless another thread fetched it since `seen`.
+    fn refresh(
+        &self,
+        api: &Hetzner,
+        deadline: Instant,
+        seen: Option<Instant>,
+    ) -> Result<Vec<Zone>, ApiError> {
+        let _one_fetch = lock(&self.fetching);
+        {
+            let state = lock(&self.state);
+            if state.fetched.is_some() && state.fetched != seen {
+                return Ok(state.zones.clone());
+            }
+        }
+        let zones = api.list_zones(deadline)?;
+        let mut state = lock(&self.state);
+        state.zones = zones.clone();
+        state.fetched = Some(Instant::now());
+        Ok(zones)
+    }
+}
+
+/// The longest zone name that contains `fqdn` on a label boundary.
+fn best_zone(zones: &[Zone], fqdn: &str) -> Option<Zone> {
+    zones
+        .iter()
+        .filter(|z| fqdn::in_zone(fqdn, &z.name))
+        .max_by_key(|z| z.name.len())
+        .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_zone_on_a_label_boundary_wins() {
+        let zones = vec![
+            Zone {
+                id: 1,
+                name: "example.com".into(),
+            },
+            Zone {
+                id: 2,
+                name: "sub.example.com".into(),
+            },
+            Zone {
+                id: 3,
+                name: "ample.com".into(),
+            },
+        ];
+        assert_eq!(
+            best_zone(&zones, "a.sub.example.com").map(|z| z.id),
+            Some(2)
+        );
+        assert_eq!(best_zone(&zones, "b.example.com").map(|z| z.id), Some(1));
+        assert_eq!(best_zone(&zones, "example.com").map(|z| z.id), Some(1));
+        assert_eq!(best_zone(&zones, "badexample.com").map(|z| z.id), None);
+    }
+
+    #[test]
+    fn dry_run_keeps_records_in_memory() {
+        let hosts = vec!["home.example.com".to_string()];
+        let u = Updater::new(Backend::DryRun, &hosts, 60, Duration::ZERO, Duration::ZERO);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        let ip2: IpAddr = "192.0.2.2".parse().expect("ip");
+        assert_eq!(
+            u.update("home.example.com", ip, deadline),
+            Ok(Outcome::Created)
+        );
+        assert_eq!(
+            u.update("home.example.com", ip, deadline),
+            Ok(Outcome::Unchanged)
+        );
+        assert_eq!(
+            u.update("home.example.com", ip2, deadline),
+            Ok(Outcome::Updated)
+        );
+        assert_eq!(u.confirmed("home.example.com", RecordType::A), Some(ip2));
+        assert_eq!(u.confirmed("home.example.com", RecordType::Aaaa), None);
+    }
+}
