@@ -239,7 +239,7 @@ mod tests {
             canonical(&format!("{}.com", "a".repeat(64))),
             Err(NameError::BadLabel(_))
         ));
-        let long = format!("{}.com", ["a".repeat(60); 5].join("."));
+        let long = format!("{}.com", vec!["a".repeat(60); 5].join("."));
         assert_eq!(canonical(&long), Err(NameError::TooLong));
     }
 

@@ -98,6 +98,8 @@ impl ApiError {
             ApiError::Api { status, code, .. } => {
                 matches!(status, 429 | 423 | 502 | 504) || (*status == 409 && code == "conflict")
             }
+            // A bare 502/504 from a proxy in front of the API.
+            ApiError::Malformed { status, .. } => matches!(status, 502 | 504),
             _ => false,
         }
     }
@@ -351,7 +353,7 @@ impl Hetzner {
             if !err.is_transient() || attempt >= MAX_ATTEMPTS {
                 return Err(err);
             }
-            let backoff = Duration::from_secs(1 << (attempt - 1));
+            let backoff = Duration::from_millis(500 << (attempt - 1));
             let pause = match (err.code(), reset_at) {
                 ("rate_limit_exceeded", Some(reset)) => {
                     Duration::from_secs(reset.saturating_sub(unix_now()).max(1))

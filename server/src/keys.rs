@@ -165,6 +165,16 @@ pub fn base64_url(bytes: &[u8]) -> String {
     encode_base64(bytes, ALPHABET)
 }
 
+/// Standard base64 with padding (RFC 4648 §4), as `Authorization: Basic` uses.
+pub fn base64_std(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = encode_base64(bytes, ALPHABET);
+    while !out.len().is_multiple_of(4) {
+        out.push('=');
+    }
+    out
+}
+
 fn encode_base64(bytes: &[u8], alphabet: &[u8; 64]) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
@@ -262,6 +272,8 @@ mod tests {
     fn base64_round_trips() {
         assert_eq!(base64_url(b"\xfb\xff\xfe"), "-__-");
         assert_eq!(base64_url(b"ab"), "YWI");
+        assert_eq!(base64_std(b"ab"), "YWI=");
+        assert_eq!(base64_std(b"home:k"), "aG9tZTpr");
         assert_eq!(
             base64_decode("dXNlcjpwYXNz").as_deref(),
             Some(&b"user:pass"[..])

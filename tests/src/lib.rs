@@ -1,1 +1,212 @@
+//! Test harness: the real server in-process on port 0, a fake Hetzner
+//! Cloud API, and a small HTTP client, so the end-to-end tests read as
+//! sentences.
 
+pub mod fake_hetzner;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub use fake_hetzner::{FakeHetzner, Fault, TOKEN};
+
+use dyndns_server::config::Config;
+use dyndns_server::Running;
+
+/// A fresh, empty directory under the system temp dir.
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "dyndns-e2e-{}-{}-{tag}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// Settings for a test server; `start` runs it.
+pub struct Setup {
+    vars: HashMap<String, String>,
+    pub dir: PathBuf,
+}
+
+impl Setup {
+    /// A server for `hosts` (comma-separated) writing to `fake`.
+    pub fn new(fake: &FakeHetzner, hosts: &str) -> Setup {
+        let dir = scratch_dir("server");
+        let mut vars = HashMap::new();
+        for (k, v) in [
+            ("LISTEN_ADDR", "127.0.0.1".to_string()),
+            ("LISTEN_PORT", "0".to_string()),
+            ("HETZNER_TOKEN", TOKEN.to_string()),
+            ("HETZNER_API_URL", fake.url()),
+            ("REGISTERED_FQDNS", hosts.to_string()),
+            (
+                "PRE_SHARED_KEY_FILE",
+                dir.join("keys").display().to_string(),
+            ),
+        ] {
+            vars.insert(k.to_string(), v);
+        }
+        Setup { vars, dir }
+    }
+
+    pub fn var(mut self, name: &str, value: &str) -> Setup {
+        self.vars.insert(name.to_string(), value.to_string());
+        self
+    }
+
+    pub fn without(mut self, name: &str) -> Setup {
+        self.vars.remove(name);
+        self
+    }
+
+    pub fn config(&self) -> Config {
+        let vars = self.vars.clone();
+        Config::from_lookup(&move |k| vars.get(k).cloned()).expect("valid test config")
+    }
+
+    #[track_caller]
+    pub fn start(self) -> TestServer {
+        if std::env::var_os("E2E_LOG").is_some() {
+            let _ = dyndns_server::logging::init(&self.config(), false);
+        }
+        let running = dyndns_server::start(self.config()).expect("server starts");
+        TestServer {
+            base: format!("http://{}", running.addr()),
+            running: Some(running),
+            dir: self.dir,
+        }
+    }
+}
+
+/// A running server; stopped on drop.
+pub struct TestServer {
+    running: Option<Running>,
+    pub base: String,
+    pub dir: PathBuf,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown();
+        }
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub body: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+impl TestServer {
+    /// The key the server generated for `host`.
+    pub fn key(&self, host: &str) -> String {
+        let text = std::fs::read_to_string(self.dir.join("keys")).expect("key file");
+        text.lines()
+            .filter_map(|l| l.split_once(' '))
+            .find(|(h, _)| *h == host)
+            .map(|(_, k)| k.to_string())
+            .unwrap_or_else(|| panic!("no key for {host}"))
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().expect("running")
+    }
+
+    /// Any request; `headers` as (name, value).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Resp {
+        request(&format!("{}{path}", self.base), method, headers, body)
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        self.request("GET", path, &[], None)
+    }
+
+    /// GET with basic auth.
+    pub fn get_as(&self, path: &str, user: &str, pass: &str) -> Resp {
+        let auth = basic(user, pass);
+        self.request("GET", path, &[("Authorization", &auth)], None)
+    }
+
+    /// `POST /update` with a JSON body and a pre-shared key.
+    pub fn update(&self, body: &str, key: &str) -> Resp {
+        self.request(
+            "POST",
+            "/update",
+            &[
+                ("X-Pre-Shared-Key", key),
+                ("Content-Type", "application/json"),
+            ],
+            Some(body),
+        )
+    }
+}
+
+/// `Basic …` header value.
+pub fn basic(user: &str, pass: &str) -> String {
+    format!(
+        "Basic {}",
+        dyndns_server::keys::base64_std(format!("{user}:{pass}").as_bytes())
+    )
+}
+
+/// One HTTP request with a plain ureq agent; status errors are answers.
+pub fn request(url: &str, method: &str, headers: &[(&str, &str)], body: Option<&str>) -> Resp {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .allow_non_standard_methods(true)
+        .timeout_global(Some(std::time::Duration::from_secs(30)))
+        .build()
+        .into();
+    let mut builder = ureq::http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let result = match body {
+        Some(b) => agent.run(builder.body(b.to_string()).expect("request")),
+        None => agent.run(builder.body(()).expect("request")),
+    };
+    let mut resp = result.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let status = resp.status().as_u16();
+    let body = if method == "HEAD" {
+        String::new()
+    } else {
+        resp.body_mut().read_to_string().unwrap_or_default()
+    };
+    Resp {
+        status,
+        body,
+        headers,
+    }
+}

@@ -1,0 +1,17 @@
+//! The fake Hetzner Cloud API as a process, for the benchmark script:
+//! `fake-hetzner ADDR ZONE...` prints its base URL and serves until killed.
+//! The token it accepts is `e2e::TOKEN`; `GET /stats` (outside `/v1`)
+//! answers the number of API calls so far.
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let addr = args.next().unwrap_or_else(|| "127.0.0.1:0".into());
+    let fake = e2e::FakeHetzner::start_on(&addr);
+    for zone in args {
+        fake.add_zone(&zone);
+    }
+    println!("{}", fake.url());
+    loop {
+        std::thread::park();
+    }
+}
