@@ -1,1 +1,163 @@
+//! `dyndns-agent`: reports this host's addresses to a `dyndns-server`.
+//!
+//! Each cycle reports once per address family (forcing the connection's
+//! family, so the server sets A from the IPv4 connection and AAAA from the
+//! IPv6 one), then waits `INTERVAL` on a channel that a signal (or a test)
+//! interrupts at once. Transient failures are retried with exponential
+//! backoff and jitter within the interval; refusals wait for the next cycle.
+#![forbid(unsafe_code)]
 
+pub mod client;
+pub mod config;
+mod log;
+
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use client::{ReportError, Reporter};
+use config::{Config, Family, IpVersion};
+use log::{debug, error, info, warning};
+
+/// How the agent ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Every attempted family was accepted, or a signal stopped the loop.
+    Ok = 0,
+    /// The server refused a report or could not be reached (one-shot).
+    Failed = 1,
+    /// A setting is wrong.
+    Config = 2,
+}
+
+/// Retry budget of a one-shot run (cron must not hang).
+const ONE_SHOT_BUDGET: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Run until stopped (or once when `INTERVAL=0`).
+pub fn run(config: &Config, stop: &Receiver<()>) -> Exit {
+    log::set_debug(config.debug);
+    for w in &config.warnings {
+        warning!("{w}");
+    }
+    if !config.verify_tls {
+        warning!("VERIFY_SSL=0: the server's certificate is NOT verified; anyone in between can read the key");
+    }
+    let reporter = match Reporter::new(config) {
+        Ok(r) => r,
+        Err(e) => {
+            error!("{e}");
+            return Exit::Config;
+        }
+    };
+    debug!(
+        "reporting {} to {} every {}s",
+        config.fqdn,
+        config.update_url,
+        config.interval.as_secs()
+    );
+    let mut last: HashMap<Option<Family>, String> = HashMap::new();
+    loop {
+        let ok = match cycle(config, &reporter, &mut last, stop) {
+            Some(ok) => ok,
+            None => return Exit::Ok,
+        };
+        if config.interval.is_zero() {
+            return if ok { Exit::Ok } else { Exit::Failed };
+        }
+        if wait(stop, config.interval) {
+            return Exit::Ok;
+        }
+    }
+}
+
+/// One report per family. `None` when a stop arrived while waiting.
+fn cycle(
+    config: &Config,
+    reporter: &Reporter,
+    last: &mut HashMap<Option<Family>, String>,
+    stop: &Receiver<()>,
+) -> Option<bool> {
+    let budget = if config.interval.is_zero() {
+        ONE_SHOT_BUDGET
+    } else {
+        config.interval
+    };
+    let end = Instant::now() + budget;
+    let families = config.families();
+    let (mut accepted, mut failed) = (0, 0);
+    for family in families.iter().copied() {
+        let label = match family {
+            Some(f) => format!("{} {}", config.fqdn, f.record_type()),
+            None => config.fqdn.clone(),
+        };
+        let mut backoff = Duration::from_secs(1);
+        let outcome = loop {
+            match reporter.send(family) {
+                Err(ReportError::Transient(m)) => {
+                    let pause = jitter(backoff);
+                    if Instant::now() + pause >= end {
+                        break Err(m);
+                    }
+                    debug!("{label}: {m}; retrying in {:.1}s", pause.as_secs_f32());
+                    if wait(stop, pause) {
+                        return None;
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(ReportError::Unreachable(m))
+                    if config.ip_version == IpVersion::Both && family.is_some() =>
+                {
+                    debug!("{label}: skipped: {m}");
+                    break Ok(None);
+                }
+                Err(e) => break Err(e.to_string()),
+                Ok(a) => break Ok(Some(a)),
+            }
+        };
+        match outcome {
+            Ok(None) => {}
+            Ok(Some(a)) => {
+                accepted += 1;
+                let line = format!("{} {} {}", config.fqdn, a.rtype, a.ip);
+                if last.get(&family) != Some(&line) || a.status != "unchanged" {
+                    info!("{line} ({})", a.status);
+                } else {
+                    debug!("{line} (unchanged)");
+                }
+                last.insert(family, line);
+            }
+            Err(m) => {
+                failed += 1;
+                let line = format!("error: {m}");
+                // Repeated identical errors are logged once per change in a
+                // long-running loop, always in a one-shot run.
+                if last.get(&family) != Some(&line) || config.interval.is_zero() {
+                    error!("{label}: {m}");
+                }
+                last.insert(family, line);
+            }
+        }
+    }
+    if accepted == 0 && failed == 0 {
+        error!(
+            "{}: could not reach {} over IPv4 or IPv6",
+            config.fqdn, config.update_url
+        );
+        return Some(false);
+    }
+    Some(failed == 0)
+}
+
+/// ±25 % so many agents restarted together do not retry in lockstep.
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(0.75 + fastrand::f64() * 0.5)
+}
+
+/// Wait up to `d`; true when a stop arrived (or the sender is gone).
+fn wait(stop: &Receiver<()>, d: Duration) -> bool {
+    match stop.recv_timeout(d) {
+        Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
+        Err(RecvTimeoutError::Timeout) => false,
+    }
+}

@@ -1,0 +1,216 @@
+//! Reporting to `POST {BACKEND_URL}/update`, over a chosen address family.
+//!
+//! One `ureq::Agent` per family, built once: `Ipv4Only`/`Ipv6Only` make the
+//! connection itself go over that family, so the server sees (and sets) the
+//! host's IPv4 and IPv6 address in turn. TLS is rustls with the built-in
+//! Mozilla roots (webpki-roots), so no CA files are needed on a router or in
+//! a scratch image; `CA_BUNDLE` replaces them for a private CA.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::config::{Config, ConfigError, Family};
+
+const USER_AGENT: &str = concat!("dyndns-agent/", env!("CARGO_PKG_VERSION"));
+
+/// What the server said to an accepted report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// `created`, `updated` or `unchanged`.
+    pub status: String,
+    pub ip: String,
+    pub rtype: String,
+}
+
+/// Why a report did not go through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportError {
+    /// This host cannot reach the server over the family: no route, no
+    /// local address or no DNS record of that family.
+    Unreachable(String),
+    /// Connection refused, timeout, 5xx, 429: worth retrying soon.
+    Transient(String),
+    /// The server refused the report (400, 401, 404 …) or TLS verification
+    /// failed: retrying soon will not help.
+    Rejected(String),
+}
+
+impl fmt::Display for ReportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReportError::Unreachable(m) | ReportError::Transient(m) | ReportError::Rejected(m) => {
+                f.write_str(m)
+            }
+        }
+    }
+}
+
+pub struct Reporter {
+    agents: HashMap<Option<Family>, ureq::Agent>,
+    url: String,
+    fqdn: String,
+    key: String,
+    ip: Option<String>,
+}
+
+impl Reporter {
+    pub fn new(config: &Config) -> Result<Reporter, ConfigError> {
+        let tls = tls_config(config)?;
+        let build = |family: ureq::config::IpFamily| -> ureq::Agent {
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .max_redirects(0)
+                .ip_family(family)
+                .tls_config(tls.clone())
+                .timeout_connect(Some(Duration::from_secs(10)))
+                // The server may wait up to 15 s for Hetzner.
+                .timeout_global(Some(Duration::from_secs(30)))
+                .user_agent(USER_AGENT)
+                .build()
+                .into()
+        };
+        let mut agents = HashMap::new();
+        agents.insert(None, build(ureq::config::IpFamily::Any));
+        agents.insert(Some(Family::V4), build(ureq::config::IpFamily::Ipv4Only));
+        agents.insert(Some(Family::V6), build(ureq::config::IpFamily::Ipv6Only));
+        Ok(Reporter {
+            agents,
+            url: config.update_url.clone(),
+            fqdn: config.fqdn.clone(),
+            key: config.key.expose().to_string(),
+            ip: config.ip.map(|ip| ip.to_string()),
+        })
+    }
+
+    /// Send one report, over `family` when given.
+    pub fn send(&self, family: Option<Family>) -> Result<Accepted, ReportError> {
+        let mut body = json!({"fqdn": self.fqdn});
+        if let Some(ip) = &self.ip {
+            body["ip"] = json!(ip);
+        }
+        if let Some(f) = family {
+            body["type"] = json!(f.record_type());
+        }
+        let agent = self
+            .agents
+            .get(&family)
+            .ok_or_else(|| ReportError::Rejected("no client for this family".into()))?;
+        let sent = agent
+            .post(&self.url)
+            .header("X-Pre-Shared-Key", &self.key)
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json")
+            .send(body.to_string());
+        let mut resp = match sent {
+            Ok(r) => r,
+            Err(e) => return Err(classify(&e, family)),
+        };
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024)
+            .read_to_string()
+            .unwrap_or_default();
+        let doc: Option<Value> = serde_json::from_str(&text).ok();
+        let field = |k: &str| {
+            doc.as_ref()
+                .and_then(|d| d.get(k))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        if status == 200 {
+            return match (field("status"), field("ip")) {
+                (Some(status), Some(ip)) => Ok(Accepted {
+                    status,
+                    ip,
+                    rtype: field("type").unwrap_or_default(),
+                }),
+                _ => Err(ReportError::Rejected(format!(
+                    "{} answered 200 but not as dyndns-server does; check BACKEND_URL",
+                    self.url
+                ))),
+            };
+        }
+        let message = field("error").unwrap_or_else(|| {
+            text.chars()
+                .take(120)
+                .collect::<String>()
+                .trim()
+                .to_string()
+        });
+        let message = format!("server answered {status}: {message}");
+        if status == 429 || status >= 500 {
+            Err(ReportError::Transient(message))
+        } else if (300..400).contains(&status) {
+            Err(ReportError::Rejected(format!(
+                "{message} (a redirect; check BACKEND_URL, e.g. http → https)"
+            )))
+        } else {
+            Err(ReportError::Rejected(message))
+        }
+    }
+}
+
+fn tls_config(config: &Config) -> Result<ureq::tls::TlsConfig, ConfigError> {
+    let mut builder = ureq::tls::TlsConfig::builder().disable_verification(!config.verify_tls);
+    if let Some(path) = &config.ca_bundle {
+        let pem = std::fs::read(path)
+            .map_err(|e| ConfigError(format!("CA_BUNDLE: cannot read {}: {e}", path.display())))?;
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(&pem) {
+            match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(ConfigError(format!(
+                        "CA_BUNDLE: {} is not valid PEM: {e}",
+                        path.display()
+                    )))
+                }
+            }
+        }
+        if certs.is_empty() {
+            return Err(ConfigError(format!(
+                "CA_BUNDLE: {} holds no certificate",
+                path.display()
+            )));
+        }
+        builder = builder.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+    }
+    Ok(builder.build())
+}
+
+/// Sort a transport error into unreachable / transient / rejected.
+fn classify(e: &ureq::Error, family: Option<Family>) -> ReportError {
+    let over = family
+        .map(|f| format!(" over {}", f.name()))
+        .unwrap_or_default();
+    let text = e.to_string();
+    match e {
+        ureq::Error::HostNotFound => {
+            ReportError::Unreachable(format!("the server has no address{over}"))
+        }
+        ureq::Error::ConnectionFailed => {
+            ReportError::Unreachable(format!("no way to connect{over}"))
+        }
+        ureq::Error::Io(io)
+            if matches!(
+                io.kind(),
+                io::ErrorKind::NetworkUnreachable
+                    | io::ErrorKind::HostUnreachable
+                    | io::ErrorKind::AddrNotAvailable
+            ) =>
+        {
+            ReportError::Unreachable(format!("cannot reach the server{over}: {io}"))
+        }
+        _ if text.contains("certificate") || text.contains("Certificate") => {
+            ReportError::Rejected(format!("TLS{over}: {text}; for a private CA set CA_BUNDLE"))
+        }
+        _ => ReportError::Transient(format!("cannot reach the server{over}: {text}")),
+    }
+}

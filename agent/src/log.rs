@@ -1,0 +1,67 @@
+//! Minimal logging to stderr with a UTC timestamp. The agent logs little
+//! (one line per address change or error), so it does without a logging
+//! crate. `DEBUG` is set once at start and only read afterwards.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+static DEBUG: AtomicBool = AtomicBool::new(false);
+
+pub fn set_debug(on: bool) {
+    DEBUG.store(on, Ordering::Relaxed);
+}
+
+pub fn debug_enabled() -> bool {
+    DEBUG.load(Ordering::Relaxed)
+}
+
+pub fn line(level: &str, message: &str) {
+    eprintln!("{} [{level}] {message}", timestamp());
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` from the system clock (civil-from-days).
+fn timestamp() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+macro_rules! info {
+    ($($arg:tt)*) => { $crate::log::line("INFO", &format!($($arg)*)) };
+}
+macro_rules! warning {
+    ($($arg:tt)*) => { $crate::log::line("WARN", &format!($($arg)*)) };
+}
+macro_rules! error {
+    ($($arg:tt)*) => { $crate::log::line("ERROR", &format!($($arg)*)) };
+}
+macro_rules! debug {
+    ($($arg:tt)*) => { if $crate::log::debug_enabled() { $crate::log::line("DEBUG", &format!($($arg)*)) } };
+}
+pub(crate) use {debug, error, info, warning};
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamp_has_the_rfc3339_shape() {
+        let t = super::timestamp();
+        assert_eq!(t.len(), 20, "{t}");
+        assert!(t.starts_with("20") && t.ends_with('Z') && &t[10..11] == "T");
+    }
+}

@@ -1,0 +1,210 @@
+//! The agent library against the real server (in-process, port 0) and the
+//! fake Hetzner, and against a small fake server that answers errors.
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use dyndns_agent::config::Config;
+use dyndns_agent::Exit;
+use e2e::{FakeHetzner, Setup, TestServer};
+
+const HOME: &str = "home.example.com";
+
+/// A dual-stack server ([::], so 127.0.0.1 and ::1 both reach it).
+fn dual_stack_server() -> (FakeHetzner, TestServer) {
+    let fake = FakeHetzner::start();
+    fake.add_zone("example.com");
+    let server = Setup::new(&fake, HOME).var("LISTEN_ADDR", "::").start();
+    (fake, server)
+}
+
+fn port(server: &TestServer) -> u16 {
+    server.running().addr().port()
+}
+
+fn agent_config(vars: &[(&str, &str)]) -> Config {
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::load(&[], &move |k| map.get(k).cloned()).expect("agent config")
+}
+
+/// Run once (INTERVAL=0); returns the exit and how long it took.
+fn run_once(vars: &[(&str, &str)]) -> (Exit, Duration) {
+    let mut vars = vars.to_vec();
+    vars.push(("INTERVAL", "0"));
+    let (_tx, rx) = mpsc::channel();
+    let started = Instant::now();
+    let exit = dyndns_agent::run(&agent_config(&vars), &rx);
+    (exit, started.elapsed())
+}
+
+#[test]
+fn over_ipv4_it_sets_a_and_skips_the_unreachable_family_quietly() {
+    let (fake, server) = dual_stack_server();
+    let key = server.key(HOME);
+    let url = format!("http://127.0.0.1:{}", port(&server));
+    let (exit, _) = run_once(&[
+        ("BACKEND_URL", &url),
+        ("FQDN", HOME),
+        ("PRE_SHARED_KEY", &key),
+    ]);
+    assert_eq!(exit, Exit::Ok);
+    assert_eq!(
+        fake.rrset("example.com", "home", "A"),
+        Some(vec!["127.0.0.1".to_string()])
+    );
+    assert_eq!(fake.rrset("example.com", "home", "AAAA"), None);
+}
+
+#[test]
+fn over_ipv6_it_sets_aaaa_with_the_right_type() {
+    let (fake, server) = dual_stack_server();
+    let key = server.key(HOME);
+    let url = format!("http://[::1]:{}/update/", port(&server));
+    let (exit, _) = run_once(&[
+        ("BACKEND_URL", &url),
+        ("FQDN", HOME),
+        ("PRE_SHARED_KEY", &key),
+    ]);
+    assert_eq!(exit, Exit::Ok);
+    assert_eq!(
+        fake.rrset("example.com", "home", "AAAA"),
+        Some(vec!["::1".to_string()])
+    );
+    assert_eq!(fake.rrset("example.com", "home", "A"), None);
+}
+
+#[test]
+fn asking_for_exactly_an_unreachable_family_is_a_failure() {
+    let (_fake, server) = dual_stack_server();
+    let key = server.key(HOME);
+    let url = format!("http://127.0.0.1:{}", port(&server));
+    let (exit, _) = run_once(&[
+        ("BACKEND_URL", &url),
+        ("FQDN", HOME),
+        ("PRE_SHARED_KEY", &key),
+        ("IP_VERSION", "6"),
+    ]);
+    assert_eq!(exit, Exit::Failed);
+}
+
+#[test]
+fn an_explicit_ip_is_reported_as_given() {
+    let (fake, server) = dual_stack_server();
+    let key = server.key(HOME);
+    let url = format!("http://127.0.0.1:{}", port(&server));
+    let (exit, _) = run_once(&[
+        ("BACKEND_URL", &url),
+        ("FQDN", HOME),
+        ("PRE_SHARED_KEY", &key),
+        ("IP", "2001:db8::42"),
+    ]);
+    assert_eq!(exit, Exit::Ok);
+    assert_eq!(
+        fake.rrset("example.com", "home", "AAAA"),
+        Some(vec!["2001:db8::42".to_string()])
+    );
+}
+
+#[test]
+fn a_rejected_report_fails_at_once_without_retries() {
+    let (fake, server) = dual_stack_server();
+    let url = format!("http://127.0.0.1:{}", port(&server));
+    let (exit, took) = run_once(&[
+        ("BACKEND_URL", &url),
+        ("FQDN", HOME),
+        ("PRE_SHARED_KEY", "wrong-key"),
+    ]);
+    assert_eq!(exit, Exit::Failed);
+    assert!(
+        took < Duration::from_secs(3),
+        "no backoff for a 401: {took:?}"
+    );
+    let (exit, _) = run_once(&[
+        ("BACKEND_URL", &url),
+        ("FQDN", "other.example.com"),
+        ("PRE_SHARED_KEY", &server.key(HOME)),
+    ]);
+    assert_eq!(exit, Exit::Failed);
+    assert_eq!(fake.rrset("example.com", "home", "A"), None);
+}
+
+/// A server that answers `statuses` in turn (then 200 OK as dyndns-server).
+fn scripted_server(statuses: Vec<u16>) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let server = tiny_http::Server::http("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", server.server_addr().to_ip().expect("ip"));
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for rq in server.incoming_requests() {
+            let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let status = statuses.get(n).copied().unwrap_or(200);
+            let body = if status == 200 {
+                r#"{"status":"unchanged","fqdn":"home.example.com","type":"A","ip":"127.0.0.1"}"#
+                    .to_string()
+            } else {
+                format!(r#"{{"error":"scripted {status}"}}"#)
+            };
+            let _ = rq.respond(tiny_http::Response::from_string(body).with_status_code(status));
+        }
+    });
+    (url, count)
+}
+
+#[test]
+fn transient_errors_are_retried_with_backoff_within_the_budget() {
+    let (url, count) = scripted_server(vec![503, 502]);
+    let (exit, took) = run_once(&[
+        ("BACKEND_URL", &url),
+        ("FQDN", HOME),
+        ("PRE_SHARED_KEY", "k"),
+        ("IP_VERSION", "4"),
+    ]);
+    assert_eq!(exit, Exit::Ok);
+    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(8),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn an_unreachable_server_fails_within_the_one_shot_budget() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", closed.local_addr().expect("addr"));
+    drop(closed);
+    let (exit, took) = run_once(&[
+        ("BACKEND_URL", &url),
+        ("FQDN", HOME),
+        ("PRE_SHARED_KEY", "k"),
+    ]);
+    assert_eq!(exit, Exit::Failed);
+    assert!(took < Duration::from_secs(12), "{took:?}");
+}
+
+#[test]
+fn the_loop_reports_then_stops_at_once_when_told() {
+    let (fake, server) = dual_stack_server();
+    let key = server.key(HOME);
+    let url = format!("http://127.0.0.1:{}", port(&server));
+    let config = agent_config(&[
+        ("BACKEND_URL", &url),
+        ("FQDN", HOME),
+        ("PRE_SHARED_KEY", &key),
+        ("INTERVAL", "3600"),
+    ]);
+    let (tx, rx) = mpsc::channel();
+    let agent = std::thread::spawn(move || dyndns_agent::run(&config, &rx));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fake.rrset("example.com", "home", "A").is_none() {
+        assert!(Instant::now() < deadline, "the first report never arrived");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stopped = Instant::now();
+    tx.send(()).expect("send stop");
+    assert_eq!(agent.join().expect("agent thread"), Exit::Ok);
+    assert!(stopped.elapsed() < Duration::from_secs(1));
+}
