@@ -42,9 +42,7 @@ pub enum ReportError {
 impl fmt::Display for ReportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ReportError::Unreachable(m) | ReportError::Transient(m) | ReportError::Rejected(m) => {
-                f.write_str(m)
-            }
+            ReportError::Unreachable(m) | ReportError::Transient(m) | ReportError::Rejected(m) => f.write_str(m),
         }
     }
 }
@@ -95,10 +93,8 @@ impl Reporter {
         if let Some(f) = family {
             body["type"] = json!(f.record_type());
         }
-        let agent = self
-            .agents
-            .get(&family)
-            .ok_or_else(|| ReportError::Rejected("no client for this family".into()))?;
+        let agent =
+            self.agents.get(&family).ok_or_else(|| ReportError::Rejected("no client for this family".into()))?;
         let sent = agent
             .post(&self.url)
             .header("X-Pre-Shared-Key", &self.key)
@@ -110,46 +106,24 @@ impl Reporter {
             Err(e) => return Err(classify(&e, family)),
         };
         let status = resp.status().as_u16();
-        let text = resp
-            .body_mut()
-            .with_config()
-            .limit(64 * 1024)
-            .read_to_string()
-            .unwrap_or_default();
+        let text = resp.body_mut().with_config().limit(64 * 1024).read_to_string().unwrap_or_default();
         let doc: Option<Value> = serde_json::from_str(&text).ok();
-        let field = |k: &str| {
-            doc.as_ref()
-                .and_then(|d| d.get(k))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
+        let field = |k: &str| doc.as_ref().and_then(|d| d.get(k)).and_then(Value::as_str).map(str::to_string);
         if status == 200 {
             return match (field("status"), field("ip")) {
-                (Some(status), Some(ip)) => Ok(Accepted {
-                    status,
-                    ip,
-                    rtype: field("type").unwrap_or_default(),
-                }),
+                (Some(status), Some(ip)) => Ok(Accepted { status, ip, rtype: field("type").unwrap_or_default() }),
                 _ => Err(ReportError::Rejected(format!(
                     "{} answered 200 but not as dyndns-server does; check BACKEND_URL",
                     self.url
                 ))),
             };
         }
-        let message = field("error").unwrap_or_else(|| {
-            text.chars()
-                .take(120)
-                .collect::<String>()
-                .trim()
-                .to_string()
-        });
+        let message = field("error").unwrap_or_else(|| text.chars().take(120).collect::<String>().trim().to_string());
         let message = format!("server answered {status}: {message}");
         if status == 429 || status >= 500 {
             Err(ReportError::Transient(message))
         } else if (300..400).contains(&status) {
-            Err(ReportError::Rejected(format!(
-                "{message} (a redirect; check BACKEND_URL, e.g. http → https)"
-            )))
+            Err(ReportError::Rejected(format!("{message} (a redirect; check BACKEND_URL, e.g. http → https)")))
         } else {
             Err(ReportError::Rejected(message))
         }
@@ -159,26 +133,18 @@ impl Reporter {
 fn tls_config(config: &Config) -> Result<ureq::tls::TlsConfig, ConfigError> {
     let mut builder = ureq::tls::TlsConfig::builder().disable_verification(!config.verify_tls);
     if let Some(path) = &config.ca_bundle {
-        let pem = std::fs::read(path)
-            .map_err(|e| ConfigError(format!("CA_BUNDLE: cannot read {}: {e}", path.display())))?;
+        let pem =
+            std::fs::read(path).map_err(|e| ConfigError(format!("CA_BUNDLE: cannot read {}: {e}", path.display())))?;
         let mut certs = Vec::new();
         for item in ureq::tls::parse_pem(&pem) {
             match item {
                 Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
                 Ok(_) => {}
-                Err(e) => {
-                    return Err(ConfigError(format!(
-                        "CA_BUNDLE: {} is not valid PEM: {e}",
-                        path.display()
-                    )))
-                }
+                Err(e) => return Err(ConfigError(format!("CA_BUNDLE: {} is not valid PEM: {e}", path.display()))),
             }
         }
         if certs.is_empty() {
-            return Err(ConfigError(format!(
-                "CA_BUNDLE: {} holds no certificate",
-                path.display()
-            )));
+            return Err(ConfigError(format!("CA_BUNDLE: {} holds no certificate", path.display())));
         }
         builder = builder.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
     }
@@ -187,23 +153,15 @@ fn tls_config(config: &Config) -> Result<ureq::tls::TlsConfig, ConfigError> {
 
 /// Sort a transport error into unreachable / transient / rejected.
 fn classify(e: &ureq::Error, family: Option<Family>) -> ReportError {
-    let over = family
-        .map(|f| format!(" over {}", f.name()))
-        .unwrap_or_default();
+    let over = family.map(|f| format!(" over {}", f.name())).unwrap_or_default();
     let text = e.to_string();
     match e {
-        ureq::Error::HostNotFound => {
-            ReportError::Unreachable(format!("the server has no address{over}"))
-        }
-        ureq::Error::ConnectionFailed => {
-            ReportError::Unreachable(format!("no way to connect{over}"))
-        }
+        ureq::Error::HostNotFound => ReportError::Unreachable(format!("the server has no address{over}")),
+        ureq::Error::ConnectionFailed => ReportError::Unreachable(format!("no way to connect{over}")),
         ureq::Error::Io(io)
             if matches!(
                 io.kind(),
-                io::ErrorKind::NetworkUnreachable
-                    | io::ErrorKind::HostUnreachable
-                    | io::ErrorKind::AddrNotAvailable
+                io::ErrorKind::NetworkUnreachable | io::ErrorKind::HostUnreachable | io::ErrorKind::AddrNotAvailable
             ) =>
         {
             ReportError::Unreachable(format!("cannot reach the server{over}: {io}"))

@@ -86,23 +86,16 @@ impl std::error::Error for ConfigError {}
 pub fn update_url(backend: &str) -> Result<String, ConfigError> {
     let trimmed = backend.trim();
     let lower = trimmed.to_ascii_lowercase();
-    if !(lower.starts_with("http://") || lower.starts_with("https://"))
-        || trimmed.len() <= "https://".len()
-    {
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) || trimmed.len() <= "https://".len() {
         return Err(ConfigError(format!(
             "BACKEND_URL={trimmed:?} is not an http(s) URL; use the server's address, e.g. https://dyndns.example.com"
         )));
     }
     if trimmed.contains(['?', '#', ' ']) {
-        return Err(ConfigError(format!(
-            "BACKEND_URL={trimmed:?} must not contain '?', '#' or spaces"
-        )));
+        return Err(ConfigError(format!("BACKEND_URL={trimmed:?} must not contain '?', '#' or spaces")));
     }
     let base = trimmed.trim_end_matches('/');
-    let base = base
-        .strip_suffix("/update")
-        .unwrap_or(base)
-        .trim_end_matches('/');
+    let base = base.strip_suffix("/update").unwrap_or(base).trim_end_matches('/');
     Ok(format!("{base}/update"))
 }
 
@@ -112,15 +105,8 @@ impl Config {
     }
 
     /// `args` are the positional arguments (program name excluded).
-    pub fn load(
-        args: &[String],
-        lookup: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
-        let get = |name: &str| {
-            lookup(name)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
+    pub fn load(args: &[String], lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |name: &str| lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         let mut warnings = Vec::new();
         if args.len() == 1 || args.len() > 3 {
             return Err(ConfigError(format!(
@@ -128,20 +114,14 @@ impl Config {
                 args.len()
             )));
         }
-        let positional = |i: usize| {
-            args.get(i)
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-        };
+        let positional = |i: usize| args.get(i).map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
 
         let backend = positional(0).or_else(|| get("BACKEND_URL")).ok_or_else(|| {
             ConfigError("BACKEND_URL is not set; set it to your dyndns-server, e.g. https://dyndns.example.com".into())
         })?;
         let update_url = update_url(&backend)?;
         let host_part = update_url.split("://").nth(1).unwrap_or("");
-        let local = ["localhost", "127.", "[::1]"]
-            .iter()
-            .any(|p| host_part.starts_with(p));
+        let local = ["localhost", "127.", "[::1]"].iter().any(|p| host_part.starts_with(p));
         if update_url.starts_with("http://") && !local {
             warnings.push(format!(
                 "BACKEND_URL={backend:?} is plain http: the key crosses the network unencrypted; use https"
@@ -149,25 +129,21 @@ impl Config {
         }
 
         let fqdn = positional(1).or_else(|| get("FQDN")).ok_or_else(|| {
-            ConfigError(
-                "FQDN is not set; set it to the host name to update, e.g. home.example.com".into(),
-            )
+            ConfigError("FQDN is not set; set it to the host name to update, e.g. home.example.com".into())
         })?;
-        if fqdn.contains(|c: char| c.is_whitespace() || c == '/' || c == ':') || !fqdn.contains('.')
-        {
-            return Err(ConfigError(format!(
-                "FQDN={fqdn:?} is not a host name like home.example.com"
-            )));
+        if fqdn.contains(|c: char| c.is_whitespace() || c == '/' || c == ':') || !fqdn.contains('.') {
+            return Err(ConfigError(format!("FQDN={fqdn:?} is not a host name like home.example.com")));
         }
 
         let ip = match positional(2).map(|v| ("IP argument", v)).or_else(|| get("IP").map(|v| ("IP", v))) {
             None => None,
-            Some((what, raw)) => Some(
-                raw.trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .parse::<IpAddr>()
-                    .map_err(|_| ConfigError(format!("{what}={raw:?} is not an IP address; leave it unset to report the address the server sees")))?,
-            ),
+            Some((what, raw)) => {
+                Some(raw.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().map_err(|_| {
+                    ConfigError(format!(
+                        "{what}={raw:?} is not an IP address; leave it unset to report the address the server sees"
+                    ))
+                })?)
+            }
         };
 
         let key = match (get("PRE_SHARED_KEY"), get("PRE_SHARED_KEY_FILE")) {
@@ -186,22 +162,18 @@ impl Config {
             }
         };
         if key.is_empty() || key.chars().any(char::is_whitespace) {
-            return Err(ConfigError(
-                "PRE_SHARED_KEY must be one word (the 43-character key of this host)".into(),
-            ));
+            return Err(ConfigError("PRE_SHARED_KEY must be one word (the 43-character key of this host)".into()));
         }
-        if (key.starts_with('"') && key.ends_with('"'))
-            || (key.starts_with('\'') && key.ends_with('\''))
-        {
-            return Err(ConfigError(
-                "PRE_SHARED_KEY is wrapped in quotes; remove them".into(),
-            ));
+        if (key.starts_with('"') && key.ends_with('"')) || (key.starts_with('\'') && key.ends_with('\'')) {
+            return Err(ConfigError("PRE_SHARED_KEY is wrapped in quotes; remove them".into()));
         }
 
         let interval = match get("INTERVAL") {
             None => 60,
             Some(raw) => raw.parse::<u64>().map_err(|_| {
-                ConfigError(format!("INTERVAL={raw:?} is not a whole number of seconds; use e.g. 60, or 0 to report once"))
+                ConfigError(format!(
+                    "INTERVAL={raw:?} is not a whole number of seconds; use e.g. 60, or 0 to report once"
+                ))
             })?,
         };
         if interval > 0 && interval < 10 {
@@ -212,11 +184,7 @@ impl Config {
             None | Some("both" | "46" | "dual") => IpVersion::Both,
             Some("4" | "ipv4" | "v4") => IpVersion::V4,
             Some("6" | "ipv6" | "v6") => IpVersion::V6,
-            Some(other) => {
-                return Err(ConfigError(format!(
-                    "IP_VERSION={other:?} must be 4, 6 or both"
-                )))
-            }
+            Some(other) => return Err(ConfigError(format!("IP_VERSION={other:?} must be 4, 6 or both"))),
         };
         let flag = |name: &str, default: bool| -> Result<bool, ConfigError> {
             match get(name).map(|v| v.to_ascii_lowercase()).as_deref() {
@@ -231,10 +199,7 @@ impl Config {
         let ca_bundle = get("CA_BUNDLE").map(PathBuf::from);
         if let Some(path) = &ca_bundle {
             if !path.is_file() {
-                return Err(ConfigError(format!(
-                    "CA_BUNDLE={:?} is not a readable file",
-                    path.display().to_string()
-                )));
+                return Err(ConfigError(format!("CA_BUNDLE={:?} is not a readable file", path.display().to_string())));
             }
         }
 
@@ -271,19 +236,13 @@ mod tests {
     use std::collections::HashMap;
 
     fn load(args: &[&str], vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         Config::load(&args, &move |k| map.get(k).cloned())
     }
 
-    const BASE: &[(&str, &str)] = &[
-        ("BACKEND_URL", "https://dyndns.example.com"),
-        ("FQDN", "home.example.com"),
-        ("PRE_SHARED_KEY", "k"),
-    ];
+    const BASE: &[(&str, &str)] =
+        &[("BACKEND_URL", "https://dyndns.example.com"), ("FQDN", "home.example.com"), ("PRE_SHARED_KEY", "k")];
 
     #[test]
     fn update_url_accepts_every_spelling() {
@@ -293,16 +252,9 @@ mod tests {
             "https://d.example.com/update",
             "https://d.example.com/update/",
         ] {
-            assert_eq!(
-                update_url(backend).as_deref(),
-                Ok("https://d.example.com/update"),
-                "{backend}"
-            );
+            assert_eq!(update_url(backend).as_deref(), Ok("https://d.example.com/update"), "{backend}");
         }
-        assert_eq!(
-            update_url("http://10.0.0.1:8080/dyn/").as_deref(),
-            Ok("http://10.0.0.1:8080/dyn/update")
-        );
+        assert_eq!(update_url("http://10.0.0.1:8080/dyn/").as_deref(), Ok("http://10.0.0.1:8080/dyn/update"));
         assert!(update_url("dyndns.example.com").is_err());
         assert!(update_url("ftp://x").is_err());
         assert!(update_url("https://").is_err());
@@ -316,11 +268,7 @@ mod tests {
         assert_eq!(c.ip_version, IpVersion::Both);
         assert!(c.verify_tls);
         assert_eq!(c.families(), vec![Some(Family::V4), Some(Family::V6)]);
-        let c = load(
-            &["http://127.0.0.1:8080", "nas.example.com", "192.0.2.1"],
-            BASE,
-        )
-        .expect("config");
+        let c = load(&["http://127.0.0.1:8080", "nas.example.com", "192.0.2.1"], BASE).expect("config");
         assert_eq!(c.update_url, "http://127.0.0.1:8080/update");
         assert_eq!(c.fqdn, "nas.example.com");
         assert_eq!(c.ip, Some("192.0.2.1".parse().expect("ip")));
@@ -333,25 +281,14 @@ mod tests {
         type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
         let cases: &[Case] = &[
             (&[], &[], "BACKEND_URL is not set"),
+            (&[], &[("BACKEND_URL", "https://d.example.com")], "FQDN is not set"),
             (
                 &[],
-                &[("BACKEND_URL", "https://d.example.com")],
-                "FQDN is not set",
-            ),
-            (
-                &[],
-                &[
-                    ("BACKEND_URL", "https://d.example.com"),
-                    ("FQDN", "home.example.com"),
-                ],
+                &[("BACKEND_URL", "https://d.example.com"), ("FQDN", "home.example.com")],
                 "PRE_SHARED_KEY is not set",
             ),
             (&["https://d.example.com"], BASE, "expected no arguments"),
-            (
-                &["https://d.example.com", "home.example.com", "nope"],
-                BASE,
-                "IP argument=\"nope\"",
-            ),
+            (&["https://d.example.com", "home.example.com", "nope"], BASE, "IP argument=\"nope\""),
         ];
         for (args, vars, text) in cases {
             let err = load(args, vars).expect_err("error");
@@ -359,16 +296,10 @@ mod tests {
         }
         let mut vars = BASE.to_vec();
         vars.push(("INTERVAL", "5m"));
-        assert!(load(&[], &vars)
-            .expect_err("interval")
-            .0
-            .contains("INTERVAL=\"5m\""));
+        assert!(load(&[], &vars).expect_err("interval").0.contains("INTERVAL=\"5m\""));
         let mut vars = BASE.to_vec();
         vars.push(("IP_VERSION", "7"));
-        assert!(load(&[], &vars)
-            .expect_err("version")
-            .0
-            .contains("IP_VERSION"));
+        assert!(load(&[], &vars).expect_err("version").0.contains("IP_VERSION"));
         let vars = [
             ("BACKEND_URL", "https://d.example.com"),
             ("FQDN", "home.example.com"),
@@ -382,11 +313,8 @@ mod tests {
 
     #[test]
     fn plain_http_to_another_host_is_warned_about() {
-        let vars = [
-            ("BACKEND_URL", "http://dyndns.example.com"),
-            ("FQDN", "home.example.com"),
-            ("PRE_SHARED_KEY", "k"),
-        ];
+        let vars =
+            [("BACKEND_URL", "http://dyndns.example.com"), ("FQDN", "home.example.com"), ("PRE_SHARED_KEY", "k")];
         let c = load(&[], &vars).expect("config");
         assert!(c.warnings.iter().any(|w| w.contains("unencrypted")));
     }

@@ -50,12 +50,7 @@ pub fn run(config: &Config, stop: &Receiver<()>) -> Exit {
             return Exit::Config;
         }
     };
-    debug!(
-        "reporting {} to {} every {}s",
-        config.fqdn,
-        config.update_url,
-        config.interval.as_secs()
-    );
+    debug!("reporting {} to {} every {}s", config.fqdn, config.update_url, config.interval.as_secs());
     let mut last: HashMap<Option<Family>, String> = HashMap::new();
     loop {
         let ok = match cycle(config, &reporter, &mut last, stop) {
@@ -78,11 +73,7 @@ fn cycle(
     last: &mut HashMap<Option<Family>, String>,
     stop: &Receiver<()>,
 ) -> Option<bool> {
-    let budget = if config.interval.is_zero() {
-        ONE_SHOT_BUDGET
-    } else {
-        config.interval
-    };
+    let budget = if config.interval.is_zero() { ONE_SHOT_BUDGET } else { config.interval };
     let end = Instant::now() + budget;
     let families = config.families();
     let (mut accepted, mut failed) = (0, 0);
@@ -105,9 +96,7 @@ fn cycle(
                     }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
-                Err(ReportError::Unreachable(m))
-                    if config.ip_version == IpVersion::Both && family.is_some() =>
-                {
+                Err(ReportError::Unreachable(m)) if config.ip_version == IpVersion::Both && family.is_some() => {
                     debug!("{label}: skipped: {m}");
                     break Ok(None);
                 }
@@ -140,10 +129,7 @@ fn cycle(
         }
     }
     if accepted == 0 && failed == 0 {
-        error!(
-            "{}: could not reach {} over IPv4 or IPv6",
-            config.fqdn, config.update_url
-        );
+        error!("{}: could not reach {} over IPv4 or IPv6", config.fqdn, config.update_url);
         return Some(false);
     }
     Some(failed == 0)

@@ -44,10 +44,7 @@ fn main() -> ExitCode {
         }
     };
     let (tx, rx) = std::sync::mpsc::channel();
-    match signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ]) {
+    match signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT]) {
         Ok(mut signals) => {
             std::thread::spawn(move || {
                 for _ in signals.forever() {

@@ -29,10 +29,7 @@ pub fn write(path: &Path, content: &[u8], append_only: bool) -> io::Result<()> {
         }
         Err(err) => {
             let _ = fs::remove_file(&tmp);
-            let rename_refused = matches!(
-                err.raw_os_error(),
-                Some(16 /* EBUSY */) | Some(18 /* EXDEV */)
-            );
+            let rename_refused = matches!(err.raw_os_error(), Some(16 /* EBUSY */) | Some(18 /* EXDEV */));
             if rename_refused && append_only {
                 write_in_place(path, content)
             } else {
@@ -43,20 +40,12 @@ pub fn write(path: &Path, content: &[u8], append_only: bool) -> io::Result<()> {
 }
 
 fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
 fn write_new(tmp: &Path, content: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(tmp)?;
+    let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(tmp)?;
     file.write_all(content)?;
     file.sync_all()
 }
@@ -107,10 +96,7 @@ mod tests {
         assert_eq!(fs::read_to_string(&path).expect("read"), "old\nnew\n");
         let mode = fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let names: Vec<_> = fs::read_dir(&dir)
-            .expect("dir")
-            .map(|e| e.expect("entry").file_name())
-            .collect();
+        let names: Vec<_> = fs::read_dir(&dir).expect("dir").map(|e| e.expect("entry").file_name()).collect();
         assert_eq!(names.len(), 1, "left behind: {names:?}");
     }
 

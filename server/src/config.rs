@@ -64,8 +64,31 @@ pub struct Config {
     pub log_max_bytes: u64,
     pub log_backup_count: usize,
     pub dry_run: bool,
+    /// Where notifications go; `None` when `NTFY_URL`/`NTFY_TOPIC` are unset.
+    pub ntfy: Option<Ntfy>,
+    pub notify_on_change: bool,
+    pub notify_repeat_interval: Duration,
+    pub connection_check_interval: Duration,
+    pub lost_connection_timeout: Duration,
+    pub state_file: PathBuf,
+    pub metrics_public: bool,
     /// Problems that did not stop the server, to be logged once logging is up.
     pub warnings: Vec<String>,
+}
+
+/// ntfy settings.
+#[derive(Debug, Clone)]
+pub struct Ntfy {
+    /// `{NTFY_URL}/{NTFY_TOPIC}`.
+    pub topic_url: String,
+    pub auth: NtfyAuth,
+}
+
+#[derive(Debug, Clone)]
+pub enum NtfyAuth {
+    None,
+    Basic { username: String, password: Secret },
+    Token(Secret),
 }
 
 /// A setting the server cannot run with. The text names the variable,
@@ -90,9 +113,7 @@ struct Reader<'a> {
 impl Reader<'_> {
     /// The trimmed value, `None` when unset or empty.
     fn get(&self, name: &str) -> Option<String> {
-        (self.lookup)(name)
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
+        (self.lookup)(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
     }
 
     fn flag(&mut self, name: &str) -> bool {
@@ -100,8 +121,7 @@ impl Reader<'_> {
             None | Some("0" | "false" | "no" | "off") => false,
             Some("1" | "true" | "yes" | "on") => true,
             Some(other) => {
-                self.warnings
-                    .push(format!("{name}={other:?} is not 0 or 1; using 0"));
+                self.warnings.push(format!("{name}={other:?} is not 0 or 1; using 0"));
                 false
             }
         }
@@ -114,15 +134,11 @@ impl Reader<'_> {
         match raw.parse::<u64>() {
             Ok(n) if (min..=max).contains(&n) => n,
             Ok(_) => {
-                self.warnings.push(format!(
-                    "{name}={raw:?} is outside {min}..={max}; using the default {default}"
-                ));
+                self.warnings.push(format!("{name}={raw:?} is outside {min}..={max}; using the default {default}"));
                 default
             }
             Err(_) => {
-                self.warnings.push(format!(
-                    "{name}={raw:?} is not a whole number; using the default {default}"
-                ));
+                self.warnings.push(format!("{name}={raw:?} is not a whole number; using the default {default}"));
                 default
             }
         }
@@ -134,20 +150,18 @@ impl Reader<'_> {
         let file_var = format!("{name}_FILE");
         let value = match (self.get(name), self.get(&file_var)) {
             (Some(_), Some(_)) => {
-                return Err(ConfigError(format!(
-                    "{name} and {file_var} are both set; set only one of them"
-                )))
+                return Err(ConfigError(format!("{name} and {file_var} are both set; set only one of them")))
             }
             (Some(v), None) => v,
             (None, Some(path)) => {
                 let text = std::fs::read_to_string(&path).map_err(|e| {
-                    ConfigError(format!("{file_var}: cannot read {path:?}: {e}; point it at a readable file holding only the secret"))
+                    ConfigError(format!(
+                        "{file_var}: cannot read {path:?}: {e}; point it at a readable file holding only the secret"
+                    ))
                 })?;
                 let v = text.trim().to_string();
                 if v.is_empty() {
-                    return Err(ConfigError(format!(
-                        "{file_var}: {path:?} is empty; put the secret in it"
-                    )));
+                    return Err(ConfigError(format!("{file_var}: {path:?} is empty; put the secret in it")));
                 }
                 if v.starts_with(&format!("{name}=")) || (v.contains('=') && v.contains('\n')) {
                     return Err(ConfigError(format!(
@@ -159,17 +173,14 @@ impl Reader<'_> {
             (None, None) => return Ok(None),
         };
         let quoted = value.len() >= 2
-            && ((value.starts_with('"') && value.ends_with('"'))
-                || (value.starts_with('\'') && value.ends_with('\'')));
+            && ((value.starts_with('"') && value.ends_with('"')) || (value.starts_with('\'') && value.ends_with('\'')));
         if quoted {
             return Err(ConfigError(format!(
                 "{name} is wrapped in quotes; remove them (env files and compose take the value literally)"
             )));
         }
         if value.chars().any(char::is_whitespace) {
-            return Err(ConfigError(format!(
-                "{name} contains white space; it must be a single word"
-            )));
+            return Err(ConfigError(format!("{name} contains white space; it must be a single word")));
         }
         if value == placeholder {
             return Err(ConfigError(format!(
@@ -188,25 +199,17 @@ impl Config {
 
     /// Read settings through `lookup` (the environment, or a map in tests).
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let mut r = Reader {
-            lookup,
-            warnings: Vec::new(),
-        };
+        let mut r = Reader { lookup, warnings: Vec::new() };
 
         let dry_run = r.flag("DRY_RUN");
         let debug = r.flag("DEBUG_LOGGING");
 
         let token = r.secret("HETZNER_TOKEN", TOKEN_PLACEHOLDER)?;
         if dry_run && token.is_some() {
-            r.warnings.push(
-                "DRY_RUN=1: HETZNER_TOKEN is set but not used; nothing is written to Hetzner"
-                    .into(),
-            );
+            r.warnings.push("DRY_RUN=1: HETZNER_TOKEN is set but not used; nothing is written to Hetzner".into());
         }
 
-        let api_url = r
-            .get("HETZNER_API_URL")
-            .unwrap_or_else(|| DEFAULT_API_URL.to_string());
+        let api_url = r.get("HETZNER_API_URL").unwrap_or_else(|| DEFAULT_API_URL.to_string());
         let api_url = api_url.trim_end_matches('/').to_string();
         if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
             return Err(ConfigError(format!(
@@ -221,29 +224,19 @@ impl Config {
 
         let registered = registered_hosts(&mut r)?;
 
-        let key_file = PathBuf::from(
-            r.get("PRE_SHARED_KEY_FILE")
-                .unwrap_or_else(|| "/pre-shared-key".into()),
-        );
+        let key_file = PathBuf::from(r.get("PRE_SHARED_KEY_FILE").unwrap_or_else(|| "/pre-shared-key".into()));
 
         let listen_ip = match r.get("LISTEN_ADDR") {
             None => IpAddr::from([0, 0, 0, 0]),
-            Some(raw) => raw
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse()
-                .map_err(|_| {
-                    ConfigError(format!(
-                        "LISTEN_ADDR={raw:?} is not an IP address; use 0.0.0.0, [::] or 127.0.0.1"
-                    ))
-                })?,
+            Some(raw) => raw.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| {
+                ConfigError(format!("LISTEN_ADDR={raw:?} is not an IP address; use 0.0.0.0, [::] or 127.0.0.1"))
+            })?,
         };
         let port = r.number("LISTEN_PORT", 80, 0, 65535) as u16;
 
         let record_ttl = r.number("RECORD_TTL", 60, 60, 2_147_483_647) as u32;
         let zone_cache_ttl = Duration::from_secs(r.number("ZONE_CACHE_TTL", 86_400, 0, 31_536_000));
-        let request_cache_ttl =
-            Duration::from_secs(r.number("REQUEST_CACHE_TTL", 300, 0, 31_536_000));
+        let request_cache_ttl = Duration::from_secs(r.number("REQUEST_CACHE_TTL", 300, 0, 31_536_000));
 
         let admin_user = r.get("BASIC_AUTH_USERNAME");
         let admin_pass = r.secret("BASIC_AUTH_PASSWORD", PASSWORD_PLACEHOLDER)?;
@@ -257,15 +250,28 @@ impl Config {
                 Some(Admin { username, password })
             }
             (None, None) => None,
-            (Some(_), None) => return Err(ConfigError(
-                "BASIC_AUTH_USERNAME is set but BASIC_AUTH_PASSWORD is not; set both or neither"
-                    .into(),
-            )),
-            (None, Some(_)) => return Err(ConfigError(
-                "BASIC_AUTH_PASSWORD is set but BASIC_AUTH_USERNAME is not; set both or neither"
-                    .into(),
-            )),
+            (Some(_), None) => {
+                return Err(ConfigError(
+                    "BASIC_AUTH_USERNAME is set but BASIC_AUTH_PASSWORD is not; set both or neither".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError(
+                    "BASIC_AUTH_PASSWORD is set but BASIC_AUTH_USERNAME is not; set both or neither".into(),
+                ))
+            }
         };
+
+        let ntfy = ntfy_settings(&mut r)?;
+        let notify_on_change = r.flag("NOTIFY_ON_CHANGE");
+        let notify_repeat_interval = Duration::from_secs(r.number("NOTIFY_REPEAT_INTERVAL", 3600, 0, 31_536_000));
+        let connection_check_interval = Duration::from_secs(r.number("CONNECTION_CHECK_INTERVAL", 60, 1, 86_400));
+        let lost_connection_timeout = Duration::from_secs(r.number("LOST_CONNECTION_TIMEOUT", 10_800, 1, 31_536_000));
+        let state_file = r.get("STATE_FILE").map(PathBuf::from).unwrap_or_else(|| {
+            let dir = key_file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            dir.join("dyndns-state.json")
+        });
+        let metrics_public = r.flag("METRICS_PUBLIC");
 
         let log_file = r.get("LOG_FILE").map(PathBuf::from);
         let log_max_bytes = r.number("LOG_MAX_BYTES", 1_048_576, 1024, u64::MAX);
@@ -286,6 +292,13 @@ impl Config {
             log_max_bytes,
             log_backup_count,
             dry_run,
+            ntfy,
+            notify_on_change,
+            notify_repeat_interval,
+            connection_check_interval,
+            lost_connection_timeout,
+            state_file,
+            metrics_public,
             warnings: r.warnings,
         })
     }
@@ -303,11 +316,26 @@ impl Config {
     /// One line with the effective settings, secrets redacted.
     pub fn summary(&self) -> String {
         format!(
-            "listen={} api={} registered=[{}] key_file={} record_ttl={} zone_cache_ttl={}s request_cache_ttl={}s token={} admin={} dry_run={} debug={} log_file={}",
+            "listen={} api={} registered=[{}] key_file={} state_file={} ntfy={} notify_on_change={} lost_after={}s record_ttl={} zone_cache_ttl={}s request_cache_ttl={}s token={} admin={} dry_run={} debug={} log_file={}",
             self.listen,
             self.api_url,
             self.registered.join(","),
             self.key_file.display(),
+            self.state_file.display(),
+            match &self.ntfy {
+                Some(n) => format!(
+                    "{} ({})",
+                    n.topic_url,
+                    match n.auth {
+                        NtfyAuth::None => "no auth",
+                        NtfyAuth::Basic { .. } => "basic auth",
+                        NtfyAuth::Token(_) => "token",
+                    }
+                ),
+                None => "off".into(),
+            },
+            u8::from(self.notify_on_change),
+            self.lost_connection_timeout.as_secs(),
             self.record_ttl,
             self.zone_cache_ttl.as_secs(),
             self.request_cache_ttl.as_secs(),
@@ -328,17 +356,53 @@ impl Config {
     }
 }
 
+fn ntfy_settings(r: &mut Reader<'_>) -> Result<Option<Ntfy>, ConfigError> {
+    let (url, topic) = match (r.get("NTFY_URL"), r.get("NTFY_TOPIC")) {
+        (None, None) => return Ok(None),
+        (Some(u), Some(t)) => (u, t),
+        (Some(_), None) => {
+            return Err(ConfigError("NTFY_URL is set but NTFY_TOPIC is not; set both (or neither)".into()))
+        }
+        (None, Some(t)) => {
+            return Err(ConfigError(format!(
+                "NTFY_TOPIC={t:?} is set but NTFY_URL is not; set it, e.g. https://ntfy.sh"
+            )))
+        }
+    };
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(ConfigError(format!("NTFY_URL={url:?} is not an http(s) URL, e.g. https://ntfy.sh")));
+    }
+    if topic.contains(['/', '?', '#', ' ']) {
+        return Err(ConfigError(format!("NTFY_TOPIC={topic:?} must be a bare topic name")));
+    }
+    let user = r.get("NTFY_USERNAME");
+    let password = r.secret("NTFY_PASSWORD", PASSWORD_PLACEHOLDER)?;
+    let token = r.secret("NTFY_TOKEN", "replace-with-your-ntfy-token")?;
+    let auth = match (user, password, token) {
+        (None, None, None) => NtfyAuth::None,
+        (Some(username), Some(password), None) => NtfyAuth::Basic { username, password },
+        (None, None, Some(t)) => NtfyAuth::Token(t),
+        (_, _, Some(_)) => {
+            return Err(ConfigError(
+                "NTFY_TOKEN and NTFY_USERNAME/NTFY_PASSWORD are both set; use one way to log in".into(),
+            ))
+        }
+        _ => return Err(ConfigError("NTFY_USERNAME and NTFY_PASSWORD go together; set both or neither".into())),
+    };
+    Ok(Some(Ntfy { topic_url: format!("{}/{topic}", url.trim_end_matches('/')), auth }))
+}
+
 fn registered_hosts(r: &mut Reader<'_>) -> Result<Vec<String>, ConfigError> {
     let (var, raw) = match (r.get("REGISTERED_FQDNS"), r.get("ALLOWED_FQDNS")) {
         (Some(v), old) => {
             if old.is_some() {
-                r.warnings.push("ALLOWED_FQDNS is ignored because REGISTERED_FQDNS is set; remove ALLOWED_FQDNS".into());
+                r.warnings
+                    .push("ALLOWED_FQDNS is ignored because REGISTERED_FQDNS is set; remove ALLOWED_FQDNS".into());
             }
             ("REGISTERED_FQDNS", v)
         }
         (None, Some(v)) => {
-            r.warnings
-                .push("ALLOWED_FQDNS is deprecated; rename it to REGISTERED_FQDNS".into());
+            r.warnings.push("ALLOWED_FQDNS is deprecated; rename it to REGISTERED_FQDNS".into());
             ("ALLOWED_FQDNS", v)
         }
         (None, None) => {
@@ -349,12 +413,9 @@ fn registered_hosts(r: &mut Reader<'_>) -> Result<Vec<String>, ConfigError> {
         }
     };
     let mut hosts = Vec::new();
-    for item in raw
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|s| !s.is_empty())
-    {
-        let host = fqdn::canonical(item)
-            .map_err(|e| ConfigError(format!("{var}: {item:?} is not a host name: {e}")))?;
+    for item in raw.split(|c: char| c == ',' || c.is_whitespace()).filter(|s| !s.is_empty()) {
+        let host =
+            fqdn::canonical(item).map_err(|e| ConfigError(format!("{var}: {item:?} is not a host name: {e}")))?;
         if !hosts.contains(&host) {
             hosts.push(host);
         }
@@ -369,10 +430,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(&move |k| map.get(k).cloned())
     }
 
@@ -386,64 +444,42 @@ mod tests {
         assert_eq!(c.request_cache_ttl, Duration::from_secs(300));
         assert_eq!(c.key_file, PathBuf::from("/pre-shared-key"));
         assert!(c.registered.is_empty());
-        assert!(c
-            .warnings
-            .iter()
-            .any(|w| w.contains("REGISTERED_FQDNS is empty")));
+        assert!(c.warnings.iter().any(|w| w.contains("REGISTERED_FQDNS is empty")));
         assert!(c.check_serve().is_ok());
     }
 
     #[test]
     fn bad_numbers_fall_back_with_a_warning_naming_the_variable() {
-        let c = load(&[
-            ("RECORD_TTL", "abc"),
-            ("LISTEN_PORT", "99999"),
-            ("REQUEST_CACHE_TTL", "5"),
-        ])
-        .expect("config");
+        let c = load(&[("RECORD_TTL", "abc"), ("LISTEN_PORT", "99999"), ("REQUEST_CACHE_TTL", "5")]).expect("config");
         assert_eq!(c.record_ttl, 60);
         assert_eq!(c.listen.port(), 80);
         assert_eq!(c.request_cache_ttl, Duration::from_secs(5));
         assert!(c.warnings.iter().any(|w| w.contains("RECORD_TTL=\"abc\"")));
-        assert!(c
-            .warnings
-            .iter()
-            .any(|w| w.contains("LISTEN_PORT=\"99999\"")));
+        assert!(c.warnings.iter().any(|w| w.contains("LISTEN_PORT=\"99999\"")));
         let c = load(&[("RECORD_TTL", "30")]).expect("config");
         assert_eq!(c.record_ttl, 60);
     }
 
     #[test]
     fn hosts_are_canonical_and_the_old_name_is_accepted() {
-        let c = load(&[(
-            "REGISTERED_FQDNS",
-            "B.example.com., a.example.com,b.example.com",
-        )])
-        .expect("config");
+        let c = load(&[("REGISTERED_FQDNS", "B.example.com., a.example.com,b.example.com")]).expect("config");
         assert_eq!(c.registered, vec!["a.example.com", "b.example.com"]);
         let c = load(&[("ALLOWED_FQDNS", "a.example.com")]).expect("config");
         assert_eq!(c.registered, vec!["a.example.com"]);
         assert!(c.warnings.iter().any(|w| w.contains("deprecated")));
         let err = load(&[("REGISTERED_FQDNS", "a.example.com,localhost")]).expect_err("bad host");
-        assert!(
-            err.0.contains("REGISTERED_FQDNS") && err.0.contains("\"localhost\""),
-            "{err}"
-        );
+        assert!(err.0.contains("REGISTERED_FQDNS") && err.0.contains("\"localhost\""), "{err}");
     }
 
     #[test]
     fn token_mistakes_are_caught_without_printing_the_token() {
-        let err = load(&[])
-            .expect("config")
-            .check_serve()
-            .expect_err("no token");
+        let err = load(&[]).expect("config").check_serve().expect_err("no token");
         assert!(err.0.contains("HETZNER_TOKEN") && err.0.contains("DRY_RUN"));
         let err = load(&[("HETZNER_TOKEN", TOKEN_PLACEHOLDER)]).expect_err("placeholder");
         assert!(err.0.contains("placeholder"));
         let err = load(&[("HETZNER_TOKEN", "\"abcdef\"")]).expect_err("quoted");
         assert!(err.0.contains("quotes") && !err.0.contains("abcdef"));
-        let err =
-            load(&[("HETZNER_API_URL", "https://dns.hetzner.com/api/v1")]).expect_err("old api");
+        let err = load(&[("HETZNER_API_URL", "https://dns.hetzner.com/api/v1")]).expect_err("old api");
         assert!(err.0.contains("shut down"));
         let c = load(&[("HETZNER_TOKEN", "tok123")]).expect("config");
         assert_eq!(c.token.as_ref().map(Secret::expose), Some("tok123"));
@@ -461,11 +497,26 @@ mod tests {
         std::fs::write(&bad, "HETZNER_TOKEN=tok\n").expect("write");
         let c = load(&[("HETZNER_TOKEN_FILE", good.to_str().expect("utf8"))]).expect("config");
         assert_eq!(c.token.as_ref().map(Secret::expose), Some("tok-from-file"));
-        let err =
-            load(&[("HETZNER_TOKEN_FILE", bad.to_str().expect("utf8"))]).expect_err("env file");
+        let err = load(&[("HETZNER_TOKEN_FILE", bad.to_str().expect("utf8"))]).expect_err("env file");
         assert!(err.0.contains("env file"));
         let err = load(&[("HETZNER_TOKEN_FILE", "/nonexistent/token")]).expect_err("missing");
         assert!(err.0.starts_with("HETZNER_TOKEN_FILE") && err.0.contains("/nonexistent/token"));
+    }
+
+    #[test]
+    fn ntfy_settings_go_together() {
+        assert!(load(&[]).expect("config").ntfy.is_none());
+        let c =
+            load(&[("NTFY_URL", "https://ntfy.sh/"), ("NTFY_TOPIC", "dyn"), ("NTFY_TOKEN", "tk_1")]).expect("config");
+        let n = c.ntfy.expect("ntfy");
+        assert_eq!(n.topic_url, "https://ntfy.sh/dyn");
+        assert!(matches!(n.auth, NtfyAuth::Token(_)));
+        assert!(load(&[("NTFY_URL", "https://ntfy.sh")]).expect_err("no topic").0.contains("NTFY_TOPIC"));
+        let err =
+            load(&[("NTFY_URL", "https://ntfy.sh"), ("NTFY_TOPIC", "t"), ("NTFY_USERNAME", "u")]).expect_err("half");
+        assert!(err.0.contains("NTFY_PASSWORD"));
+        let c = load(&[("PRE_SHARED_KEY_FILE", "/data/keys")]).expect("config");
+        assert_eq!(c.state_file, PathBuf::from("/data/dyndns-state.json"));
     }
 
     #[test]
@@ -476,11 +527,7 @@ mod tests {
         assert!(err.0.contains("LISTEN_ADDR=\"localhost\""));
         let err = load(&[("BASIC_AUTH_USERNAME", "admin")]).expect_err("half admin");
         assert!(err.0.contains("BASIC_AUTH_PASSWORD"));
-        let c = load(&[
-            ("BASIC_AUTH_USERNAME", "admin"),
-            ("BASIC_AUTH_PASSWORD", "pw"),
-        ])
-        .expect("config");
+        let c = load(&[("BASIC_AUTH_USERNAME", "admin"), ("BASIC_AUTH_PASSWORD", "pw")]).expect("config");
         assert_eq!(c.admin.map(|a| a.username), Some("admin".into()));
     }
 }

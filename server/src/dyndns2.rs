@@ -77,18 +77,11 @@ impl Params {
 
     /// The first value of `name`, trimmed, if present and not empty.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.trim())
-            .filter(|v| !v.is_empty())
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim()).filter(|v| !v.is_empty())
     }
 
     fn all<'a>(&'a self, names: &'a [&str]) -> impl Iterator<Item = &'a str> {
-        self.0
-            .iter()
-            .filter(move |(k, _)| names.contains(&k.as_str()))
-            .map(|(_, v)| v.as_str())
+        self.0.iter().filter(move |(k, _)| names.contains(&k.as_str())).map(|(_, v)| v.as_str())
     }
 
     /// The host names of `hostname` (comma-separated; empty items dropped).
@@ -113,12 +106,7 @@ impl Params {
     pub fn addresses(&self) -> Result<Option<Addresses>, AddressError> {
         let mut out = Addresses::default();
         let names = ["myip", "myipv4", "ip", "myipv6", "ipv6", "myip6"];
-        for value in self
-            .all(&names)
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-        {
+        for value in self.all(&names).flat_map(|v| v.split(',')).map(str::trim).filter(|v| !v.is_empty()) {
             out.add(parse_ip(value)?)?;
         }
         Ok((out.v4.is_some() || out.v6.is_some()).then_some(out))
@@ -149,11 +137,7 @@ impl Addresses {
     }
 
     pub fn list(&self) -> Vec<IpAddr> {
-        self.v4
-            .map(IpAddr::V4)
-            .into_iter()
-            .chain(self.v6.map(IpAddr::V6))
-            .collect()
+        self.v4.map(IpAddr::V4).into_iter().chain(self.v6.map(IpAddr::V6)).collect()
     }
 }
 
@@ -184,13 +168,8 @@ pub fn parse_ip(value: &str) -> Result<IpAddr, AddressError> {
     if value.contains('/') {
         return Err(AddressError::Cidr(clip(value)));
     }
-    let bare = value
-        .strip_prefix('[')
-        .and_then(|v| v.strip_suffix(']'))
-        .unwrap_or(value);
-    bare.parse::<IpAddr>()
-        .map(|ip| ip.to_canonical())
-        .map_err(|_| AddressError::Invalid(clip(value)))
+    let bare = value.strip_prefix('[').and_then(|v| v.strip_suffix(']')).unwrap_or(value);
+    bare.parse::<IpAddr>().map(|ip| ip.to_canonical()).map_err(|_| AddressError::Invalid(clip(value)))
 }
 
 fn clip(value: &str) -> String {
@@ -206,10 +185,7 @@ pub fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len()
-                && hex(bytes[i + 1]).is_some()
-                && hex(bytes[i + 2]).is_some() =>
-            {
+            b'%' if i + 2 < bytes.len() && hex(bytes[i + 1]).is_some() && hex(bytes[i + 2]).is_some() => {
                 out.push(hex(bytes[i + 1]).unwrap_or(0) * 16 + hex(bytes[i + 2]).unwrap_or(0));
                 i += 2;
             }
@@ -235,18 +211,9 @@ mod tests {
 
     #[test]
     fn answers_are_the_exact_wire_text() {
-        assert_eq!(
-            Answer::Good("192.0.2.1".into()).to_string(),
-            "good 192.0.2.1"
-        );
-        assert_eq!(
-            Answer::Good("192.0.2.1,2001:db8::1".into()).to_string(),
-            "good 192.0.2.1,2001:db8::1"
-        );
-        assert_eq!(
-            Answer::NoChg("192.0.2.1".into()).to_string(),
-            "nochg 192.0.2.1"
-        );
+        assert_eq!(Answer::Good("192.0.2.1".into()).to_string(), "good 192.0.2.1");
+        assert_eq!(Answer::Good("192.0.2.1,2001:db8::1".into()).to_string(), "good 192.0.2.1,2001:db8::1");
+        assert_eq!(Answer::NoChg("192.0.2.1".into()).to_string(), "nochg 192.0.2.1");
         let codes = [
             (Answer::BadAuth, "badauth"),
             (Answer::NotFqdn, "notfqdn"),
@@ -267,7 +234,9 @@ mod tests {
 
     #[test]
     fn query_decoding_matches_what_clients_send() {
-        let p = Params::parse("hostname=a.example.com,b.example.com&myip=2001%3adb8%3a%3a1&system=dyndns&wildcard=NOCHG&Pass=p%2Bw+x");
+        let p = Params::parse(
+            "hostname=a.example.com,b.example.com&myip=2001%3adb8%3a%3a1&system=dyndns&wildcard=NOCHG&Pass=p%2Bw+x",
+        );
         assert_eq!(p.hostnames(), vec!["a.example.com", "b.example.com"]);
         assert_eq!(p.get("pass"), Some("p+w x"));
         let a = p.addresses().expect("ok").expect("some");
@@ -282,49 +251,27 @@ mod tests {
         let get = |q: &str| Params::parse(q).addresses();
         assert_eq!(get("myip="), Ok(None));
         assert_eq!(get("hostname=x"), Ok(None));
-        let both = get("myip=192.0.2.1,2001:db8::1")
-            .expect("ok")
-            .expect("some");
+        let both = get("myip=192.0.2.1,2001:db8::1").expect("ok").expect("some");
         assert_eq!(both.list().len(), 2);
         assert_eq!(get("myip=192.0.2.1&myipv6=2001:db8::1"), Ok(Some(both)));
         assert_eq!(
             get("myip=192.0.2.1,"),
-            Ok(Some(Addresses {
-                v4: Some("192.0.2.1".parse().expect("ip")),
-                v6: None
-            }))
+            Ok(Some(Addresses { v4: Some("192.0.2.1".parse().expect("ip")), v6: None }))
         );
         assert_eq!(
             get("myip=::ffff:192.0.2.1").expect("ok").and_then(|a| a.v4),
             Some("192.0.2.1".parse().expect("ip"))
         );
-        assert_eq!(
-            get("myip=192.0.2.1&ip=192.0.2.1")
-                .expect("ok")
-                .map(|a| a.list().len()),
-            Some(1)
-        );
-        assert!(matches!(
-            get("myipv6=2001:db8:1:2::/64"),
-            Err(AddressError::Cidr(_))
-        ));
+        assert_eq!(get("myip=192.0.2.1&ip=192.0.2.1").expect("ok").map(|a| a.list().len()), Some(1));
+        assert!(matches!(get("myipv6=2001:db8:1:2::/64"), Err(AddressError::Cidr(_))));
         assert!(matches!(get("myip=banana"), Err(AddressError::Invalid(_))));
-        assert_eq!(
-            get("myip=192.0.2.1&ip=192.0.2.2"),
-            Err(AddressError::TwoOfAFamily)
-        );
+        assert_eq!(get("myip=192.0.2.1&ip=192.0.2.2"), Err(AddressError::TwoOfAFamily));
     }
 
     #[test]
     fn query_credentials() {
-        assert_eq!(
-            Params::parse("user=home&pass=k").credentials(),
-            Some(("home".into(), "k".into()))
-        );
-        assert_eq!(
-            Params::parse("username=home&password=k").credentials(),
-            Some(("home".into(), "k".into()))
-        );
+        assert_eq!(Params::parse("user=home&pass=k").credentials(), Some(("home".into(), "k".into())));
+        assert_eq!(Params::parse("username=home&password=k").credentials(), Some(("home".into(), "k".into())));
         assert_eq!(Params::parse("user=home").credentials(), None);
     }
 }

@@ -81,9 +81,7 @@ fn valid_label(label: &str) -> bool {
         && label.len() <= 63
         && !label.starts_with('-')
         && !label.ends_with('-')
-        && label
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 /// The first label: the short user name dyndns2 clients may send.
@@ -95,9 +93,7 @@ pub fn first_label(fqdn: &str) -> &str {
 /// `example.com`, `badexample.com` is not)?
 pub fn in_zone(fqdn: &str, zone: &str) -> bool {
     fqdn == zone
-        || (fqdn.len() > zone.len()
-            && fqdn.ends_with(zone)
-            && fqdn.as_bytes()[fqdn.len() - zone.len() - 1] == b'.')
+        || (fqdn.len() > zone.len() && fqdn.ends_with(zone) && fqdn.as_bytes()[fqdn.len() - zone.len() - 1] == b'.')
 }
 
 /// The RRSet name of `fqdn` in `zone`: the part before the zone, or `@` for
@@ -119,11 +115,7 @@ fn punycode_encode(label: &str) -> String {
     const DAMP: u32 = 700;
     fn digit(d: u32) -> char {
         // 0..25 → a..z, 26..35 → 0..9
-        let b = if d < 26 {
-            b'a' + d as u8
-        } else {
-            b'0' + (d - 26) as u8
-        };
+        let b = if d < 26 { b'a' + d as u8 } else { b'0' + (d - 26) as u8 };
         b as char
     }
     fn adapt(mut delta: u32, points: u32, first: bool) -> u32 {
@@ -189,28 +181,16 @@ mod tests {
 
     #[test]
     fn canonical_lowercases_and_strips_the_root_dot() {
-        assert_eq!(
-            canonical("Home.Example.COM.").as_deref(),
-            Ok("home.example.com")
-        );
-        assert_eq!(
-            canonical(" home.example.com ").as_deref(),
-            Ok("home.example.com")
-        );
+        assert_eq!(canonical("Home.Example.COM.").as_deref(), Ok("home.example.com"));
+        assert_eq!(canonical(" home.example.com ").as_deref(), Ok("home.example.com"));
     }
 
     #[test]
     fn canonical_encodes_unicode_labels_as_punycode() {
         assert_eq!(canonical("München.de").as_deref(), Ok("xn--mnchen-3ya.de"));
-        assert_eq!(
-            canonical("home.bücher.example").as_deref(),
-            Ok("home.xn--bcher-kva.example")
-        );
+        assert_eq!(canonical("home.bücher.example").as_deref(), Ok("home.xn--bcher-kva.example"));
         // RFC 3492 sample (Arabic), lower-cased input
-        assert_eq!(
-            canonical("ليهمابتكلموشعربي؟.com").as_deref(),
-            Ok("xn--egbpdaj6bu4bxfgehfvwxn.com")
-        );
+        assert_eq!(canonical("ليهمابتكلموشعربي؟.com").as_deref(), Ok("xn--egbpdaj6bu4bxfgehfvwxn.com"));
         assert_eq!(canonical("例え.jp").as_deref(), Ok("xn--r8jz45g.jp"));
     }
 
@@ -219,26 +199,11 @@ mod tests {
         assert_eq!(canonical(""), Err(NameError::Empty));
         assert_eq!(canonical("."), Err(NameError::Empty));
         assert_eq!(canonical("localhost"), Err(NameError::NotQualified));
-        assert!(matches!(
-            canonical("a..example.com"),
-            Err(NameError::BadLabel(_))
-        ));
-        assert!(matches!(
-            canonical("-a.example.com"),
-            Err(NameError::BadLabel(_))
-        ));
-        assert!(matches!(
-            canonical("a b.example.com"),
-            Err(NameError::BadLabel(_))
-        ));
-        assert!(matches!(
-            canonical("a/b.example.com"),
-            Err(NameError::BadLabel(_))
-        ));
-        assert!(matches!(
-            canonical(&format!("{}.com", "a".repeat(64))),
-            Err(NameError::BadLabel(_))
-        ));
+        assert!(matches!(canonical("a..example.com"), Err(NameError::BadLabel(_))));
+        assert!(matches!(canonical("-a.example.com"), Err(NameError::BadLabel(_))));
+        assert!(matches!(canonical("a b.example.com"), Err(NameError::BadLabel(_))));
+        assert!(matches!(canonical("a/b.example.com"), Err(NameError::BadLabel(_))));
+        assert!(matches!(canonical(&format!("{}.com", "a".repeat(64))), Err(NameError::BadLabel(_))));
         let long = format!("{}.com", vec!["a".repeat(60); 5].join("."));
         assert_eq!(canonical(&long), Err(NameError::TooLong));
     }

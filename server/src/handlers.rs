@@ -15,7 +15,9 @@ use crate::dyndns2::{self, Addresses, Answer, Params};
 use crate::fqdn;
 use crate::hetzner::RecordType;
 use crate::keys;
-use crate::updater::UpdateError;
+use crate::monitor::human;
+use crate::notify::{self, Message};
+use crate::updater::{Outcome, UpdateError};
 use crate::App;
 
 /// Largest request body read; larger bodies get 413.
@@ -43,19 +45,14 @@ pub struct Req {
 
 impl Req {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     /// Split a request target into normalized path and query.
     pub fn split_target(target: &str) -> (String, String) {
         // absolute-form (`http://host/path`) → origin-form
         let target = match target.split_once("://") {
-            Some((scheme, rest)) if !scheme.contains('/') => {
-                rest.find('/').map_or("/", |i| &rest[i..])
-            }
+            Some((scheme, rest)) if !scheme.contains('/') => rest.find('/').map_or("/", |i| &rest[i..]),
             _ => target,
         };
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
@@ -64,7 +61,7 @@ impl Req {
     }
 
     /// `Authorization: Basic` credentials, if present and decodable.
-    fn basic_auth(&self) -> Option<(String, String)> {
+    pub fn basic_auth(&self) -> Option<(String, String)> {
         let value = self.header("authorization")?;
         let (scheme, encoded) = value.trim().split_once(' ')?;
         if !scheme.eq_ignore_ascii_case("basic") {
@@ -103,24 +100,15 @@ pub struct Reply {
 
 impl Reply {
     pub fn text(status: u16, body: impl Into<String>) -> Reply {
-        Reply {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            body: body.into(),
-            headers: Vec::new(),
-            host: None,
-        }
+        Reply { status, content_type: "text/plain; charset=utf-8", body: body.into(), headers: Vec::new(), host: None }
     }
     fn json(status: u16, body: &Value) -> Reply {
-        Reply {
-            content_type: "application/json",
-            ..Reply::text(status, body.to_string())
-        }
+        Reply { content_type: "application/json", ..Reply::text(status, body.to_string()) }
     }
     fn json_error(status: u16, message: impl Into<String>) -> Reply {
         Reply::json(status, &json!({"error": message.into()}))
     }
-    fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
         self.headers.push((name, value.into()));
         self
     }
@@ -136,8 +124,27 @@ impl Reply {
 /// Route a request.
 pub fn handle(app: &App, req: &Req) -> Reply {
     match req.path.as_str() {
-        "/update" => json_update(app, req),
-        "/nic/update" | "/v3/update" => nic_update(app, req),
+        "/update" => {
+            let reply = json_update(app, req);
+            let result = match reply.status {
+                200 => serde_json::from_str::<Value>(&reply.body)
+                    .ok()
+                    .and_then(|v| v["status"].as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                status => status.to_string(),
+            };
+            app.metrics.count("json", &result);
+            reply
+        }
+        "/nic/update" | "/v3/update" => {
+            let reply = nic_update(app, req);
+            for line in reply.body.lines() {
+                app.metrics.count("dyndns2", line.split(' ').next().unwrap_or(""));
+            }
+            reply
+        }
+        "/status" => crate::status::status(app, req),
+        "/metrics" => crate::status::metrics(app, req),
         "/ip" | "/healthz" if req.method != "GET" && req.method != "HEAD" => {
             Reply::method_not_allowed("GET, HEAD", "method not allowed")
         }
@@ -158,7 +165,7 @@ impl App {
         keys::ct_eq(key.unwrap_or(NO_KEY).as_bytes(), presented.as_bytes()) && key.is_some()
     }
 
-    fn admin_ok(&self, user: &str, pass: &str) -> bool {
+    pub(crate) fn admin_ok(&self, user: &str, pass: &str) -> bool {
         self.config.admin.as_ref().is_some_and(|a| {
             // Both compared, always, so timing does not tell which one was wrong.
             let user_ok = keys::ct_eq(a.username.as_bytes(), user.as_bytes());
@@ -168,10 +175,7 @@ impl App {
     }
 
     fn registered(&self, host: &str) -> bool {
-        self.config
-            .registered
-            .binary_search_by(|h| h.as_str().cmp(host))
-            .is_ok()
+        self.config.registered.binary_search_by(|h| h.as_str().cmp(host)).is_ok()
     }
 }
 
@@ -188,10 +192,7 @@ fn json_update(app: &App, req: &Req) -> Reply {
         Err(e) => return Reply::json_error(400, format!("the body is not valid JSON: {e}")),
     };
     let Some(obj) = body.as_object() else {
-        return Reply::json_error(
-            400,
-            "the body must be a JSON object like {\"fqdn\": \"home.example.com\"}",
-        );
+        return Reply::json_error(400, "the body must be a JSON object like {\"fqdn\": \"home.example.com\"}");
     };
     let name = match obj.get("fqdn").or_else(|| obj.get("url")) {
         Some(Value::String(s)) => s,
@@ -216,57 +217,40 @@ fn json_update(app: &App, req: &Req) -> Reply {
         Some(Value::String(s)) if s.eq_ignore_ascii_case("A") => Some(RecordType::A),
         Some(Value::String(s)) if s.eq_ignore_ascii_case("AAAA") => Some(RecordType::Aaaa),
         Some(other) => {
-            return Reply::json_error(
-                400,
-                format!("\"type\" must be \"A\" or \"AAAA\", not {other}"),
-            )
-            .for_host(&host)
+            return Reply::json_error(400, format!("\"type\" must be \"A\" or \"AAAA\", not {other}")).for_host(&host)
         }
     };
 
-    let key_ok = req
-        .header("x-pre-shared-key")
-        .is_some_and(|k| app.key_ok(&host, k.trim()));
+    let key_ok = req.header("x-pre-shared-key").is_some_and(|k| app.key_ok(&host, k.trim()));
     let admin_ok = req.basic_auth().is_some_and(|(u, p)| app.admin_ok(&u, &p));
     if !key_ok && !admin_ok {
-        let message =
-            if req.header("x-pre-shared-key").is_none() && req.header("authorization").is_none() {
-                "missing X-Pre-Shared-Key header"
-            } else {
-                "wrong pre-shared key for this host"
-            };
+        let message = if req.header("x-pre-shared-key").is_none() && req.header("authorization").is_none() {
+            "missing X-Pre-Shared-Key header"
+        } else {
+            "wrong pre-shared key for this host"
+        };
         return Reply::json_error(401, message).for_host(&host);
     }
     if !app.registered(&host) {
-        return Reply::json_error(
-            404,
-            format!("{host} is not registered on this server (REGISTERED_FQDNS)"),
-        )
-        .for_host(&host);
+        misconfigured(app, &host, "nohost", format!("{host} authenticated but is not in REGISTERED_FQDNS"));
+        return Reply::json_error(404, format!("{host} is not registered on this server (REGISTERED_FQDNS)"))
+            .for_host(&host);
     }
+    seen(app, &host);
 
     let Some(ip) = explicit_ip.or_else(|| req.client_ip()) else {
-        return Reply::json_error(
-            400,
-            "no address given and none could be taken from the connection",
-        )
-        .for_host(&host);
+        return Reply::json_error(400, "no address given and none could be taken from the connection").for_host(&host);
     };
     let rtype = RecordType::of(ip);
     if let Some(wanted) = wanted_type.filter(|&w| w != rtype) {
-        return Reply::json_error(
-            400,
-            format!("\"type\" is {wanted} but {ip} is an {rtype} address"),
-        )
-        .for_host(&host);
+        return Reply::json_error(400, format!("\"type\" is {wanted} but {ip} is an {rtype} address")).for_host(&host);
     }
-    match app.updater.update(&host, ip, Instant::now() + REQUEST_BUDGET) {
-        Ok(outcome) => Reply::json(200, &json!({"status": outcome.as_str(), "fqdn": host, "type": rtype.as_str(), "ip": ip.to_string()})),
-        Err(e) => {
-            log::error!("update {host} {rtype} {ip}: {e}");
-            let status = if e.is_permanent() { 502 } else { 503 };
-            Reply::json_error(status, e.to_string())
-        }
+    match update(app, &host, ip, Instant::now() + REQUEST_BUDGET) {
+        Ok(outcome) => Reply::json(
+            200,
+            &json!({"status": outcome.as_str(), "fqdn": host, "type": rtype.as_str(), "ip": ip.to_string()}),
+        ),
+        Err(e) => Reply::json_error(if e.is_permanent() { 502 } else { 503 }, e.to_string()),
     }
     .for_host(&host)
 }
@@ -277,9 +261,7 @@ fn nic_update(app: &App, req: &Req) -> Reply {
         return Reply::method_not_allowed("GET, POST", "badagent");
     }
     let mut params = Params::parse(&req.query);
-    let form = req
-        .header("content-type")
-        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    let form = req.header("content-type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
     if req.method == "POST" && form && !req.body_too_large {
         params.extend(Params::parse(&String::from_utf8_lossy(&req.body)));
     }
@@ -299,25 +281,15 @@ fn nic_update(app: &App, req: &Req) -> Reply {
         return lines(&[Answer::NumHost]);
     }
     let hosts: Vec<Option<String>> = names.iter().map(|n| fqdn::canonical(n).ok()).collect();
-    let log_host = hosts
-        .iter()
-        .flatten()
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(",");
+    let log_host = hosts.iter().flatten().cloned().collect::<Vec<_>>().join(",");
 
     if !app.admin_ok(&user, &pass) {
         let user = user.trim().trim_end_matches('.').to_lowercase();
         let all_ok = hosts.iter().all(|h| {
-            h.as_deref().is_some_and(|h| {
-                (user == h || user == fqdn::first_label(h)) && app.key_ok(h, pass.trim())
-            })
+            h.as_deref().is_some_and(|h| (user == h || user == fqdn::first_label(h)) && app.key_ok(h, pass.trim()))
         });
         if !all_ok {
-            return Reply {
-                host: Some(log_host),
-                ..unauthorized()
-            };
+            return Reply { host: Some(log_host), ..unauthorized() };
         }
     }
 
@@ -332,10 +304,15 @@ fn nic_update(app: &App, req: &Req) -> Reply {
         }
         Err(e) => {
             log::warn!("dyndns2 update of {log_host}: {e}");
-            return Reply {
-                host: Some(log_host),
-                ..lines(&vec![Answer::BadIp; hosts.len()])
-            };
+            for h in hosts.iter().flatten() {
+                misconfigured(
+                    app,
+                    h,
+                    "badip",
+                    format!("{h} sent an address that cannot be used: {e}; fix the update URL"),
+                );
+            }
+            return Reply { host: Some(log_host), ..lines(&vec![Answer::BadIp; hosts.len()]) };
         }
     };
 
@@ -344,14 +321,17 @@ fn nic_update(app: &App, req: &Req) -> Reply {
         .iter()
         .map(|host| match host {
             None => Answer::NotFqdn,
-            Some(h) if !app.registered(h) => Answer::NoHost,
-            Some(h) => update_host(app, h, &addresses, deadline),
+            Some(h) if !app.registered(h) => {
+                misconfigured(app, h, "nohost", format!("{h} authenticated but is not in REGISTERED_FQDNS"));
+                Answer::NoHost
+            }
+            Some(h) => {
+                seen(app, h);
+                update_host(app, h, &addresses, deadline)
+            }
         })
         .collect();
-    Reply {
-        host: Some(log_host),
-        ..lines(&answers)
-    }
+    Reply { host: Some(log_host), ..lines(&answers) }
 }
 
 /// Set every address of `addresses` on one host; one answer line.
@@ -363,19 +343,12 @@ fn update_host(app: &App, host: &str, addresses: &Addresses, deadline: Instant) 
     let mut changed = false;
     let mut failure: Option<UpdateError> = None;
     for &ip in &ips {
-        match app.updater.update(host, ip, deadline) {
-            Ok(outcome) => changed |= outcome != crate::updater::Outcome::Unchanged,
-            Err(e) => {
-                log::error!("update {host} {} {ip}: {e}", RecordType::of(ip));
-                failure = Some(e);
-            }
+        match update(app, host, ip, deadline) {
+            Ok(outcome) => changed |= outcome != Outcome::Unchanged,
+            Err(e) => failure = Some(e),
         }
     }
-    let list = ips
-        .iter()
-        .map(IpAddr::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
+    let list = ips.iter().map(IpAddr::to_string).collect::<Vec<_>>().join(",");
     match failure {
         Some(e) if e.is_permanent() => Answer::DnsErr,
         Some(_) => Answer::ServerError,
@@ -384,18 +357,75 @@ fn update_host(app: &App, host: &str, addresses: &Addresses, deadline: Instant) 
     }
 }
 
+/// An authenticated report: the host is alive. Announces the end of an outage.
+fn seen(app: &App, host: &str) {
+    if let Some(outage) = app.hosts.seen(host) {
+        log::info!("{host} is back online after {}", human(outage));
+        app.notifier.send(Message {
+            title: format!("{host} is back online"),
+            body: format!("{host} reported again after {} of silence.", human(outage)),
+            priority: notify::DEFAULT,
+            tags: "white_check_mark",
+        });
+    }
+}
+
+/// Set one record and take note: host book, log, notifications.
+fn update(app: &App, host: &str, ip: IpAddr, deadline: Instant) -> Result<Outcome, UpdateError> {
+    let rtype = RecordType::of(ip);
+    let result = app.updater.update(host, ip, deadline);
+    match &result {
+        Ok(outcome) => {
+            app.hosts.set_error(host, None);
+            app.notifier.clear(&format!("{host}|"));
+            let announce = app.config.notify_on_change || app.config.debug;
+            if announce && *outcome != Outcome::Unchanged {
+                app.notifier.send(Message {
+                    title: format!("{host} {rtype} is now {ip}"),
+                    body: format!("{host}: {rtype} record {} {ip}.", outcome.as_str()),
+                    priority: notify::DEFAULT,
+                    tags: "globe_with_meridians",
+                });
+            }
+        }
+        Err(e) => {
+            log::error!("update {host} {rtype} {ip}: {e}");
+            app.hosts.set_error(host, Some(e.to_string()));
+            app.notifier.send_once(
+                &format!("{host}|{}", e.kind()),
+                Message {
+                    title: format!("dyndns: update of {host} failed"),
+                    body: format!("{host} {rtype} {ip}: {e}"),
+                    priority: notify::HIGH,
+                    tags: "warning",
+                },
+            );
+        }
+    }
+    result
+}
+
+/// An authenticated request that looks like a misconfigured client.
+fn misconfigured(app: &App, host: &str, kind: &str, text: String) {
+    app.hosts.set_error(host, Some(text.clone()));
+    app.notifier.send_once(
+        &format!("{host}|{kind}"),
+        Message {
+            title: format!("dyndns: rejected an update of {host}"),
+            body: text,
+            priority: notify::HIGH,
+            tags: "warning",
+        },
+    );
+}
+
 fn lines(answers: &[Answer]) -> Reply {
-    let body = answers
-        .iter()
-        .map(Answer::to_string)
-        .collect::<Vec<_>>()
-        .join("\n");
+    let body = answers.iter().map(Answer::to_string).collect::<Vec<_>>().join("\n");
     Reply::text(200, body)
 }
 
 fn unauthorized() -> Reply {
-    Reply::text(401, Answer::BadAuth.to_string())
-        .with_header("WWW-Authenticate", "Basic realm=\"dyndns\"")
+    Reply::text(401, Answer::BadAuth.to_string()).with_header("WWW-Authenticate", "Basic realm=\"dyndns\"")
 }
 
 #[cfg(test)]
@@ -404,30 +434,17 @@ mod tests {
 
     #[test]
     fn targets_are_normalized() {
-        assert_eq!(
-            Req::split_target("//nic/update?hostname=a"),
-            ("/nic/update".into(), "hostname=a".into())
-        );
-        assert_eq!(
-            Req::split_target("/update"),
-            ("/update".into(), String::new())
-        );
-        assert_eq!(
-            Req::split_target("http://h:8080/nic/update?x"),
-            ("/nic/update".into(), "x".into())
-        );
+        assert_eq!(Req::split_target("//nic/update?hostname=a"), ("/nic/update".into(), "hostname=a".into()));
+        assert_eq!(Req::split_target("/update"), ("/update".into(), String::new()));
+        assert_eq!(Req::split_target("http://h:8080/nic/update?x"), ("/nic/update".into(), "x".into()));
         assert_eq!(Req::split_target("/a?b=c?d"), ("/a".into(), "b=c?d".into()));
     }
 
     #[test]
     fn client_address_prefers_proxy_headers_and_unmaps_ipv4() {
-        let mut req = Req {
-            peer: Some("::ffff:192.0.2.9".parse().expect("ip")),
-            ..Req::default()
-        };
+        let mut req = Req { peer: Some("::ffff:192.0.2.9".parse().expect("ip")), ..Req::default() };
         assert_eq!(req.client_ip(), Some("192.0.2.9".parse().expect("ip")));
-        req.headers
-            .push(("x-forwarded-for".into(), "198.51.100.1, 10.0.0.1".into()));
+        req.headers.push(("x-forwarded-for".into(), "198.51.100.1, 10.0.0.1".into()));
         assert_eq!(req.client_ip(), Some("198.51.100.1".parse().expect("ip")));
         req.headers.push(("x-real-ip".into(), "2001:db8::5".into()));
         assert_eq!(req.client_ip(), Some("2001:db8::5".parse().expect("ip")));
@@ -436,20 +453,11 @@ mod tests {
     #[test]
     fn basic_auth_is_decoded() {
         let req = Req {
-            headers: vec![(
-                "authorization".into(),
-                "Basic aG9tZTprZXk6d2l0aDpjb2xvbnM=".into(),
-            )],
+            headers: vec![("authorization".into(), "Basic aG9tZTprZXk6d2l0aDpjb2xvbnM=".into())],
             ..Req::default()
         };
-        assert_eq!(
-            req.basic_auth(),
-            Some(("home".into(), "key:with:colons".into()))
-        );
-        let req = Req {
-            headers: vec![("authorization".into(), "Bearer x".into())],
-            ..Req::default()
-        };
+        assert_eq!(req.basic_auth(), Some(("home".into(), "key:with:colons".into())));
+        let req = Req { headers: vec![("authorization".into(), "Bearer x".into())], ..Req::default() };
         assert_eq!(req.basic_auth(), None);
     }
 }

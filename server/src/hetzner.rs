@@ -8,8 +8,10 @@
 //! while the deadline permits, honouring `RateLimit-Reset`. Error answers are
 //! read, so the operator sees Hetzner's own code, message and correlation id.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
@@ -62,12 +64,7 @@ impl fmt::Display for RecordType {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {
     /// Hetzner answered with its error document (`{"error": {...}}`).
-    Api {
-        status: u16,
-        code: String,
-        message: String,
-        correlation_id: Option<String>,
-    },
+    Api { status: u16, code: String, message: String, correlation_id: Option<String> },
     /// A 3xx answer: the URL is wrong (the old DNS API redirects to the console).
     Redirect { status: u16, location: String },
     /// An answer that is not the JSON Hetzner sends.
@@ -106,10 +103,7 @@ impl ApiError {
 
     /// May the write have taken effect anyway? ("could not confirm" vs "failed")
     pub fn maybe_applied(&self) -> bool {
-        matches!(
-            self,
-            ApiError::Transport(_) | ApiError::ActionUnconfirmed { .. }
-        )
+        matches!(self, ApiError::Transport(_) | ApiError::ActionUnconfirmed { .. })
     }
 }
 
@@ -158,6 +152,8 @@ pub struct Hetzner {
     token: Secret,
     /// `RateLimit-Remaining` of the last answer, -1 before the first.
     rate_remaining: AtomicI64,
+    /// Calls by outcome, for `/metrics`.
+    calls: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Hetzner {
@@ -175,6 +171,7 @@ impl Hetzner {
             base: base.trim_end_matches('/').to_string(),
             token,
             rate_remaining: AtomicI64::new(-1),
+            calls: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -183,28 +180,27 @@ impl Hetzner {
         Some(self.rate_remaining.load(Ordering::Relaxed)).filter(|&n| n >= 0)
     }
 
+    /// Calls so far by outcome (`success`, `client_error`, `rate_limited`,
+    /// `server_error`, `redirect`, `transport`).
+    pub fn call_counts(&self) -> BTreeMap<&'static str, u64> {
+        self.calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn count(&self, outcome: &'static str) {
+        *self.calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(outcome).or_insert(0) += 1;
+    }
+
     /// All zones of the project, following pagination.
     pub fn list_zones(&self, deadline: Instant) -> Result<Vec<Zone>, ApiError> {
         let mut zones = Vec::new();
         let mut page = 1u64;
         for _ in 0..200 {
-            let doc = self.call(
-                "GET",
-                &format!("/zones?page={page}&per_page=50"),
-                None,
-                deadline,
-            )?;
-            let items = doc
-                .get("zones")
-                .and_then(Value::as_array)
-                .ok_or_else(|| malformed("no \"zones\" list"))?;
+            let doc = self.call("GET", &format!("/zones?page={page}&per_page=50"), None, deadline)?;
+            let items = doc.get("zones").and_then(Value::as_array).ok_or_else(|| malformed("no \"zones\" list"))?;
             for z in items {
                 zones.push(parse_zone(z)?);
             }
-            match doc
-                .pointer("/meta/pagination/next_page")
-                .and_then(Value::as_u64)
-            {
+            match doc.pointer("/meta/pagination/next_page").and_then(Value::as_u64) {
                 Some(next) if next > page => page = next,
                 _ => break,
             }
@@ -215,10 +211,7 @@ impl Hetzner {
     /// One zone by name; `None` when the project has no such zone.
     pub fn get_zone(&self, name: &str, deadline: Instant) -> Result<Option<Zone>, ApiError> {
         match self.call("GET", &format!("/zones/{name}"), None, deadline) {
-            Ok(doc) => Ok(Some(parse_zone(
-                doc.get("zone")
-                    .ok_or_else(|| malformed("no \"zone\" object"))?,
-            )?)),
+            Ok(doc) => Ok(Some(parse_zone(doc.get("zone").ok_or_else(|| malformed("no \"zone\" object"))?)?)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
@@ -232,22 +225,14 @@ impl Hetzner {
         rtype: RecordType,
         deadline: Instant,
     ) -> Result<Option<RRSet>, ApiError> {
-        match self.call(
-            "GET",
-            &format!("/zones/{zone}/rrsets/{name}/{rtype}"),
-            None,
-            deadline,
-        ) {
+        match self.call("GET", &format!("/zones/{zone}/rrsets/{name}/{rtype}"), None, deadline) {
             Ok(doc) => {
                 let records = doc
                     .pointer("/rrset/records")
                     .and_then(Value::as_array)
                     .ok_or_else(|| malformed("no \"rrset.records\" list"))?;
-                let values = records
-                    .iter()
-                    .filter_map(|r| r.get("value").and_then(Value::as_str))
-                    .map(String::from)
-                    .collect();
+                let values =
+                    records.iter().filter_map(|r| r.get("value").and_then(Value::as_str)).map(String::from).collect();
                 Ok(Some(RRSet { values }))
             }
             Err(e) if e.is_not_found() => Ok(None),
@@ -266,12 +251,7 @@ impl Hetzner {
         deadline: Instant,
     ) -> Result<(), ApiError> {
         let body = json!({"name": name, "type": rtype.as_str(), "ttl": ttl, "records": [{"value": value}]});
-        let doc = self.call(
-            "POST",
-            &format!("/zones/{zone}/rrsets"),
-            Some(&body),
-            deadline,
-        )?;
+        let doc = self.call("POST", &format!("/zones/{zone}/rrsets"), Some(&body), deadline)?;
         self.wait_action(&doc, deadline)
     }
 
@@ -297,26 +277,16 @@ impl Hetzner {
             // Some answers carry no action (nothing to wait for).
             return Ok(());
         };
-        let id = action
-            .get("id")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| malformed("an action without an id"))?;
+        let id = action.get("id").and_then(Value::as_u64).ok_or_else(|| malformed("an action without an id"))?;
         let mut pause = Duration::from_millis(250);
         loop {
             match action.get("status").and_then(Value::as_str) {
                 Some("success") => return Ok(()),
                 Some("error") => {
                     let text = |key: &str| {
-                        action
-                            .pointer(&format!("/error/{key}"))
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string()
+                        action.pointer(&format!("/error/{key}")).and_then(Value::as_str).unwrap_or("").to_string()
                     };
-                    return Err(ApiError::ActionFailed {
-                        code: text("code"),
-                        message: text("message"),
-                    });
+                    return Err(ApiError::ActionFailed { code: text("code"), message: text("message") });
                 }
                 Some("running") => {}
                 other => return Err(malformed(&format!("action status {other:?}"))),
@@ -327,21 +297,12 @@ impl Hetzner {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_secs(2));
             let doc = self.call("GET", &format!("/actions/{id}"), None, deadline)?;
-            action = doc
-                .get("action")
-                .cloned()
-                .ok_or_else(|| malformed("no \"action\" object"))?;
+            action = doc.get("action").cloned().ok_or_else(|| malformed("no \"action\" object"))?;
         }
     }
 
     /// One API call with bounded retries of transient errors.
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-        deadline: Instant,
-    ) -> Result<Value, ApiError> {
+    fn call(&self, method: &str, path: &str, body: Option<&Value>, deadline: Instant) -> Result<Value, ApiError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -355,18 +316,13 @@ impl Hetzner {
             }
             let backoff = Duration::from_millis(500 << (attempt - 1));
             let pause = match (err.code(), reset_at) {
-                ("rate_limit_exceeded", Some(reset)) => {
-                    Duration::from_secs(reset.saturating_sub(unix_now()).max(1))
-                }
+                ("rate_limit_exceeded", Some(reset)) => Duration::from_secs(reset.saturating_sub(unix_now()).max(1)),
                 _ => backoff,
             };
             if Instant::now() + pause >= deadline {
                 return Err(err);
             }
-            log::warn!(
-                "hetzner: {method} {path}: {err}; retrying in {}s",
-                pause.as_secs_f32()
-            );
+            log::warn!("hetzner: {method} {path}: {err}; retrying in {}s", pause.as_secs_f32());
             std::thread::sleep(pause);
         }
     }
@@ -380,9 +336,7 @@ impl Hetzner {
         deadline: Instant,
     ) -> (Result<Value, ApiError>, Option<u64>) {
         let url = format!("{}{path}", self.base);
-        let remaining = deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(100));
+        let remaining = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
         let auth = format!("Bearer {}", self.token.expose());
         let sent = match method {
             "GET" => self
@@ -407,15 +361,20 @@ impl Hetzner {
         };
         let mut resp = match sent {
             Ok(r) => r,
-            Err(e) => return (Err(ApiError::Transport(e.to_string())), None),
+            Err(e) => {
+                self.count("transport");
+                return (Err(ApiError::Transport(e.to_string())), None);
+            }
         };
         let status = resp.status().as_u16();
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
+        self.count(match status {
+            200..=299 => "success",
+            300..=399 => "redirect",
+            429 => "rate_limited",
+            400..=499 => "client_error",
+            _ => "server_error",
+        });
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         if let Some(n) = header("ratelimit-remaining").and_then(|v| v.parse::<i64>().ok()) {
             self.rate_remaining.store(n, Ordering::Relaxed);
         }
@@ -425,29 +384,13 @@ impl Hetzner {
             let location = header("location").unwrap_or_default();
             return (Err(ApiError::Redirect { status, location }), reset_at);
         }
-        let text = match resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_BODY)
-            .read_to_string()
-        {
+        let text = match resp.body_mut().with_config().limit(MAX_BODY).read_to_string() {
             Ok(t) => t,
             Err(ureq::Error::Timeout(_) | ureq::Error::Io(_)) => {
-                return (
-                    Err(ApiError::Transport(format!(
-                        "the answer to {method} {path} broke off"
-                    ))),
-                    reset_at,
-                )
+                return (Err(ApiError::Transport(format!("the answer to {method} {path} broke off"))), reset_at)
             }
             Err(e) => {
-                return (
-                    Err(ApiError::Malformed {
-                        status,
-                        detail: format!("an unreadable body ({e})"),
-                    }),
-                    reset_at,
-                )
+                return (Err(ApiError::Malformed { status, detail: format!("an unreadable body ({e})") }), reset_at)
             }
         };
         let doc: Value = match serde_json::from_str(&text) {
@@ -461,11 +404,7 @@ impl Hetzner {
         if (200..300).contains(&status) {
             return (Ok(doc), reset_at);
         }
-        let field = |key: &str| {
-            doc.pointer(&format!("/error/{key}"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
+        let field = |key: &str| doc.pointer(&format!("/error/{key}")).and_then(Value::as_str).map(str::to_string);
         let err = ApiError::Api {
             status,
             code: field("code").unwrap_or_else(|| format!("http_{status}")),
@@ -477,31 +416,17 @@ impl Hetzner {
 }
 
 fn parse_zone(z: &Value) -> Result<Zone, ApiError> {
-    let id = z
-        .get("id")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| malformed("a zone without a numeric id"))?;
-    let name = z
-        .get("name")
-        .and_then(Value::as_str)
-        .ok_or_else(|| malformed("a zone without a name"))?;
-    Ok(Zone {
-        id,
-        name: name.trim_end_matches('.').to_ascii_lowercase(),
-    })
+    let id = z.get("id").and_then(Value::as_u64).ok_or_else(|| malformed("a zone without a numeric id"))?;
+    let name = z.get("name").and_then(Value::as_str).ok_or_else(|| malformed("a zone without a name"))?;
+    Ok(Zone { id, name: name.trim_end_matches('.').to_ascii_lowercase() })
 }
 
 fn malformed(detail: &str) -> ApiError {
-    ApiError::Malformed {
-        status: 200,
-        detail: format!("an unexpected document ({detail})"),
-    }
+    ApiError::Malformed { status: 200, detail: format!("an unexpected document ({detail})") }
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
@@ -516,12 +441,12 @@ mod tests {
             message: "unable to authenticate".into(),
             correlation_id: Some("abc".into()),
         };
-        assert_eq!(e.to_string(), "hetzner answered 401 unauthorized: unable to authenticate (correlation id abc); check HETZNER_TOKEN");
+        assert_eq!(
+            e.to_string(),
+            "hetzner answered 401 unauthorized: unable to authenticate (correlation id abc); check HETZNER_TOKEN"
+        );
         assert!(!e.is_transient());
-        let r = ApiError::Redirect {
-            status: 301,
-            location: "https://console.hetzner.com/".into(),
-        };
+        let r = ApiError::Redirect { status: 301, location: "https://console.hetzner.com/".into() };
         assert!(r.to_string().contains("HETZNER_API_URL"));
     }
 

@@ -25,8 +25,7 @@ pub fn spawn_workers(
 ) -> Vec<JoinHandle<()>> {
     (0..WORKERS)
         .map(|i| {
-            let (server, app, stopping) =
-                (Arc::clone(server), Arc::clone(app), Arc::clone(stopping));
+            let (server, app, stopping) = (Arc::clone(server), Arc::clone(app), Arc::clone(stopping));
             std::thread::Builder::new()
                 .name(format!("http-{i}"))
                 .spawn(move || loop {
@@ -44,15 +43,9 @@ pub fn spawn_workers(
 fn serve(app: &App, mut rq: tiny_http::Request) {
     let started = Instant::now();
     let req = copy_request(&mut rq);
-    let reply =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handlers::handle(app, &req)))
-            .unwrap_or_else(|_| Reply::text(500, "internal error"));
-    let agent = req
-        .header("user-agent")
-        .unwrap_or("-")
-        .chars()
-        .take(80)
-        .collect::<String>();
+    let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handlers::handle(app, &req)))
+        .unwrap_or_else(|_| Reply::text(500, "internal error"));
+    let agent = req.header("user-agent").unwrap_or("-").chars().take(80).collect::<String>();
     let path: String = req.path.chars().take(100).collect();
     let line = format!(
         "{} {} {} {}ms host={} agent={agent:?}",
@@ -67,11 +60,8 @@ fn serve(app: &App, mut rq: tiny_http::Request) {
     } else {
         log::info!("{line}");
     }
-    let mut response =
-        tiny_http::Response::from_data(reply.body.into_bytes()).with_status_code(reply.status);
-    for (name, value) in
-        std::iter::once(("Content-Type", reply.content_type.to_string())).chain(reply.headers)
-    {
+    let mut response = tiny_http::Response::from_data(reply.body.into_bytes()).with_status_code(reply.status);
+    for (name, value) in std::iter::once(("Content-Type", reply.content_type.to_string())).chain(reply.headers) {
         if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
             response.add_header(h);
         }
@@ -86,18 +76,10 @@ fn copy_request(rq: &mut tiny_http::Request) -> Req {
     let headers = rq
         .headers()
         .iter()
-        .map(|h| {
-            (
-                h.field.as_str().as_str().to_ascii_lowercase(),
-                h.value.as_str().to_string(),
-            )
-        })
+        .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_string()))
         .collect();
     let mut body = Vec::new();
-    let read = rq
-        .as_reader()
-        .take(MAX_BODY as u64 + 1)
-        .read_to_end(&mut body);
+    let read = rq.as_reader().take(MAX_BODY as u64 + 1).read_to_end(&mut body);
     let body_too_large = read.is_ok() && body.len() > MAX_BODY;
     body.truncate(MAX_BODY);
     Req {

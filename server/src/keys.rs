@@ -67,23 +67,19 @@ impl KeyFile {
             let name = match fqdn::canonical(name) {
                 Ok(n) => n,
                 Err(err) => {
-                    warnings.push(format!("line {line_no}: {name:?} is not a host name ({err}); the line is kept but ignored"));
+                    warnings.push(format!(
+                        "line {line_no}: {name:?} is not a host name ({err}); the line is kept but ignored"
+                    ));
                     continue;
                 }
             };
             if keys.contains_key(&name) {
-                warnings.push(format!(
-                    "line {line_no}: a second key for {name}; the first one is used"
-                ));
+                warnings.push(format!("line {line_no}: a second key for {name}; the first one is used"));
                 continue;
             }
             keys.insert(name, key.to_string());
         }
-        KeyFile {
-            text: text.to_string(),
-            keys,
-            warnings,
-        }
+        KeyFile { text: text.to_string(), keys, warnings }
     }
 
     /// Read the file; a missing file is an empty key file.
@@ -91,11 +87,7 @@ impl KeyFile {
         match std::fs::read(path) {
             Ok(bytes) => Ok(KeyFile::parse(&String::from_utf8_lossy(&bytes))),
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(KeyFile::default()),
-            Err(source) => Err(KeyFileError {
-                path: path.to_path_buf(),
-                action: "read",
-                source,
-            }),
+            Err(source) => Err(KeyFileError { path: path.to_path_buf(), action: "read", source }),
         }
     }
 
@@ -105,12 +97,7 @@ impl KeyFile {
 
     /// Hosts that have a key but are not in `registered`.
     pub fn unregistered<'a>(&'a self, registered: &[String]) -> Vec<&'a str> {
-        let mut hosts: Vec<&str> = self
-            .keys
-            .keys()
-            .filter(|h| !registered.contains(h))
-            .map(String::as_str)
-            .collect();
+        let mut hosts: Vec<&str> = self.keys.keys().filter(|h| !registered.contains(h)).map(String::as_str).collect();
         hosts.sort_unstable();
         hosts
     }
@@ -154,8 +141,7 @@ impl KeyFile {
 /// A new key: 32 bytes from the OS CSPRNG, URL-safe base64, no padding.
 pub fn new_key() -> io::Result<String> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| io::Error::other(format!("the OS random source failed: {e}")))?;
+    getrandom::fill(&mut bytes).map_err(|e| io::Error::other(format!("the OS random source failed: {e}")))?;
     Ok(base64_url(&bytes))
 }
 
@@ -228,7 +214,9 @@ mod tests {
 
     #[test]
     fn parses_pairs_comments_and_reports_bad_lines_by_number() {
-        let kf = KeyFile::parse("# keys\n\nHome.Example.com. k1\nbroken\nx.example.com k2 extra\nnot_a_name k3\nhome.example.com k4\n");
+        let kf = KeyFile::parse(
+            "# keys\n\nHome.Example.com. k1\nbroken\nx.example.com k2 extra\nnot_a_name k3\nhome.example.com k4\n",
+        );
         assert_eq!(kf.get("home.example.com"), Some("k1"));
         assert_eq!(kf.get("x.example.com"), None);
         assert_eq!(kf.warnings.len(), 4, "{:?}", kf.warnings);
@@ -240,8 +228,7 @@ mod tests {
 
     #[test]
     fn adding_keys_keeps_every_existing_line() {
-        let original =
-            "# keep me\nold.example.com oldkey\ngarbage line here\nstale.example.com stalekey";
+        let original = "# keep me\nold.example.com oldkey\ngarbage line here\nstale.example.com stalekey";
         let mut kf = KeyFile::parse(original);
         let registered = vec!["old.example.com".to_string(), "new.example.com".to_string()];
         let added = kf.add_missing(&registered).expect("random");
@@ -263,9 +250,7 @@ mod tests {
         let b = new_key().expect("random");
         assert_ne!(a, b);
         assert_eq!(a.len(), 43);
-        assert!(a
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
     }
 
     #[test]
@@ -274,10 +259,7 @@ mod tests {
         assert_eq!(base64_url(b"ab"), "YWI");
         assert_eq!(base64_std(b"ab"), "YWI=");
         assert_eq!(base64_std(b"home:k"), "aG9tZTpr");
-        assert_eq!(
-            base64_decode("dXNlcjpwYXNz").as_deref(),
-            Some(&b"user:pass"[..])
-        );
+        assert_eq!(base64_decode("dXNlcjpwYXNz").as_deref(), Some(&b"user:pass"[..]));
         assert_eq!(base64_decode("YWI=").as_deref(), Some(&b"ab"[..]));
         assert_eq!(base64_decode("a*b"), None);
     }

@@ -14,18 +14,26 @@ pub mod hetzner;
 mod http;
 pub mod keys;
 pub mod logging;
+pub mod monitor;
+pub mod notify;
+pub mod state;
+pub mod status;
 pub mod updater;
 
 use std::fmt;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use config::{Config, ConfigError};
-use hetzner::Hetzner;
+use hetzner::{Hetzner, RecordType};
 use keys::KeyFile;
+use monitor::HostBook;
+use notify::{Message, Notifier};
+use status::Metrics;
 use updater::{Backend, Updater};
 
 /// State shared by all request threads.
@@ -33,6 +41,31 @@ pub struct App {
     pub config: Config,
     keys: KeyFile,
     pub updater: Updater,
+    pub hosts: HostBook,
+    pub notifier: Notifier,
+    pub metrics: Metrics,
+    pub started: Instant,
+}
+
+impl App {
+    /// Write the state file if anything changed since the last write.
+    pub fn save_state_if_dirty(&self) {
+        if !self.hosts.take_dirty() {
+            return;
+        }
+        let mut file = state::StateFile { version: state::VERSION, ..Default::default() };
+        for (host, s) in self.hosts.snapshot() {
+            file.hosts.insert(host, state::HostRecord { state: s, records: Default::default() });
+        }
+        for (host, rtype, ip, confirmed) in self.updater.export() {
+            let entry = file.hosts.entry(host).or_default();
+            entry.records.insert(rtype.as_str().to_string(), state::Confirmed { ip, confirmed });
+        }
+        if let Err(e) = state::save(&self.config.state_file, &file) {
+            self.hosts.mark_dirty();
+            log::error!("STATE_FILE: cannot write {}: {e}", self.config.state_file.display());
+        }
+    }
 }
 
 /// Why the server could not start. Every variant is fatal (exit status 2)
@@ -57,8 +90,10 @@ impl fmt::Display for StartError {
                 f,
                 "LISTEN_ADDR/LISTEN_PORT: cannot listen on {addr}: {source}; {}",
                 match source.kind() {
-                    std::io::ErrorKind::AddrInUse => "another program uses the port; stop it or set LISTEN_PORT to a free port",
-                    std::io::ErrorKind::PermissionDenied => "ports below 1024 need root or CAP_NET_BIND_SERVICE; use a higher LISTEN_PORT",
+                    std::io::ErrorKind::AddrInUse =>
+                        "another program uses the port; stop it or set LISTEN_PORT to a free port",
+                    std::io::ErrorKind::PermissionDenied =>
+                        "ports below 1024 need root or CAP_NET_BIND_SERVICE; use a higher LISTEN_PORT",
                     _ => "check LISTEN_ADDR",
                 }
             ),
@@ -87,13 +122,11 @@ pub fn ensure_keys(config: &Config) -> Result<KeyFile, keys::KeyFileError> {
     for w in &file.warnings {
         log::warn!("{}: {w}", config.key_file.display());
     }
-    let added = file
-        .add_missing(&config.registered)
-        .map_err(|source| keys::KeyFileError {
-            path: config.key_file.clone(),
-            action: "generate keys for",
-            source,
-        })?;
+    let added = file.add_missing(&config.registered).map_err(|source| keys::KeyFileError {
+        path: config.key_file.clone(),
+        action: "generate keys for",
+        source,
+    })?;
     if !added.is_empty() {
         file.save(&config.key_file)?;
         log::info!(
@@ -120,7 +153,11 @@ pub struct Running {
     addr: SocketAddr,
     stopping: Arc<AtomicBool>,
     workers: Vec<JoinHandle<()>>,
+    housekeeping: Option<(Sender<()>, JoinHandle<()>)>,
 }
+
+/// How long shutdown waits for requests in flight (Docker allows 10 s).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 impl Running {
     /// The address actually bound (port 0 resolved).
@@ -128,22 +165,29 @@ impl Running {
         self.addr
     }
 
-    /// Stop accepting, let the workers finish their requests, return.
+    /// Stop taking requests, let those in flight finish (up to
+    /// `SHUTDOWN_GRACE`), write the state file, return.
     pub fn shutdown(self) {
         self.stopping.store(true, Ordering::SeqCst);
         for _ in &self.workers {
             self.server.unblock();
         }
-        for w in self.workers {
-            let _ = w.join();
+        let (done_tx, done_rx) = mpsc::channel();
+        let workers = self.workers;
+        std::thread::spawn(move || {
+            for w in workers {
+                let _ = w.join();
+            }
+            let _ = done_tx.send(());
+        });
+        if done_rx.recv_timeout(SHUTDOWN_GRACE).is_err() {
+            log::warn!("requests still running after {}s; stopping anyway", SHUTDOWN_GRACE.as_secs());
         }
-    }
-
-    /// Serve until the workers stop.
-    pub fn wait(self) {
-        for w in self.workers {
-            let _ = w.join();
+        if let Some((stop, handle)) = self.housekeeping {
+            let _ = stop.send(());
+            let _ = handle.join();
         }
+        self.app.save_state_if_dirty();
     }
 }
 
@@ -153,26 +197,28 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     for w in &config.warnings {
         log::warn!("{w}");
     }
-    log::info!(
-        "dyndns-server {} starting: {}",
-        env!("CARGO_PKG_VERSION"),
-        config.summary()
-    );
+    log::info!("dyndns-server {} starting: {}", env!("CARGO_PKG_VERSION"), config.summary());
+    let notifier = Notifier::start(&config);
     let keys = ensure_keys(&config)?;
+    let mut key_problems = keys.warnings.clone();
+    let stale = keys.unregistered(&config.registered);
+    if !stale.is_empty() {
+        key_problems.push(format!("keys of unregistered hosts kept: {}", stale.join(", ")));
+    }
+    if !key_problems.is_empty() {
+        notifier.send(Message {
+            title: "dyndns: key file problems".into(),
+            body: format!("{}:\n{}", config.key_file.display(), key_problems.join("\n")),
+            priority: notify::HIGH,
+            tags: "warning",
+        });
+    }
 
-    let listener = TcpListener::bind(config.listen).map_err(|source| StartError::Listen {
-        addr: config.listen,
-        source,
-    })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Listen {
-        addr: config.listen,
-        source,
-    })?;
-    let server =
-        tiny_http::Server::from_listener(listener, None).map_err(|e| StartError::Listen {
-            addr,
-            source: std::io::Error::other(e.to_string()),
-        })?;
+    let listener =
+        TcpListener::bind(config.listen).map_err(|source| StartError::Listen { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
+    let server = tiny_http::Server::from_listener(listener, None)
+        .map_err(|e| StartError::Listen { addr, source: std::io::Error::other(e.to_string()) })?;
 
     let backend = match (&config.token, config.dry_run) {
         (Some(token), false) => Backend::Hetzner(Hetzner::new(&config.api_url, token.clone())),
@@ -181,31 +227,48 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     if config.dry_run {
         log::warn!("DRY_RUN=1: records are kept in memory and logged as \"would set\"; Hetzner is not called");
     }
-    let updater = Updater::new(
-        backend,
-        &config.registered,
-        config.record_ttl,
-        config.request_cache_ttl,
-        config.zone_cache_ttl,
-    );
-    let app = Arc::new(App {
-        config,
-        keys,
-        updater,
-    });
+    let updater =
+        Updater::new(backend, &config.registered, config.record_ttl, config.request_cache_ttl, config.zone_cache_ttl);
+
+    let (saved, warning) = state::load(&config.state_file);
+    if let Some(w) = warning {
+        log::warn!("{w}");
+        notifier.send(Message {
+            title: "dyndns: state file reset".into(),
+            body: w,
+            priority: notify::DEFAULT,
+            tags: "warning",
+        });
+    }
+    let (host_states, records) = state::split(saved);
+    for (host, rtype, c) in records {
+        let rtype = match rtype.as_str() {
+            "A" => RecordType::A,
+            "AAAA" => RecordType::Aaaa,
+            _ => continue,
+        };
+        if config.registered.contains(&host) && RecordType::of(c.ip) == rtype {
+            updater.import(&host, rtype, c.ip, c.confirmed);
+        }
+    }
+    let hosts = HostBook::new(&config.registered, host_states);
+    let app =
+        Arc::new(App { config, keys, updater, hosts, notifier, metrics: Metrics::default(), started: Instant::now() });
 
     let server = Arc::new(server);
     let stopping = Arc::new(AtomicBool::new(false));
     let workers = http::spawn_workers(&server, &app, &stopping);
+    let (stop_tx, stop_rx) = mpsc::channel();
+    let housekeeping = match monitor::spawn_housekeeping(Arc::clone(&app), stop_rx) {
+        Ok(handle) => Some((stop_tx, handle)),
+        Err(e) => {
+            log::error!("cannot start the housekeeping thread (lost-host checks, state file): {e}");
+            None
+        }
+    };
     log::info!("listening on http://{addr}");
     check_zones_in_background(&app);
-    Ok(Running {
-        app,
-        server,
-        addr,
-        stopping,
-        workers,
-    })
+    Ok(Running { app, server, addr, stopping, workers, housekeeping })
 }
 
 /// Read the zone list once at start: it checks the token, tells the

@@ -10,11 +10,7 @@ use crate::config::Config;
 /// Install the logger; `to_stderr` for commands whose stdout is their
 /// output (`keys`). A second call in one process (tests) is a no-op.
 pub fn init(config: &Config, to_stderr: bool) -> Result<(), String> {
-    let level = if config.debug {
-        LevelFilter::Debug
-    } else {
-        LevelFilter::Info
-    };
+    let level = if config.debug { LevelFilter::Debug } else { LevelFilter::Info };
     let log_config = ConfigBuilder::new()
         .set_time_format_rfc3339()
         .set_target_level(LevelFilter::Off)
@@ -30,8 +26,7 @@ pub fn init(config: &Config, to_stderr: bool) -> Result<(), String> {
     let mut loggers = vec![console];
     if let Some(path) = &config.log_file {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("LOG_FILE: cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|e| format!("LOG_FILE: cannot create {}: {e}", dir.display()))?;
         }
         let file = file_rotate::FileRotate::new(
             path,

@@ -1,5 +1,5 @@
-//! `dyndns-server [keys|--help|--version]`: parse the settings, run, map
-//! errors to exit codes (2 = a setting or file the operator must fix).
+//! `dyndns-server [keys|healthcheck|--help|--version]`: parse the settings,
+//! run, map errors to exit codes (2 = a setting or file the operator must fix).
 
 use std::process::ExitCode;
 
@@ -8,9 +8,10 @@ use dyndns_server::config::Config;
 const HELP: &str = "dyndns-server: dynamic DNS for domains hosted at Hetzner
 
 usage:
-  dyndns-server            serve (settings from the environment, see README)
-  dyndns-server keys       generate missing keys, print `fqdn key` lines, exit
-  dyndns-server --version  print the version
+  dyndns-server              serve (settings from the environment, see README)
+  dyndns-server keys         generate missing keys, print `fqdn key` lines, exit
+  dyndns-server healthcheck  exit 0 when GET /healthz on LISTEN_PORT answers 200
+  dyndns-server --version    print the version
 
 DRY_RUN=1 runs without a Hetzner token.";
 
@@ -25,7 +26,7 @@ fn main() -> ExitCode {
             println!("dyndns-server {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        None | Some("keys") => {}
+        None | Some("keys" | "healthcheck") => {}
         Some(other) => {
             eprintln!("dyndns-server: unknown argument {other:?}; see --help");
             return ExitCode::from(2);
@@ -38,6 +39,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if arg.as_deref() == Some("healthcheck") {
+        return healthcheck(&config);
+    }
     if let Err(e) = dyndns_server::logging::init(&config, arg.is_some()) {
         eprintln!("dyndns-server: {e}");
         return ExitCode::from(2);
@@ -45,13 +49,33 @@ fn main() -> ExitCode {
     if arg.as_deref() == Some("keys") {
         return print_keys(&config);
     }
-    match dyndns_server::start(config) {
-        Ok(running) => {
-            running.wait();
-            ExitCode::SUCCESS
+    serve(config)
+}
+
+fn serve(config: Config) -> ExitCode {
+    // Installed before start so a signal during start-up is not lost. The
+    // server may be PID 1 in a scratch container, where SIGTERM and SIGINT
+    // are ignored unless handled.
+    let (tx, rx) = std::sync::mpsc::channel();
+    match signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT]) {
+        Ok(mut signals) => {
+            std::thread::spawn(move || {
+                if let Some(signal) = signals.forever().next() {
+                    let _ = tx.send(signal);
+                }
+            });
         }
-        Err(e) => fatal(&e),
+        Err(e) => log::warn!("cannot install the signal handler ({e}); SIGTERM will not shut down cleanly"),
     }
+    let running = match dyndns_server::start(config) {
+        Ok(r) => r,
+        Err(e) => return fatal(&e),
+    };
+    let signal = rx.recv().unwrap_or(signal_hook::consts::SIGTERM);
+    log::info!("signal {signal}: shutting down");
+    running.shutdown();
+    log::info!("stopped");
+    ExitCode::SUCCESS
 }
 
 fn print_keys(config: &Config) -> ExitCode {
@@ -65,6 +89,36 @@ fn print_keys(config: &Config) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `dyndns-server healthcheck`: `GET /healthz` on the configured port, for
+/// Docker's HEALTHCHECK in an image without curl.
+fn healthcheck(config: &Config) -> ExitCode {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let mut addr = config.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+    }
+    let probe = || -> std::io::Result<bool> {
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+        stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+        stream.write_all(b"GET /healthz HTTP/1.0\r\nUser-Agent: dyndns-server-healthcheck\r\n\r\n")?;
+        let mut answer = Vec::new();
+        stream.take(4096).read_to_end(&mut answer)?;
+        Ok(answer.starts_with(b"HTTP/1.1 200") || answer.starts_with(b"HTTP/1.0 200"))
+    };
+    match probe() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("dyndns-server healthcheck: {addr} answered, but not 200");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("dyndns-server healthcheck: {addr}: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// Log the reason (one line, through the logger so `LOG_FILE` has it too)

@@ -51,6 +51,19 @@ pub enum UpdateError {
 }
 
 impl UpdateError {
+    /// A short stable name of the failure, to tell repeated failures apart.
+    pub fn kind(&self) -> String {
+        match self {
+            UpdateError::NoZone(_) => "no_zone".into(),
+            UpdateError::Api(ApiError::Api { code, .. }) => code.clone(),
+            UpdateError::Api(ApiError::Redirect { .. }) => "redirect".into(),
+            UpdateError::Api(ApiError::Malformed { .. }) => "malformed".into(),
+            UpdateError::Api(ApiError::Transport(_)) => "unreachable".into(),
+            UpdateError::Api(ApiError::ActionFailed { code, .. }) => format!("action_{code}"),
+            UpdateError::Api(ApiError::ActionUnconfirmed { .. }) => "unconfirmed".into(),
+        }
+    }
+
     /// A problem retrying will not fix without the operator (dyndns2 `dnserr`),
     /// as opposed to a passing one (`911`).
     pub fn is_permanent(&self) -> bool {
@@ -87,7 +100,12 @@ impl From<ApiError> for UpdateError {
 #[derive(Debug, Clone, Copy)]
 struct Confirmed {
     ip: IpAddr,
-    at: Instant,
+    /// When Hetzner confirmed it in this run; `None` for a confirmation
+    /// loaded from the state file that is older than `REQUEST_CACHE_TTL`
+    /// (the record is known, the address needs a read to be trusted).
+    at: Option<Instant>,
+    /// The same moment in Unix seconds, for the state file.
+    unix: u64,
 }
 
 /// Where records go: Hetzner, or nowhere (dry run, records kept in memory).
@@ -122,11 +140,7 @@ impl Updater {
             backend,
             record_ttl,
             request_cache_ttl,
-            zones: ZoneCache {
-                ttl: zone_cache_ttl,
-                state: Mutex::new(ZoneState::default()),
-                fetching: Mutex::new(()),
-            },
+            zones: ZoneCache { ttl: zone_cache_ttl, state: Mutex::new(ZoneState::default()), fetching: Mutex::new(()) },
             cache: Mutex::new(HashMap::new()),
             host_locks: hosts.iter().map(|h| (h.clone(), Mutex::new(()))).collect(),
             other_hosts_lock: Mutex::new(()),
@@ -142,9 +156,7 @@ impl Updater {
 
     /// The last confirmed address of a record, if any.
     pub fn confirmed(&self, fqdn: &str, rtype: RecordType) -> Option<IpAddr> {
-        lock(&self.cache)
-            .get(&(fqdn.to_string(), rtype))
-            .map(|c| c.ip)
+        lock(&self.cache).get(&(fqdn.to_string(), rtype)).map(|c| c.ip)
     }
 
     /// A cached answer for an unchanged address, without any lock but the
@@ -152,17 +164,12 @@ impl Updater {
     fn cached_unchanged(&self, key: &(String, RecordType), ip: IpAddr) -> Option<Confirmed> {
         let entry = *lock(&self.cache).get(key)?;
         let fresh =
-            matches!(self.backend, Backend::DryRun) || entry.at.elapsed() < self.request_cache_ttl;
+            matches!(self.backend, Backend::DryRun) || entry.at.is_some_and(|at| at.elapsed() < self.request_cache_ttl);
         (entry.ip == ip && fresh).then_some(entry)
     }
 
     /// Make the `fqdn` record of `ip`'s family hold exactly `ip`.
-    pub fn update(
-        &self,
-        fqdn: &str,
-        ip: IpAddr,
-        deadline: Instant,
-    ) -> Result<Outcome, UpdateError> {
+    pub fn update(&self, fqdn: &str, ip: IpAddr, deadline: Instant) -> Result<Outcome, UpdateError> {
         let rtype = RecordType::of(ip);
         let key = (fqdn.to_string(), rtype);
         if self.cached_unchanged(&key, ip).is_some() {
@@ -180,24 +187,14 @@ impl Updater {
                     "dry run: would set {fqdn} {rtype} {ip}{}",
                     known.map(|k| format!(" (was {k})")).unwrap_or_default()
                 );
-                Ok(if known.is_some() {
-                    Outcome::Updated
-                } else {
-                    Outcome::Created
-                })
+                Ok(if known.is_some() { Outcome::Updated } else { Outcome::Created })
             }
             Backend::Hetzner(api) => self.write(api, fqdn, rtype, ip, known, deadline),
         };
         let mut cache = lock(&self.cache);
         match result {
             Ok(_) => {
-                cache.insert(
-                    key,
-                    Confirmed {
-                        ip,
-                        at: Instant::now(),
-                    },
-                );
+                cache.insert(key, Confirmed { ip, at: Some(Instant::now()), unix: crate::monitor::unix_now() });
             }
             Err(_) => {
                 cache.remove(&key);
@@ -231,30 +228,21 @@ impl Updater {
         }
         match api.get_rrset(zone.id, &name, rtype, deadline)? {
             Some(rrset) => {
-                let current: Vec<Option<IpAddr>> =
-                    rrset.values.iter().map(|v| v.parse().ok()).collect();
+                let current: Vec<Option<IpAddr>> = rrset.values.iter().map(|v| v.parse().ok()).collect();
                 if current == [Some(ip)] {
                     return Ok(Outcome::Unchanged);
                 }
                 api.set_records(zone.id, &name, rtype, &value, deadline)?;
-                log::info!(
-                    "hetzner: set {fqdn} {rtype} {ip} (was {})",
-                    rrset.values.join(",")
-                );
+                log::info!("hetzner: set {fqdn} {rtype} {ip} (was {})", rrset.values.join(","));
                 Ok(Outcome::Updated)
             }
             None => {
                 match api.create_rrset(zone.id, &name, rtype, self.record_ttl, &value, deadline) {
                     Ok(()) => {
-                        log::info!(
-                            "hetzner: created {fqdn} {rtype} {ip} ttl {}",
-                            self.record_ttl
-                        );
+                        log::info!("hetzner: created {fqdn} {rtype} {ip} ttl {}", self.record_ttl);
                         Ok(Outcome::Created)
                     }
-                    Err(ApiError::Api {
-                        status: 409, code, ..
-                    }) if code == "uniqueness_error" => {
+                    Err(ApiError::Api { status: 409, code, .. }) if code == "uniqueness_error" => {
                         // Created by someone else between our read and our write.
                         api.set_records(zone.id, &name, rtype, &value, deadline)?;
                         log::info!("hetzner: set {fqdn} {rtype} {ip} (created concurrently)");
@@ -264,6 +252,21 @@ impl Updater {
                 }
             }
         }
+    }
+
+    /// Every confirmed address, for the state file: (host, type, ip, unix time).
+    pub fn export(&self) -> Vec<(String, RecordType, IpAddr, u64)> {
+        let mut all: Vec<_> = lock(&self.cache).iter().map(|((h, t), c)| (h.clone(), *t, c.ip, c.unix)).collect();
+        all.sort();
+        all
+    }
+
+    /// Load confirmations from the state file. Those younger than
+    /// `REQUEST_CACHE_TTL` stay fresh; older ones mark the record as known.
+    pub fn import(&self, host: &str, rtype: RecordType, ip: IpAddr, unix: u64) {
+        let age = Duration::from_secs(crate::monitor::unix_now().saturating_sub(unix));
+        let at = (age < self.request_cache_ttl).then(|| Instant::now().checked_sub(age)).flatten();
+        lock(&self.cache).insert((host.to_string(), rtype), Confirmed { ip, at, unix });
     }
 
     /// Fill the zone cache (at start, so the first update does not pay for
@@ -307,9 +310,7 @@ impl ZoneCache {
                 let age = at.elapsed();
                 match found {
                     Some(z) if age < self.ttl => return Ok(z),
-                    None if age < MISS_REFRESH.min(self.ttl) => {
-                        return Err(UpdateError::NoZone(fqdn.to_string()))
-                    }
+                    None if age < MISS_REFRESH.min(self.ttl) => return Err(UpdateError::NoZone(fqdn.to_string())),
                     _ => {}
                 }
             }
@@ -322,9 +323,7 @@ impl ZoneCache {
                 }
             }
             // Listing unavailable: fall through to asking by name.
-            Err(ApiError::Api {
-                status: 404 | 405, ..
-            }) => {}
+            Err(ApiError::Api { status: 404 | 405, .. }) => {}
             Err(e) => {
                 // Hetzner is failing: a stale mapping beats no answer (zones
                 // of a project almost never move).
@@ -346,12 +345,7 @@ impl ZoneCache {
     }
 
     /// Fetch the zone list unless another thread fetched it since `seen`.
-    fn refresh(
-        &self,
-        api: &Hetzner,
-        deadline: Instant,
-        seen: Option<Instant>,
-    ) -> Result<Vec<Zone>, ApiError> {
+    fn refresh(&self, api: &Hetzner, deadline: Instant, seen: Option<Instant>) -> Result<Vec<Zone>, ApiError> {
         let _one_fetch = lock(&self.fetching);
         {
             let state = lock(&self.state);
@@ -369,11 +363,7 @@ impl ZoneCache {
 
 /// The longest zone name that contains `fqdn` on a label boundary.
 fn best_zone(zones: &[Zone], fqdn: &str) -> Option<Zone> {
-    zones
-        .iter()
-        .filter(|z| fqdn::in_zone(fqdn, &z.name))
-        .max_by_key(|z| z.name.len())
-        .cloned()
+    zones.iter().filter(|z| fqdn::in_zone(fqdn, &z.name)).max_by_key(|z| z.name.len()).cloned()
 }
 
 #[cfg(test)]
@@ -383,23 +373,11 @@ mod tests {
     #[test]
     fn the_longest_zone_on_a_label_boundary_wins() {
         let zones = vec![
-            Zone {
-                id: 1,
-                name: "example.com".into(),
-            },
-            Zone {
-                id: 2,
-                name: "sub.example.com".into(),
-            },
-            Zone {
-                id: 3,
-                name: "ample.com".into(),
-            },
+            Zone { id: 1, name: "example.com".into() },
+            Zone { id: 2, name: "sub.example.com".into() },
+            Zone { id: 3, name: "ample.com".into() },
         ];
-        assert_eq!(
-            best_zone(&zones, "a.sub.example.com").map(|z| z.id),
-            Some(2)
-        );
+        assert_eq!(best_zone(&zones, "a.sub.example.com").map(|z| z.id), Some(2));
         assert_eq!(best_zone(&zones, "b.example.com").map(|z| z.id), Some(1));
         assert_eq!(best_zone(&zones, "example.com").map(|z| z.id), Some(1));
         assert_eq!(best_zone(&zones, "badexample.com").map(|z| z.id), None);
@@ -412,18 +390,9 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(1);
         let ip: IpAddr = "192.0.2.1".parse().expect("ip");
         let ip2: IpAddr = "192.0.2.2".parse().expect("ip");
-        assert_eq!(
-            u.update("home.example.com", ip, deadline),
-            Ok(Outcome::Created)
-        );
-        assert_eq!(
-            u.update("home.example.com", ip, deadline),
-            Ok(Outcome::Unchanged)
-        );
-        assert_eq!(
-            u.update("home.example.com", ip2, deadline),
-            Ok(Outcome::Updated)
-        );
+        assert_eq!(u.update("home.example.com", ip, deadline), Ok(Outcome::Created));
+        assert_eq!(u.update("home.example.com", ip, deadline), Ok(Outcome::Unchanged));
+        assert_eq!(u.update("home.example.com", ip2, deadline), Ok(Outcome::Updated));
         assert_eq!(u.confirmed("home.example.com", RecordType::A), Some(ip2));
         assert_eq!(u.confirmed("home.example.com", RecordType::Aaaa), None);
     }

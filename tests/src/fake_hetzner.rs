@@ -76,9 +76,7 @@ pub struct FakeHetzner {
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl FakeHetzner {
@@ -90,12 +88,8 @@ impl FakeHetzner {
     pub fn start_on(addr: &str) -> FakeHetzner {
         let server = Arc::new(tiny_http::Server::http(addr).expect("bind fake hetzner"));
         let addr = server.server_addr().to_ip().expect("ip listener");
-        let state = Arc::new(Mutex::new(State {
-            next_action: 1000,
-            polls_per_action: 1,
-            remaining: 3600,
-            ..State::default()
-        }));
+        let state =
+            Arc::new(Mutex::new(State { next_action: 1000, polls_per_action: 1, remaining: 3600, ..State::default() }));
         let fake = FakeHetzner { state, addr };
         let inner = fake.clone();
         std::thread::spawn(move || {
@@ -119,11 +113,7 @@ impl FakeHetzner {
     pub fn add_zone_with_mode(&self, name: &str, mode: &'static str) -> u64 {
         let mut s = lock(&self.state);
         let id = 100 + s.zones.len() as u64;
-        s.zones.push(Zone {
-            id,
-            name: name.to_string(),
-            mode,
-        });
+        s.zones.push(Zone { id, name: name.to_string(), mode });
         id
     }
 
@@ -133,10 +123,7 @@ impl FakeHetzner {
         let id = s.zones.iter().find(|z| z.name == zone).expect("zone").id;
         s.rrsets.insert(
             (id, name.into(), rtype.into()),
-            RRSet {
-                ttl: Some(60),
-                records: values.iter().map(|v| v.to_string()).collect(),
-            },
+            RRSet { ttl: Some(60), records: values.iter().map(|v| v.to_string()).collect() },
         );
     }
 
@@ -144,18 +131,14 @@ impl FakeHetzner {
     pub fn rrset(&self, zone: &str, name: &str, rtype: &str) -> Option<Vec<String>> {
         let s = lock(&self.state);
         let id = s.zones.iter().find(|z| z.name == zone)?.id;
-        s.rrsets
-            .get(&(id, name.into(), rtype.into()))
-            .map(|r| r.records.clone())
+        s.rrsets.get(&(id, name.into(), rtype.into())).map(|r| r.records.clone())
     }
 
     /// The TTL of an RRSet.
     pub fn rrset_ttl(&self, zone: &str, name: &str, rtype: &str) -> Option<u64> {
         let s = lock(&self.state);
         let id = s.zones.iter().find(|z| z.name == zone)?.id;
-        s.rrsets
-            .get(&(id, name.into(), rtype.into()))
-            .and_then(|r| r.ttl)
+        s.rrsets.get(&(id, name.into(), rtype.into())).and_then(|r| r.ttl)
     }
 
     /// Queue a fault for the next call that reaches the fake.
@@ -187,11 +170,7 @@ impl FakeHetzner {
         let url = rq.url().to_string();
         let mut body = String::new();
         let _ = rq.as_reader().read_to_string(&mut body);
-        let auth = rq
-            .headers()
-            .iter()
-            .find(|h| h.field.equiv("Authorization"))
-            .map(|h| h.value.as_str().to_string());
+        let auth = rq.headers().iter().find(|h| h.field.equiv("Authorization")).map(|h| h.value.as_str().to_string());
 
         if url == "/stats" {
             let count = self.call_count().to_string();
@@ -216,31 +195,19 @@ impl FakeHetzner {
                 drop(w);
                 return;
             }
-            Some(Fault::Redirect) => (
-                301,
-                String::new(),
-                vec![("Location".into(), "https://console.hetzner.com/".into())],
-            ),
-            Some(Fault::Html { status }) => (
-                status,
-                "<html><body><h1>502 Bad Gateway</h1></body></html>".into(),
-                vec![],
-            ),
+            Some(Fault::Redirect) => {
+                (301, String::new(), vec![("Location".into(), "https://console.hetzner.com/".into())])
+            }
+            Some(Fault::Html { status }) => {
+                (status, "<html><body><h1>502 Bad Gateway</h1></body></html>".into(), vec![])
+            }
             Some(Fault::InvalidJson) => (200, "{\"zones\": [".into(), vec![]),
             Some(Fault::RateLimited { reset_in }) => (
                 429,
-                error_doc(
-                    "rate_limit_exceeded",
-                    "limit of 3600 requests per hour reached",
-                ),
-                vec![(
-                    "RateLimit-Reset-Override".into(),
-                    (unix_now() + reset_in).to_string(),
-                )],
+                error_doc("rate_limit_exceeded", "limit of 3600 requests per hour reached"),
+                vec![("RateLimit-Reset-Override".into(), (unix_now() + reset_in).to_string())],
             ),
-            Some(Fault::Error { status, code }) => {
-                (status, error_doc(code, &format!("injected {code}")), vec![])
-            }
+            Some(Fault::Error { status, code }) => (status, error_doc(code, &format!("injected {code}")), vec![]),
             Some(Fault::ActionError) => {
                 lock(&self.state).fail_next_action = true;
                 self.route(&method, &url, &body, auth.as_deref())
@@ -249,22 +216,15 @@ impl FakeHetzner {
         };
         let mut reset_header = reset.to_string();
         let doc_is_html = status == 301 || doc.starts_with('<');
-        let mut response =
-            tiny_http::Response::from_data(doc.into_bytes()).with_status_code(status);
+        let mut response = tiny_http::Response::from_data(doc.into_bytes()).with_status_code(status);
         for (k, v) in extra {
             if k == "RateLimit-Reset-Override" {
                 reset_header = v;
                 continue;
             }
-            response.add_header(
-                tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).expect("header"),
-            );
+            response.add_header(tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).expect("header"));
         }
-        let content_type = if doc_is_html {
-            "text/html"
-        } else {
-            "application/json"
-        };
+        let content_type = if doc_is_html { "text/html" } else { "application/json" };
         for (k, v) in [
             ("Content-Type", content_type.to_string()),
             ("RateLimit-Limit", "3600".to_string()),
@@ -272,26 +232,14 @@ impl FakeHetzner {
             ("RateLimit-Reset", reset_header),
             ("X-Correlation-Id", format!("corr-{}", unix_now())),
         ] {
-            response.add_header(
-                tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).expect("header"),
-            );
+            response.add_header(tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).expect("header"));
         }
         let _ = rq.respond(response);
     }
 
-    fn route(
-        &self,
-        method: &str,
-        url: &str,
-        body: &str,
-        auth: Option<&str>,
-    ) -> (u16, String, Vec<(String, String)>) {
+    fn route(&self, method: &str, url: &str, body: &str, auth: Option<&str>) -> (u16, String, Vec<(String, String)>) {
         if auth != Some(&format!("Bearer {TOKEN}")) {
-            return (
-                401,
-                error_doc("unauthorized", "unable to authenticate"),
-                vec![],
-            );
+            return (401, error_doc("unauthorized", "unable to authenticate"), vec![]);
         }
         let (path, query) = url.split_once('?').unwrap_or((url, ""));
         let Some(path) = path.strip_prefix("/v1") else {
@@ -301,29 +249,23 @@ impl FakeHetzner {
         let mut s = lock(&self.state);
         let result = match (method, segments.as_slice()) {
             ("GET", ["zones"]) => Ok(list_zones(&s, query)),
-            ("GET", ["zones", zone]) => {
-                find_zone(&s, zone).map(|z| (200, json!({"zone": zone_json(&z)})))
-            }
+            ("GET", ["zones", zone]) => find_zone(&s, zone).map(|z| (200, json!({"zone": zone_json(&z)}))),
             ("GET", ["zones", zone, "rrsets", name, rtype]) => find_zone(&s, zone).and_then(|z| {
                 s.rrsets
                     .get(&(z.id, name.to_string(), rtype.to_string()))
                     .map(|r| (200, json!({"rrset": rrset_json(z.id, name, rtype, r)})))
                     .ok_or_else(|| not_found("rrset"))
             }),
-            ("POST", ["zones", zone, "rrsets"]) => {
-                find_zone(&s, zone).and_then(|z| create_rrset(&mut s, &z, body))
-            }
+            ("POST", ["zones", zone, "rrsets"]) => find_zone(&s, zone).and_then(|z| create_rrset(&mut s, &z, body)),
             ("POST", ["zones", zone, "rrsets", name, rtype, "actions", "set_records"]) => {
                 find_zone(&s, zone).and_then(|z| set_records(&mut s, &z, name, rtype, body))
             }
-            ("PUT", ["zones", _, "rrsets", _, _]) if body.contains("records") => Err((
-                422,
-                error_doc("invalid_input", "can't update records with this endpoint"),
-            )),
-            ("GET", ["actions", id]) => id
-                .parse::<u64>()
-                .map_err(|_| not_found("action"))
-                .and_then(|id| poll_action(&mut s, id)),
+            ("PUT", ["zones", _, "rrsets", _, _]) if body.contains("records") => {
+                Err((422, error_doc("invalid_input", "can't update records with this endpoint")))
+            }
+            ("GET", ["actions", id]) => {
+                id.parse::<u64>().map_err(|_| not_found("action")).and_then(|id| poll_action(&mut s, id))
+            }
             _ => Err(not_found("resource")),
         };
         match result {
@@ -336,33 +278,15 @@ impl FakeHetzner {
 type Answer = Result<(u16, Value), (u16, String)>;
 
 fn list_zones(s: &State, query: &str) -> (u16, Value) {
-    let param = |k: &str| {
-        query
-            .split('&')
-            .find_map(|p| p.strip_prefix(&format!("{k}=")))
-            .and_then(|v| v.parse::<usize>().ok())
-    };
+    let param =
+        |k: &str| query.split('&').find_map(|p| p.strip_prefix(&format!("{k}="))).and_then(|v| v.parse::<usize>().ok());
     let per_page = param("per_page").unwrap_or(25).clamp(1, 50);
     let page = param("page").unwrap_or(1).max(1);
     let total = s.zones.len();
     let last = total.div_ceil(per_page).max(1);
-    let items: Vec<Value> = s
-        .zones
-        .iter()
-        .skip((page - 1) * per_page)
-        .take(per_page)
-        .map(zone_json)
-        .collect();
-    let next = if page < last {
-        json!(page + 1)
-    } else {
-        Value::Null
-    };
-    let prev = if page > 1 {
-        json!(page - 1)
-    } else {
-        Value::Null
-    };
+    let items: Vec<Value> = s.zones.iter().skip((page - 1) * per_page).take(per_page).map(zone_json).collect();
+    let next = if page < last { json!(page + 1) } else { Value::Null };
+    let prev = if page > 1 { json!(page - 1) } else { Value::Null };
     let meta = json!({"pagination": {"page": page, "per_page": per_page, "previous_page": prev, "next_page": next, "last_page": last, "total_entries": total}});
     (200, json!({"zones": items, "meta": meta}))
 }
@@ -380,11 +304,7 @@ fn zone_json(z: &Zone) -> Value {
 }
 
 fn rrset_json(zone: u64, name: &str, rtype: &str, r: &RRSet) -> Value {
-    let records: Vec<Value> = r
-        .records
-        .iter()
-        .map(|v| json!({"value": v, "comment": ""}))
-        .collect();
+    let records: Vec<Value> = r.records.iter().map(|v| json!({"value": v, "comment": ""})).collect();
     json!({"id": format!("{name}/{rtype}"), "name": name, "type": rtype, "ttl": r.ttl, "labels": {}, "protection": {"change": false}, "records": records, "zone": zone})
 }
 
@@ -392,16 +312,10 @@ fn rrset_json(zone: u64, name: &str, rtype: &str, r: &RRSet) -> Value {
 /// that parse as addresses of the type.
 fn parse_records(doc: &Value, rtype: &str) -> Result<Vec<String>, (u16, String)> {
     let invalid = |m: &str| (422, error_doc("invalid_input", m));
-    let list = doc
-        .get("records")
-        .and_then(Value::as_array)
-        .ok_or_else(|| invalid("records is required"))?;
+    let list = doc.get("records").and_then(Value::as_array).ok_or_else(|| invalid("records is required"))?;
     let mut values = Vec::new();
     for r in list {
-        let v = r
-            .get("value")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid("record value is required"))?;
+        let v = r.get("value").and_then(Value::as_str).ok_or_else(|| invalid("record value is required"))?;
         let ok = match rtype {
             "A" => v.parse::<std::net::Ipv4Addr>().is_ok(),
             "AAAA" => v.parse::<std::net::Ipv6Addr>().is_ok(),
@@ -420,29 +334,13 @@ fn parse_records(doc: &Value, rtype: &str) -> Result<Vec<String>, (u16, String)>
 
 fn create_rrset(s: &mut State, z: &Zone, body: &str) -> Answer {
     if z.mode != "primary" {
-        return Err((
-            422,
-            error_doc("incorrect_zone_mode", "zone is not a primary zone"),
-        ));
+        return Err((422, error_doc("incorrect_zone_mode", "zone is not a primary zone")));
     }
-    let doc: Value =
-        serde_json::from_str(body).map_err(|_| (400, error_doc("json_error", "invalid JSON")))?;
+    let doc: Value = serde_json::from_str(body).map_err(|_| (400, error_doc("json_error", "invalid JSON")))?;
     let invalid = |m: &str| (422, error_doc("invalid_input", m));
-    let name = doc
-        .get("name")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid("name is required"))?
-        .to_string();
-    let rtype = doc
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid("type is required"))?
-        .to_string();
-    if name != name.to_lowercase()
-        || name.ends_with('.')
-        || name.ends_with(&z.name)
-        || name.is_empty()
-    {
+    let name = doc.get("name").and_then(Value::as_str).ok_or_else(|| invalid("name is required"))?.to_string();
+    let rtype = doc.get("type").and_then(Value::as_str).ok_or_else(|| invalid("type is required"))?.to_string();
+    if name != name.to_lowercase() || name.ends_with('.') || name.ends_with(&z.name) || name.is_empty() {
         return Err(invalid(&format!("invalid rrset name {name:?}")));
     }
     let ttl = doc.get("ttl").and_then(Value::as_u64);
@@ -465,13 +363,9 @@ fn create_rrset(s: &mut State, z: &Zone, body: &str) -> Answer {
 
 fn set_records(s: &mut State, z: &Zone, name: &str, rtype: &str, body: &str) -> Answer {
     if z.mode != "primary" {
-        return Err((
-            422,
-            error_doc("incorrect_zone_mode", "zone is not a primary zone"),
-        ));
+        return Err((422, error_doc("incorrect_zone_mode", "zone is not a primary zone")));
     }
-    let doc: Value =
-        serde_json::from_str(body).map_err(|_| (400, error_doc("json_error", "invalid JSON")))?;
+    let doc: Value = serde_json::from_str(body).map_err(|_| (400, error_doc("json_error", "invalid JSON")))?;
     if doc.get("ttl").is_some() {
         return Err((422, error_doc("invalid_input", "unknown field ttl")));
     }
@@ -491,13 +385,8 @@ fn new_action(s: &mut State, command: &str, zone: u64) -> Value {
     let id = s.next_action;
     let polls = s.polls_per_action;
     let failing = std::mem::take(&mut s.fail_next_action);
-    s.actions
-        .insert(id, (polls.max(u32::from(failing)), failing));
-    let status = if polls == 0 && !failing {
-        "success"
-    } else {
-        "running"
-    };
+    s.actions.insert(id, (polls.max(u32::from(failing)), failing));
+    let status = if polls == 0 && !failing { "success" } else { "running" };
     action_json(id, command, zone, status, None)
 }
 
@@ -505,25 +394,15 @@ fn poll_action(s: &mut State, id: u64) -> Answer {
     let entry = s.actions.get_mut(&id).ok_or_else(|| not_found("action"))?;
     if entry.1 {
         let err = json!({"code": "action_failed", "message": "the zone could not be updated"});
-        return Ok((
-            200,
-            json!({"action": action_json(id, "set_rrset_records", 0, "error", Some(err))}),
-        ));
+        return Ok((200, json!({"action": action_json(id, "set_rrset_records", 0, "error", Some(err))})));
     }
     entry.0 = entry.0.saturating_sub(1);
     let status = if entry.0 == 0 { "success" } else { "running" };
-    Ok((
-        200,
-        json!({"action": action_json(id, "set_rrset_records", 0, status, None)}),
-    ))
+    Ok((200, json!({"action": action_json(id, "set_rrset_records", 0, status, None)})))
 }
 
 fn action_json(id: u64, command: &str, zone: u64, status: &str, error: Option<Value>) -> Value {
-    let finished = if status == "running" {
-        Value::Null
-    } else {
-        json!("2026-11-23T07:00:01+00:00")
-    };
+    let finished = if status == "running" { Value::Null } else { json!("2026-11-23T07:00:01+00:00") };
     json!({"id": id, "command": command, "status": status, "progress": if status == "running" { 50 } else { 100 },
            "started": "2026-11-23T07:00:00+00:00", "finished": finished,
            "resources": [{"id": zone, "type": "zone"}], "error": error.unwrap_or(Value::Null)})
@@ -538,7 +417,5 @@ fn not_found(what: &str) -> (u16, String) {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -3,12 +3,14 @@
 //! sentences.
 
 pub mod fake_hetzner;
+pub mod fake_ntfy;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use fake_hetzner::{FakeHetzner, Fault, TOKEN};
+pub use fake_ntfy::{FakeNtfy, NtfyMessage};
 
 use dyndns_server::config::Config;
 use dyndns_server::Running;
@@ -35,7 +37,11 @@ pub struct Setup {
 impl Setup {
     /// A server for `hosts` (comma-separated) writing to `fake`.
     pub fn new(fake: &FakeHetzner, hosts: &str) -> Setup {
-        let dir = scratch_dir("server");
+        Setup::in_dir(fake, hosts, scratch_dir("server"))
+    }
+
+    /// Like `new`, with the key and state files in `dir` (a restart).
+    pub fn in_dir(fake: &FakeHetzner, hosts: &str, dir: PathBuf) -> Setup {
         let mut vars = HashMap::new();
         for (k, v) in [
             ("LISTEN_ADDR", "127.0.0.1".to_string()),
@@ -43,10 +49,7 @@ impl Setup {
             ("HETZNER_TOKEN", TOKEN.to_string()),
             ("HETZNER_API_URL", fake.url()),
             ("REGISTERED_FQDNS", hosts.to_string()),
-            (
-                "PRE_SHARED_KEY_FILE",
-                dir.join("keys").display().to_string(),
-            ),
+            ("PRE_SHARED_KEY_FILE", dir.join("keys").display().to_string()),
         ] {
             vars.insert(k.to_string(), v);
         }
@@ -74,11 +77,7 @@ impl Setup {
             let _ = dyndns_server::logging::init(&self.config(), false);
         }
         let running = dyndns_server::start(self.config()).expect("server starts");
-        TestServer {
-            base: format!("http://{}", running.addr()),
-            running: Some(running),
-            dir: self.dir,
-        }
+        TestServer { base: format!("http://{}", running.addr()), running: Some(running), dir: self.dir }
     }
 }
 
@@ -107,14 +106,10 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
 }
 
@@ -129,18 +124,20 @@ impl TestServer {
             .unwrap_or_else(|| panic!("no key for {host}"))
     }
 
+    /// Shut down (as on SIGTERM) and return the data directory.
+    pub fn stop(mut self) -> PathBuf {
+        if let Some(r) = self.running.take() {
+            r.shutdown();
+        }
+        self.dir.clone()
+    }
+
     pub fn running(&self) -> &Running {
         self.running.as_ref().expect("running")
     }
 
     /// Any request; `headers` as (name, value).
-    pub fn request(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<&str>,
-    ) -> Resp {
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Resp {
         request(&format!("{}{path}", self.base), method, headers, body)
     }
 
@@ -156,24 +153,13 @@ impl TestServer {
 
     /// `POST /update` with a JSON body and a pre-shared key.
     pub fn update(&self, body: &str, key: &str) -> Resp {
-        self.request(
-            "POST",
-            "/update",
-            &[
-                ("X-Pre-Shared-Key", key),
-                ("Content-Type", "application/json"),
-            ],
-            Some(body),
-        )
+        self.request("POST", "/update", &[("X-Pre-Shared-Key", key), ("Content-Type", "application/json")], Some(body))
     }
 }
 
 /// `Basic …` header value.
 pub fn basic(user: &str, pass: &str) -> String {
-    format!(
-        "Basic {}",
-        dyndns_server::keys::base64_std(format!("{user}:{pass}").as_bytes())
-    )
+    format!("Basic {}", dyndns_server::keys::base64_std(format!("{user}:{pass}").as_bytes()))
 }
 
 /// One HTTP request with a plain ureq agent; status errors are answers.
@@ -193,20 +179,9 @@ pub fn request(url: &str, method: &str, headers: &[(&str, &str)], body: Option<&
         None => agent.run(builder.body(()).expect("request")),
     };
     let mut resp = result.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let headers = resp
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-        .collect();
+    let headers =
+        resp.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
     let status = resp.status().as_u16();
-    let body = if method == "HEAD" {
-        String::new()
-    } else {
-        resp.body_mut().read_to_string().unwrap_or_default()
-    };
-    Resp {
-        status,
-        body,
-        headers,
-    }
+    let body = if method == "HEAD" { String::new() } else { resp.body_mut().read_to_string().unwrap_or_default() };
+    Resp { status, body, headers }
 }

@@ -24,10 +24,7 @@ fn port(server: &TestServer) -> u16 {
 }
 
 fn agent_config(vars: &[(&str, &str)]) -> Config {
-    let map: HashMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     Config::load(&[], &move |k| map.get(k).cloned()).expect("agent config")
 }
 
@@ -46,16 +43,9 @@ fn over_ipv4_it_sets_a_and_skips_the_unreachable_family_quietly() {
     let (fake, server) = dual_stack_server();
     let key = server.key(HOME);
     let url = format!("http://127.0.0.1:{}", port(&server));
-    let (exit, _) = run_once(&[
-        ("BACKEND_URL", &url),
-        ("FQDN", HOME),
-        ("PRE_SHARED_KEY", &key),
-    ]);
+    let (exit, _) = run_once(&[("BACKEND_URL", &url), ("FQDN", HOME), ("PRE_SHARED_KEY", &key)]);
     assert_eq!(exit, Exit::Ok);
-    assert_eq!(
-        fake.rrset("example.com", "home", "A"),
-        Some(vec!["127.0.0.1".to_string()])
-    );
+    assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["127.0.0.1".to_string()]));
     assert_eq!(fake.rrset("example.com", "home", "AAAA"), None);
 }
 
@@ -64,16 +54,9 @@ fn over_ipv6_it_sets_aaaa_with_the_right_type() {
     let (fake, server) = dual_stack_server();
     let key = server.key(HOME);
     let url = format!("http://[::1]:{}/update/", port(&server));
-    let (exit, _) = run_once(&[
-        ("BACKEND_URL", &url),
-        ("FQDN", HOME),
-        ("PRE_SHARED_KEY", &key),
-    ]);
+    let (exit, _) = run_once(&[("BACKEND_URL", &url), ("FQDN", HOME), ("PRE_SHARED_KEY", &key)]);
     assert_eq!(exit, Exit::Ok);
-    assert_eq!(
-        fake.rrset("example.com", "home", "AAAA"),
-        Some(vec!["::1".to_string()])
-    );
+    assert_eq!(fake.rrset("example.com", "home", "AAAA"), Some(vec!["::1".to_string()]));
     assert_eq!(fake.rrset("example.com", "home", "A"), None);
 }
 
@@ -82,12 +65,7 @@ fn asking_for_exactly_an_unreachable_family_is_a_failure() {
     let (_fake, server) = dual_stack_server();
     let key = server.key(HOME);
     let url = format!("http://127.0.0.1:{}", port(&server));
-    let (exit, _) = run_once(&[
-        ("BACKEND_URL", &url),
-        ("FQDN", HOME),
-        ("PRE_SHARED_KEY", &key),
-        ("IP_VERSION", "6"),
-    ]);
+    let (exit, _) = run_once(&[("BACKEND_URL", &url), ("FQDN", HOME), ("PRE_SHARED_KEY", &key), ("IP_VERSION", "6")]);
     assert_eq!(exit, Exit::Failed);
 }
 
@@ -96,38 +74,21 @@ fn an_explicit_ip_is_reported_as_given() {
     let (fake, server) = dual_stack_server();
     let key = server.key(HOME);
     let url = format!("http://127.0.0.1:{}", port(&server));
-    let (exit, _) = run_once(&[
-        ("BACKEND_URL", &url),
-        ("FQDN", HOME),
-        ("PRE_SHARED_KEY", &key),
-        ("IP", "2001:db8::42"),
-    ]);
+    let (exit, _) =
+        run_once(&[("BACKEND_URL", &url), ("FQDN", HOME), ("PRE_SHARED_KEY", &key), ("IP", "2001:db8::42")]);
     assert_eq!(exit, Exit::Ok);
-    assert_eq!(
-        fake.rrset("example.com", "home", "AAAA"),
-        Some(vec!["2001:db8::42".to_string()])
-    );
+    assert_eq!(fake.rrset("example.com", "home", "AAAA"), Some(vec!["2001:db8::42".to_string()]));
 }
 
 #[test]
 fn a_rejected_report_fails_at_once_without_retries() {
     let (fake, server) = dual_stack_server();
     let url = format!("http://127.0.0.1:{}", port(&server));
-    let (exit, took) = run_once(&[
-        ("BACKEND_URL", &url),
-        ("FQDN", HOME),
-        ("PRE_SHARED_KEY", "wrong-key"),
-    ]);
+    let (exit, took) = run_once(&[("BACKEND_URL", &url), ("FQDN", HOME), ("PRE_SHARED_KEY", "wrong-key")]);
     assert_eq!(exit, Exit::Failed);
-    assert!(
-        took < Duration::from_secs(3),
-        "no backoff for a 401: {took:?}"
-    );
-    let (exit, _) = run_once(&[
-        ("BACKEND_URL", &url),
-        ("FQDN", "other.example.com"),
-        ("PRE_SHARED_KEY", &server.key(HOME)),
-    ]);
+    assert!(took < Duration::from_secs(3), "no backoff for a 401: {took:?}");
+    let (exit, _) =
+        run_once(&[("BACKEND_URL", &url), ("FQDN", "other.example.com"), ("PRE_SHARED_KEY", &server.key(HOME))]);
     assert_eq!(exit, Exit::Failed);
     assert_eq!(fake.rrset("example.com", "home", "A"), None);
 }
@@ -143,8 +104,7 @@ fn scripted_server(statuses: Vec<u16>) -> (String, std::sync::Arc<std::sync::ato
             let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let status = statuses.get(n).copied().unwrap_or(200);
             let body = if status == 200 {
-                r#"{"status":"unchanged","fqdn":"home.example.com","type":"A","ip":"127.0.0.1"}"#
-                    .to_string()
+                r#"{"status":"unchanged","fqdn":"home.example.com","type":"A","ip":"127.0.0.1"}"#.to_string()
             } else {
                 format!(r#"{{"error":"scripted {status}"}}"#)
             };
@@ -157,18 +117,10 @@ fn scripted_server(statuses: Vec<u16>) -> (String, std::sync::Arc<std::sync::ato
 #[test]
 fn transient_errors_are_retried_with_backoff_within_the_budget() {
     let (url, count) = scripted_server(vec![503, 502]);
-    let (exit, took) = run_once(&[
-        ("BACKEND_URL", &url),
-        ("FQDN", HOME),
-        ("PRE_SHARED_KEY", "k"),
-        ("IP_VERSION", "4"),
-    ]);
+    let (exit, took) = run_once(&[("BACKEND_URL", &url), ("FQDN", HOME), ("PRE_SHARED_KEY", "k"), ("IP_VERSION", "4")]);
     assert_eq!(exit, Exit::Ok);
     assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 3);
-    assert!(
-        took >= Duration::from_millis(1500) && took < Duration::from_secs(8),
-        "{took:?}"
-    );
+    assert!(took >= Duration::from_millis(1500) && took < Duration::from_secs(8), "{took:?}");
 }
 
 #[test]
@@ -176,11 +128,7 @@ fn an_unreachable_server_fails_within_the_one_shot_budget() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", closed.local_addr().expect("addr"));
     drop(closed);
-    let (exit, took) = run_once(&[
-        ("BACKEND_URL", &url),
-        ("FQDN", HOME),
-        ("PRE_SHARED_KEY", "k"),
-    ]);
+    let (exit, took) = run_once(&[("BACKEND_URL", &url), ("FQDN", HOME), ("PRE_SHARED_KEY", "k")]);
     assert_eq!(exit, Exit::Failed);
     assert!(took < Duration::from_secs(12), "{took:?}");
 }
@@ -190,12 +138,7 @@ fn the_loop_reports_then_stops_at_once_when_told() {
     let (fake, server) = dual_stack_server();
     let key = server.key(HOME);
     let url = format!("http://127.0.0.1:{}", port(&server));
-    let config = agent_config(&[
-        ("BACKEND_URL", &url),
-        ("FQDN", HOME),
-        ("PRE_SHARED_KEY", &key),
-        ("INTERVAL", "3600"),
-    ]);
+    let config = agent_config(&[("BACKEND_URL", &url), ("FQDN", HOME), ("PRE_SHARED_KEY", &key), ("INTERVAL", "3600")]);
     let (tx, rx) = mpsc::channel();
     let agent = std::thread::spawn(move || dyndns_agent::run(&config, &rx));
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -17,10 +17,7 @@ fn setup(hosts: &str) -> (FakeHetzner, TestServer) {
 /// Calls other than the zone listing (made once per ZONE_CACHE_TTL for all
 /// hosts, possibly by the start-up check running in parallel).
 fn record_calls(fake: &FakeHetzner) -> Vec<String> {
-    fake.calls()
-        .into_iter()
-        .filter(|c| !c.starts_with("GET /v1/zones?"))
-        .collect()
+    fake.calls().into_iter().filter(|c| !c.starts_with("GET /v1/zones?")).collect()
 }
 
 fn nic(server: &TestServer, query: &str, user: &str, key: &str) -> e2e::Resp {
@@ -32,74 +29,38 @@ fn json_update_creates_the_record_then_answers_from_cache_with_no_call() {
     let (fake, server) = setup(HOME);
     let key = server.key(HOME);
 
-    let r = server.update(
-        r#"{"fqdn": "home.example.com", "ip": "198.51.100.7"}"#,
-        &key,
-    );
+    let r = server.update(r#"{"fqdn": "home.example.com", "ip": "198.51.100.7"}"#, &key);
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(
-        r.json(),
-        serde_json::json!({"status": "created", "fqdn": HOME, "type": "A", "ip": "198.51.100.7"})
-    );
-    assert_eq!(
-        fake.rrset("example.com", "home", "A"),
-        Some(vec!["198.51.100.7".to_string()])
-    );
+    assert_eq!(r.json(), serde_json::json!({"status": "created", "fqdn": HOME, "type": "A", "ip": "198.51.100.7"}));
+    assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["198.51.100.7".to_string()]));
     assert_eq!(fake.rrset_ttl("example.com", "home", "A"), Some(60));
     let calls = record_calls(&fake);
-    assert_eq!(
-        calls.len(),
-        3,
-        "GET rrset + create + one action poll: {calls:?}"
-    );
+    assert_eq!(calls.len(), 3, "GET rrset + create + one action poll: {calls:?}");
     assert!(calls[0].starts_with("GET /v1/zones/100/rrsets/home/A"));
     assert_eq!(calls[1], "POST /v1/zones/100/rrsets");
     assert!(calls[2].starts_with("GET /v1/actions/"));
-    let zone_lists = fake
-        .calls()
-        .iter()
-        .filter(|c| c.starts_with("GET /v1/zones?"))
-        .count();
+    let zone_lists = fake.calls().iter().filter(|c| c.starts_with("GET /v1/zones?")).count();
     assert_eq!(zone_lists, 1);
 
     fake.clear_calls();
-    let r = server.update(
-        r#"{"fqdn": "home.example.com", "ip": "198.51.100.7", "type": "A"}"#,
-        &key,
-    );
+    let r = server.update(r#"{"fqdn": "home.example.com", "ip": "198.51.100.7", "type": "A"}"#, &key);
     assert_eq!(r.json()["status"], "unchanged");
-    assert_eq!(
-        fake.call_count(),
-        0,
-        "an unchanged address within REQUEST_CACHE_TTL costs no call"
-    );
+    assert_eq!(fake.call_count(), 0, "an unchanged address within REQUEST_CACHE_TTL costs no call");
 }
 
 #[test]
 fn a_changed_address_of_a_known_record_costs_set_records_and_one_poll() {
     let (fake, server) = setup(HOME);
     let key = server.key(HOME);
-    server.update(
-        r#"{"fqdn": "home.example.com", "ip": "198.51.100.7"}"#,
-        &key,
-    );
+    server.update(r#"{"fqdn": "home.example.com", "ip": "198.51.100.7"}"#, &key);
     fake.clear_calls();
 
-    let r = server.update(
-        r#"{"fqdn": "home.example.com", "ip": "198.51.100.8"}"#,
-        &key,
-    );
+    let r = server.update(r#"{"fqdn": "home.example.com", "ip": "198.51.100.8"}"#, &key);
     assert_eq!(r.json()["status"], "updated");
-    assert_eq!(
-        fake.rrset("example.com", "home", "A"),
-        Some(vec!["198.51.100.8".to_string()])
-    );
+    assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["198.51.100.8".to_string()]));
     let calls = fake.calls();
     assert_eq!(calls.len(), 2, "{calls:?}");
-    assert_eq!(
-        calls[0],
-        "POST /v1/zones/100/rrsets/home/A/actions/set_records"
-    );
+    assert_eq!(calls[0], "POST /v1/zones/100/rrsets/home/A/actions/set_records");
     assert!(calls[1].starts_with("GET /v1/actions/"));
 }
 
@@ -108,9 +69,7 @@ fn an_existing_record_with_the_same_address_is_read_once_and_left_alone() {
     let fake = FakeHetzner::start();
     fake.add_zone("example.com");
     fake.put_rrset("example.com", "home", "AAAA", &["2001:db8:0:0::1"]);
-    let server = Setup::new(&fake, HOME)
-        .var("REQUEST_CACHE_TTL", "0")
-        .start();
+    let server = Setup::new(&fake, HOME).var("REQUEST_CACHE_TTL", "0").start();
     let key = server.key(HOME);
 
     // Same address in another textual form: compared as parsed addresses.
@@ -130,15 +89,9 @@ fn a_record_with_several_values_is_replaced_by_the_one_address() {
     fake.add_zone("example.com");
     fake.put_rrset("example.com", "home", "A", &["192.0.2.1", "192.0.2.2"]);
     let server = Setup::new(&fake, HOME).start();
-    let r = server.update(
-        r#"{"fqdn": "home.example.com", "ip": "192.0.2.1"}"#,
-        &server.key(HOME),
-    );
+    let r = server.update(r#"{"fqdn": "home.example.com", "ip": "192.0.2.1"}"#, &server.key(HOME));
     assert_eq!(r.json()["status"], "updated");
-    assert_eq!(
-        fake.rrset("example.com", "home", "A"),
-        Some(vec!["192.0.2.1".to_string()])
-    );
+    assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["192.0.2.1".to_string()]));
 }
 
 #[test]
@@ -149,30 +102,15 @@ fn json_update_takes_the_address_from_proxy_headers_or_the_connection() {
     let r = server.request(
         "POST",
         "/update",
-        &[
-            ("X-Pre-Shared-Key", &key),
-            ("X-Forwarded-For", "203.0.113.5, 10.0.0.1"),
-        ],
+        &[("X-Pre-Shared-Key", &key), ("X-Forwarded-For", "203.0.113.5, 10.0.0.1")],
         Some(body),
     );
     assert_eq!(r.json()["ip"], "203.0.113.5");
-    let r = server.request(
-        "POST",
-        "/update",
-        &[("X-Pre-Shared-Key", &key), ("X-Real-Ip", "203.0.113.6")],
-        Some(body),
-    );
+    let r = server.request("POST", "/update", &[("X-Pre-Shared-Key", &key), ("X-Real-Ip", "203.0.113.6")], Some(body));
     assert_eq!(r.json()["ip"], "203.0.113.6");
     let r = server.update(r#"{"url": "home.example.com"}"#, &key);
-    assert_eq!(
-        r.json()["ip"],
-        "127.0.0.1",
-        "`url` is an alias of `fqdn`; the peer address is the fallback"
-    );
-    assert_eq!(
-        fake.rrset("example.com", "home", "A"),
-        Some(vec!["127.0.0.1".to_string()])
-    );
+    assert_eq!(r.json()["ip"], "127.0.0.1", "`url` is an alias of `fqdn`; the peer address is the fallback");
+    assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["127.0.0.1".to_string()]));
 }
 
 #[test]
@@ -185,40 +123,17 @@ fn json_errors_are_clear_and_never_500() {
         (r#"{"ip": "192.0.2.1"}"#, 400, "missing \"fqdn\""),
         (r#"{"fqdn": 5}"#, 400, "must be a string"),
         (r#"{"fqdn": "localhost"}"#, 400, "not fully qualified"),
-        (
-            r#"{"fqdn": "home.example.com", "ip": "300.1.1.1"}"#,
-            400,
-            "not an IP address",
-        ),
-        (
-            r#"{"fqdn": "home.example.com", "ip": "2001:db8::/64"}"#,
-            400,
-            "network prefix",
-        ),
-        (
-            r#"{"fqdn": "home.example.com", "ip": "192.0.2.1", "type": "AAAA"}"#,
-            400,
-            "is an A address",
-        ),
-        (
-            r#"{"fqdn": "home.example.com", "type": "MX"}"#,
-            400,
-            "\"type\" must be",
-        ),
+        (r#"{"fqdn": "home.example.com", "ip": "300.1.1.1"}"#, 400, "not an IP address"),
+        (r#"{"fqdn": "home.example.com", "ip": "2001:db8::/64"}"#, 400, "network prefix"),
+        (r#"{"fqdn": "home.example.com", "ip": "192.0.2.1", "type": "AAAA"}"#, 400, "is an A address"),
+        (r#"{"fqdn": "home.example.com", "type": "MX"}"#, 400, "\"type\" must be"),
     ];
     for (body, status, text) in cases {
         let r = server.update(body, &key);
         assert_eq!(r.status, *status, "{body} → {}", r.body);
-        assert!(
-            r.json()["error"].as_str().is_some_and(|e| e.contains(text)),
-            "{body} → {}",
-            r.body
-        );
+        assert!(r.json()["error"].as_str().is_some_and(|e| e.contains(text)), "{body} → {}", r.body);
     }
-    let big = format!(
-        r#"{{"fqdn": "home.example.com", "pad": "{}"}}"#,
-        "x".repeat(5000)
-    );
+    let big = format!(r#"{{"fqdn": "home.example.com", "pad": "{}"}}"#, "x".repeat(5000));
     assert_eq!(server.update(&big, &key).status, 413);
     let r = server.get("/update");
     assert_eq!((r.status, r.header("allow")), (405, Some("POST")));
@@ -243,43 +158,21 @@ fn json_auth_does_not_tell_registered_from_unregistered_hosts() {
     let wrong = server.update(body, "wrong");
     let other = server.update(body, &other_key);
     let upper = server.update(body, &home_key.to_uppercase());
-    let unregistered = server.update(
-        r#"{"fqdn": "nobody.example.com", "ip": "192.0.2.1"}"#,
-        &home_key,
-    );
+    let unregistered = server.update(r#"{"fqdn": "nobody.example.com", "ip": "192.0.2.1"}"#, &home_key);
     for r in [&wrong, &other, &upper, &unregistered] {
         assert_eq!(r.status, 401);
-        assert_eq!(
-            r.body, wrong.body,
-            "same answer for every failed authentication"
-        );
+        assert_eq!(r.body, wrong.body, "same answer for every failed authentication");
     }
-    assert!(
-        record_calls(&fake).is_empty(),
-        "nothing reached Hetzner: {:?}",
-        fake.calls()
-    );
+    assert!(record_calls(&fake).is_empty(), "nothing reached Hetzner: {:?}", fake.calls());
 
     // Admin credentials work for any registered host and learn about unregistered ones.
     let admin = basic("admin", "admin-password-123");
     let r = server.request("POST", "/update", &[("Authorization", &admin)], Some(body));
     assert_eq!(r.json()["status"], "created");
-    let r = server.request(
-        "POST",
-        "/update",
-        &[("Authorization", &admin)],
-        Some(r#"{"fqdn": "nobody.example.com"}"#),
-    );
+    let r = server.request("POST", "/update", &[("Authorization", &admin)], Some(r#"{"fqdn": "nobody.example.com"}"#));
     assert_eq!(r.status, 404);
-    assert!(r.json()["error"]
-        .as_str()
-        .is_some_and(|e| e.contains("not registered")));
-    let r = server.request(
-        "POST",
-        "/update",
-        &[("Authorization", &basic("admin", "nope"))],
-        Some(body),
-    );
+    assert!(r.json()["error"].as_str().is_some_and(|e| e.contains("not registered")));
+    let r = server.request("POST", "/update", &[("Authorization", &basic("admin", "nope"))], Some(body));
     assert_eq!(r.status, 401);
 }
 
@@ -287,47 +180,21 @@ fn json_auth_does_not_tell_registered_from_unregistered_hosts() {
 fn dyndns2_good_then_nochg_with_short_or_full_user_name() {
     let (fake, server) = setup(HOME);
     let key = server.key(HOME);
-    let r = nic(
-        &server,
-        "hostname=home.example.com&myip=203.0.113.10&system=dyndns&wildcard=NOCHG",
-        "home",
-        &key,
-    );
+    let r = nic(&server, "hostname=home.example.com&myip=203.0.113.10&system=dyndns&wildcard=NOCHG", "home", &key);
     assert_eq!((r.status, r.body.as_str()), (200, "good 203.0.113.10"));
     assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
     assert_eq!(r.header("content-length"), Some("17"));
     assert_eq!(r.header("transfer-encoding"), None);
-    let r = nic(
-        &server,
-        "hostname=home.example.com&myip=203.0.113.10",
-        "home.example.com",
-        &key,
-    );
+    let r = nic(&server, "hostname=home.example.com&myip=203.0.113.10", "home.example.com", &key);
     assert_eq!(r.body, "nochg 203.0.113.10");
-    assert_eq!(
-        fake.rrset("example.com", "home", "A"),
-        Some(vec!["203.0.113.10".to_string()])
-    );
+    assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["203.0.113.10".to_string()]));
     // Upper case and a trailing dot name the same host.
-    let r = nic(
-        &server,
-        "hostname=HOME.Example.com.&myip=203.0.113.10",
-        "HOME",
-        &key,
-    );
+    let r = nic(&server, "hostname=HOME.Example.com.&myip=203.0.113.10", "HOME", &key);
     assert_eq!(r.body, "nochg 203.0.113.10");
     // The UniFi path and Dyn's newer path.
-    let r = server.get_as(
-        "//nic/update?hostname=home.example.com&myip=203.0.113.11",
-        "home",
-        &key,
-    );
+    let r = server.get_as("//nic/update?hostname=home.example.com&myip=203.0.113.11", "home", &key);
     assert_eq!(r.body, "good 203.0.113.11");
-    let r = server.get_as(
-        "/v3/update?hostname=home.example.com&myip=203.0.113.11",
-        "home",
-        &key,
-    );
+    let r = server.get_as("/v3/update?hostname=home.example.com&myip=203.0.113.11", "home", &key);
     assert_eq!(r.body, "nochg 203.0.113.11");
 }
 
@@ -335,42 +202,17 @@ fn dyndns2_good_then_nochg_with_short_or_full_user_name() {
 fn dyndns2_dual_stack_in_one_request_and_one_family_never_touches_the_other() {
     let (fake, server) = setup(HOME);
     let key = server.key(HOME);
-    let r = nic(
-        &server,
-        "hostname=home.example.com&myip=203.0.113.10,2001:db8::10",
-        "home",
-        &key,
-    );
+    let r = nic(&server, "hostname=home.example.com&myip=203.0.113.10,2001:db8::10", "home", &key);
     assert_eq!(r.body, "good 203.0.113.10,2001:db8::10");
-    assert_eq!(
-        fake.rrset("example.com", "home", "A"),
-        Some(vec!["203.0.113.10".to_string()])
-    );
-    assert_eq!(
-        fake.rrset("example.com", "home", "AAAA"),
-        Some(vec!["2001:db8::10".to_string()])
-    );
+    assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["203.0.113.10".to_string()]));
+    assert_eq!(fake.rrset("example.com", "home", "AAAA"), Some(vec!["2001:db8::10".to_string()]));
 
     // Fritz!Box style: v6 alone, percent-encoded as inadyn does.
-    let r = nic(
-        &server,
-        "hostname=home.example.com&myip=2001%3adb8%3a%3a11",
-        "home",
-        &key,
-    );
+    let r = nic(&server, "hostname=home.example.com&myip=2001%3adb8%3a%3a11", "home", &key);
     assert_eq!(r.body, "good 2001:db8::11");
-    assert_eq!(
-        fake.rrset("example.com", "home", "A"),
-        Some(vec!["203.0.113.10".to_string()]),
-        "A untouched"
-    );
+    assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["203.0.113.10".to_string()]), "A untouched");
     // myip + myipv6, one unchanged and one changed → good.
-    let r = nic(
-        &server,
-        "hostname=home.example.com&myip=203.0.113.10&myipv6=2001:db8::12",
-        "home",
-        &key,
-    );
+    let r = nic(&server, "hostname=home.example.com&myip=203.0.113.10&myipv6=2001:db8::12", "home", &key);
     assert_eq!(r.body, "good 203.0.113.10,2001:db8::12");
     // Empty myip (ddclient 3.10 with IPv6 only) → the connection's address.
     let r = nic(&server, "hostname=home.example.com&myip=", "home", &key);
@@ -392,32 +234,11 @@ fn dyndns2_one_line_per_host_in_order() {
         "admin-password-123",
     );
     assert_eq!(r.body, "good 192.0.2.9\ngood 192.0.2.9\nnohost\nnotfqdn");
-    assert_eq!(
-        fake.rrset("example.com", "a", "A"),
-        Some(vec!["192.0.2.9".to_string()])
-    );
-    assert_eq!(
-        fake.rrset("example.com", "b", "A"),
-        Some(vec!["192.0.2.9".to_string()])
-    );
-    let many = (0..21)
-        .map(|i| format!("h{i}.example.com"))
-        .collect::<Vec<_>>()
-        .join(",");
-    assert_eq!(
-        nic(
-            &server,
-            &format!("hostname={many}"),
-            "admin",
-            "admin-password-123"
-        )
-        .body,
-        "numhost"
-    );
-    assert_eq!(
-        nic(&server, "myip=192.0.2.9", "admin", "admin-password-123").body,
-        "notfqdn"
-    );
+    assert_eq!(fake.rrset("example.com", "a", "A"), Some(vec!["192.0.2.9".to_string()]));
+    assert_eq!(fake.rrset("example.com", "b", "A"), Some(vec!["192.0.2.9".to_string()]));
+    let many = (0..21).map(|i| format!("h{i}.example.com")).collect::<Vec<_>>().join(",");
+    assert_eq!(nic(&server, &format!("hostname={many}"), "admin", "admin-password-123").body, "numhost");
+    assert_eq!(nic(&server, "myip=192.0.2.9", "admin", "admin-password-123").body, "notfqdn");
 }
 
 #[test]
@@ -432,25 +253,18 @@ fn dyndns2_credentials_in_the_query_and_the_401_challenge() {
     assert_eq!(r.status, 401);
     assert!(record_calls(&fake).is_empty());
 
-    let r = server.get(&format!(
-        "/nic/update?hostname=home.example.com&myip=192.0.2.1&user=home&pass={key}"
-    ));
+    let r = server.get(&format!("/nic/update?hostname=home.example.com&myip=192.0.2.1&user=home&pass={key}"));
     assert_eq!(r.body, "good 192.0.2.1");
-    let r = server.get(&format!("/nic/update?hostname=home.example.com&myip=192.0.2.1&username=home.example.com&password={key}"));
+    let r = server
+        .get(&format!("/nic/update?hostname=home.example.com&myip=192.0.2.1&username=home.example.com&password={key}"));
     assert_eq!(r.body, "nochg 192.0.2.1");
     // No hostname, but the user is the full name (some routers).
-    let r = server.get(&format!(
-        "/nic/update?myip=192.0.2.1&user=home.example.com&pass={key}"
-    ));
+    let r = server.get(&format!("/nic/update?myip=192.0.2.1&user=home.example.com&pass={key}"));
     assert_eq!(r.body, "nochg 192.0.2.1");
     // POST with a form body.
     let form = format!("hostname=home.example.com&myip=192.0.2.2&user=home&pass={key}");
-    let r = server.request(
-        "POST",
-        "/nic/update",
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        Some(&form),
-    );
+    let r =
+        server.request("POST", "/nic/update", &[("Content-Type", "application/x-www-form-urlencoded")], Some(&form));
     assert_eq!(r.body, "good 192.0.2.2");
 }
 
@@ -468,20 +282,12 @@ fn dyndns2_wrong_credentials_never_reach_hetzner() {
         ("hostname=home.example.com", "home", String::new()),
         ("hostname=home.example.com", "other", key.clone()),
         ("hostname=nobody.example.com", "nobody", key.clone()),
-        (
-            "hostname=home.example.com,other.example.com",
-            "home",
-            key.clone(),
-        ),
+        ("hostname=home.example.com,other.example.com", "home", key.clone()),
         ("hostname=h%C3%B6me.example.com", "home", key.clone()),
     ];
     for (query, user, pass) in &cases {
         let r = nic(&server, &format!("{query}&myip=192.0.2.1"), user, pass);
-        assert_eq!(
-            (r.status, r.body.as_str()),
-            (401, "badauth"),
-            "{query} as {user}"
-        );
+        assert_eq!((r.status, r.body.as_str()), (401, "badauth"), "{query} as {user}");
     }
     assert!(record_calls(&fake).is_empty(), "{:?}", fake.calls());
 }
@@ -490,30 +296,12 @@ fn dyndns2_wrong_credentials_never_reach_hetzner() {
 fn dyndns2_refuses_a_prefix_and_keeps_the_record() {
     let (fake, server) = setup(HOME);
     let key = server.key(HOME);
-    nic(
-        &server,
-        "hostname=home.example.com&myipv6=2001:db8::1",
-        "home",
-        &key,
-    );
-    let r = nic(
-        &server,
-        "hostname=home.example.com&myipv6=2001:db8:1:2::/64",
-        "home",
-        &key,
-    );
+    nic(&server, "hostname=home.example.com&myipv6=2001:db8::1", "home", &key);
+    let r = nic(&server, "hostname=home.example.com&myipv6=2001:db8:1:2::/64", "home", &key);
     assert_eq!((r.status, r.body.as_str()), (200, "badip"));
-    let r = nic(
-        &server,
-        "hostname=home.example.com&myip=not-an-ip",
-        "home",
-        &key,
-    );
+    let r = nic(&server, "hostname=home.example.com&myip=not-an-ip", "home", &key);
     assert_eq!(r.body, "badip");
-    assert_eq!(
-        fake.rrset("example.com", "home", "AAAA"),
-        Some(vec!["2001:db8::1".to_string()])
-    );
+    assert_eq!(fake.rrset("example.com", "home", "AAAA"), Some(vec!["2001:db8::1".to_string()]));
 }
 
 #[test]
@@ -530,10 +318,7 @@ fn head_never_updates_and_other_paths_answer_404() {
     assert_eq!(r.status, 405);
     assert_eq!(fake.rrset("example.com", "home", "A"), None);
     assert_eq!(server.get("/nope").status, 404);
-    assert_eq!(
-        server.request("DELETE", "/nic/update", &[], None).status,
-        405
-    );
+    assert_eq!(server.request("DELETE", "/nic/update", &[], None).status, 405);
     let r = server.get("/healthz");
     assert_eq!((r.status, r.body.as_str()), (200, "ok"));
     let r = server.request("GET", "/ip", &[("X-Forwarded-For", "2001:db8::77")], None);
@@ -547,27 +332,13 @@ fn concurrent_first_updates_of_one_host_create_once() {
     let key = server.key(HOME);
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..6)
-            .map(|_| {
-                s.spawn(|| {
-                    server.update(r#"{"fqdn": "home.example.com", "ip": "192.0.2.50"}"#, &key)
-                })
-            })
+            .map(|_| s.spawn(|| server.update(r#"{"fqdn": "home.example.com", "ip": "192.0.2.50"}"#, &key)))
             .collect();
-        let statuses: Vec<String> = handles
-            .into_iter()
-            .map(|h| h.join().expect("thread").json()["status"].to_string())
-            .collect();
-        assert_eq!(
-            statuses.iter().filter(|s| s.contains("created")).count(),
-            1,
-            "{statuses:?}"
-        );
+        let statuses: Vec<String> =
+            handles.into_iter().map(|h| h.join().expect("thread").json()["status"].to_string()).collect();
+        assert_eq!(statuses.iter().filter(|s| s.contains("created")).count(), 1, "{statuses:?}");
     });
-    let creates = fake
-        .calls()
-        .iter()
-        .filter(|c| *c == "POST /v1/zones/100/rrsets")
-        .count();
+    let creates = fake.calls().iter().filter(|c| *c == "POST /v1/zones/100/rrsets").count();
     assert_eq!(creates, 1);
 }
 
@@ -587,33 +358,16 @@ fn zones_are_found_on_label_boundaries_across_pages_apex_and_idn() {
         ("example.co.uk", "example.co.uk", "@"),
         ("home.xn--mnchen-3ya.de", "xn--mnchen-3ya.de", "home"),
     ] {
-        let r = server.update(
-            &format!(r#"{{"fqdn": "{host}", "ip": "192.0.2.3"}}"#),
-            &server.key(host),
-        );
+        let r = server.update(&format!(r#"{{"fqdn": "{host}", "ip": "192.0.2.3"}}"#), &server.key(host));
         assert_eq!(r.json()["status"], "created", "{host}: {}", r.body);
-        assert_eq!(
-            fake.rrset(zone, name, "A"),
-            Some(vec!["192.0.2.3".to_string()]),
-            "{host}"
-        );
+        assert_eq!(fake.rrset(zone, name, "A"), Some(vec!["192.0.2.3".to_string()]), "{host}");
     }
     // The Unicode spelling authenticates as the same host.
     let key = server.key("home.xn--mnchen-3ya.de");
     let r = server.update(r#"{"fqdn": "Home.München.de.", "ip": "192.0.2.3"}"#, &key);
     assert_eq!(r.json()["status"], "unchanged");
-    let pages: Vec<String> = fake
-        .calls()
-        .into_iter()
-        .filter(|c| c.starts_with("GET /v1/zones?"))
-        .collect();
-    assert_eq!(
-        pages,
-        vec![
-            "GET /v1/zones?page=1&per_page=50",
-            "GET /v1/zones?page=2&per_page=50"
-        ]
-    );
+    let pages: Vec<String> = fake.calls().into_iter().filter(|c| c.starts_with("GET /v1/zones?")).collect();
+    assert_eq!(pages, vec!["GET /v1/zones?page=1&per_page=50", "GET /v1/zones?page=2&per_page=50"]);
 }
 
 #[test]
@@ -622,25 +376,11 @@ fn a_host_without_a_zone_is_a_dns_error_not_a_wrong_match() {
     fake.add_zone("example.com");
     let server = Setup::new(&fake, "home.badexample.com").start();
     let key = server.key("home.badexample.com");
-    let r = nic(
-        &server,
-        "hostname=home.badexample.com&myip=192.0.2.1",
-        "home",
-        &key,
-    );
+    let r = nic(&server, "hostname=home.badexample.com&myip=192.0.2.1", "home", &key);
     assert_eq!(r.body, "dnserr");
-    let r = server.update(
-        r#"{"fqdn": "home.badexample.com", "ip": "192.0.2.1"}"#,
-        &key,
-    );
+    let r = server.update(r#"{"fqdn": "home.badexample.com", "ip": "192.0.2.1"}"#, &key);
     assert_eq!(r.status, 502);
-    assert!(
-        r.json()["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("no zone")),
-        "{}",
-        r.body
-    );
+    assert!(r.json()["error"].as_str().is_some_and(|e| e.contains("no zone")), "{}", r.body);
     assert_eq!(fake.rrset("example.com", "home", "A"), None);
 }
 
@@ -650,29 +390,16 @@ fn hetzner_errors_are_surfaced_nothing_is_cached_and_recovery_writes() {
     let key = server.key(HOME);
     server.update(r#"{"fqdn": "home.example.com", "ip": "192.0.2.1"}"#, &key);
 
-    fake.fail_next(Fault::Error {
-        status: 500,
-        code: "server_error",
-    });
-    let r = nic(
-        &server,
-        "hostname=home.example.com&myip=192.0.2.2",
-        "home",
-        &key,
-    );
+    fake.fail_next(Fault::Error { status: 500, code: "server_error" });
+    let r = nic(&server, "hostname=home.example.com&myip=192.0.2.2", "home", &key);
     assert_eq!((r.status, r.body.as_str()), (200, "911"));
 
-    fake.fail_next(Fault::Error {
-        status: 401,
-        code: "unauthorized",
-    });
+    fake.fail_next(Fault::Error { status: 401, code: "unauthorized" });
     let r = server.update(r#"{"fqdn": "home.example.com", "ip": "192.0.2.2"}"#, &key);
     assert_eq!(r.status, 502);
     let error = r.json()["error"].as_str().unwrap_or_default().to_string();
     assert!(
-        error.contains("unauthorized")
-            && error.contains("check HETZNER_TOKEN")
-            && error.contains("correlation id"),
+        error.contains("unauthorized") && error.contains("check HETZNER_TOKEN") && error.contains("correlation id"),
         "{error}"
     );
     assert!(!error.contains(e2e::TOKEN));
@@ -681,34 +408,18 @@ fn hetzner_errors_are_surfaced_nothing_is_cached_and_recovery_writes() {
     fake.fail_next(Fault::Html { status: 502 });
     fake.fail_next(Fault::Html { status: 502 });
     fake.fail_next(Fault::Html { status: 502 });
-    let r = nic(
-        &server,
-        "hostname=home.example.com&myip=192.0.2.2",
-        "home",
-        &key,
-    );
+    let r = nic(&server, "hostname=home.example.com&myip=192.0.2.2", "home", &key);
     assert_eq!(r.body, "911");
 
     fake.fail_next(Fault::ActionError);
     let r = server.update(r#"{"fqdn": "home.example.com", "ip": "192.0.2.2"}"#, &key);
     assert_eq!(r.status, 502, "{}", r.body);
-    assert_eq!(
-        fake.rrset("example.com", "home", "A"),
-        Some(vec!["192.0.2.1".to_string()])
-    );
+    assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["192.0.2.1".to_string()]));
 
     // Healthy again: the next request reads the truth and writes.
-    let r = nic(
-        &server,
-        "hostname=home.example.com&myip=192.0.2.2",
-        "home",
-        &key,
-    );
+    let r = nic(&server, "hostname=home.example.com&myip=192.0.2.2", "home", &key);
     assert_eq!(r.body, "good 192.0.2.2");
-    assert_eq!(
-        fake.rrset("example.com", "home", "A"),
-        Some(vec!["192.0.2.2".to_string()])
-    );
+    assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["192.0.2.2".to_string()]));
 }
 
 #[test]
@@ -717,18 +428,12 @@ fn rate_limits_and_conflicts_are_retried_within_the_request() {
     let key = server.key(HOME);
     server.update(r#"{"fqdn": "home.example.com", "ip": "192.0.2.1"}"#, &key);
     fake.fail_next(Fault::RateLimited { reset_in: 1 });
-    fake.fail_next(Fault::Error {
-        status: 409,
-        code: "conflict",
-    });
+    fake.fail_next(Fault::Error { status: 409, code: "conflict" });
     let started = std::time::Instant::now();
     let r = server.update(r#"{"fqdn": "home.example.com", "ip": "192.0.2.9"}"#, &key);
     assert_eq!(r.json()["status"], "updated", "{}", r.body);
     assert!(started.elapsed() < std::time::Duration::from_secs(15));
-    assert_eq!(
-        fake.rrset("example.com", "home", "A"),
-        Some(vec!["192.0.2.9".to_string()])
-    );
+    assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["192.0.2.9".to_string()]));
 }
 
 #[test]
@@ -749,25 +454,13 @@ fn a_redirect_or_a_non_json_answer_says_the_url_is_wrong() {
 fn a_create_race_falls_back_to_set_records() {
     let (fake, server) = setup("home.example.com,other.example.com");
     // Let the zone list be cached first.
-    server.update(
-        r#"{"fqdn": "other.example.com", "ip": "192.0.2.1"}"#,
-        &server.key("other.example.com"),
-    );
+    server.update(r#"{"fqdn": "other.example.com", "ip": "192.0.2.1"}"#, &server.key("other.example.com"));
     // Someone creates the record between our read (404) and our create (409).
     fake.put_rrset("example.com", "home", "A", &["192.0.2.99"]);
-    fake.fail_next(Fault::Error {
-        status: 404,
-        code: "not_found",
-    });
-    let r = server.update(
-        r#"{"fqdn": "home.example.com", "ip": "192.0.2.5"}"#,
-        &server.key(HOME),
-    );
+    fake.fail_next(Fault::Error { status: 404, code: "not_found" });
+    let r = server.update(r#"{"fqdn": "home.example.com", "ip": "192.0.2.5"}"#, &server.key(HOME));
     assert_eq!(r.json()["status"], "updated", "{}", r.body);
-    assert_eq!(
-        fake.rrset("example.com", "home", "A"),
-        Some(vec!["192.0.2.5".to_string()])
-    );
+    assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["192.0.2.5".to_string()]));
 }
 
 #[test]
@@ -776,23 +469,13 @@ fn keys_are_generated_once_kept_and_private() {
     let fake = FakeHetzner::start();
     let setup = Setup::new(&fake, "a.example.com");
     let path = setup.dir.join("keys");
-    std::fs::write(
-        &path,
-        "# my keys\nold.example.com oldkey-oldkey-oldkey\nthis line is broken\n",
-    )
-    .expect("seed");
+    std::fs::write(&path, "# my keys\nold.example.com oldkey-oldkey-oldkey\nthis line is broken\n").expect("seed");
     let server = setup.start();
     let text = std::fs::read_to_string(&path).expect("read");
-    assert!(
-        text.starts_with("# my keys\nold.example.com oldkey-oldkey-oldkey\nthis line is broken\n"),
-        "{text}"
-    );
+    assert!(text.starts_with("# my keys\nold.example.com oldkey-oldkey-oldkey\nthis line is broken\n"), "{text}");
     let key = server.key("a.example.com");
     assert_eq!(key.len(), 43);
-    assert_eq!(
-        std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
     drop(server);
     // A restart with another host keeps the first key.
     let again = Setup::new(&fake, "a.example.com,b.example.com");
@@ -805,30 +488,9 @@ fn keys_are_generated_once_kept_and_private() {
 #[test]
 fn dry_run_needs_no_token_and_keeps_records_in_memory() {
     let fake = FakeHetzner::start();
-    let server = Setup::new(&fake, HOME)
-        .without("HETZNER_TOKEN")
-        .var("DRY_RUN", "1")
-        .start();
+    let server = Setup::new(&fake, HOME).without("HETZNER_TOKEN").var("DRY_RUN", "1").start();
     let key = server.key(HOME);
-    assert_eq!(
-        nic(
-            &server,
-            "hostname=home.example.com&myip=192.0.2.1",
-            "home",
-            &key
-        )
-        .body,
-        "good 192.0.2.1"
-    );
-    assert_eq!(
-        nic(
-            &server,
-            "hostname=home.example.com&myip=192.0.2.1",
-            "home",
-            &key
-        )
-        .body,
-        "nochg 192.0.2.1"
-    );
+    assert_eq!(nic(&server, "hostname=home.example.com&myip=192.0.2.1", "home", &key).body, "good 192.0.2.1");
+    assert_eq!(nic(&server, "hostname=home.example.com&myip=192.0.2.1", "home", &key).body, "nochg 192.0.2.1");
     assert_eq!(fake.call_count(), 0);
 }

@@ -1,0 +1,204 @@
+//! What the server knows about each registered host besides its records:
+//! when it last reported, whether it is lost, its last error; and the
+//! housekeeping thread that notices lost hosts and flushes the state file.
+//!
+//! A host is lost when it has not reported for `LOST_CONNECTION_TIMEOUT`,
+//! counted from its last report or from the server's start, whichever is
+//! later: a host is never blamed for the server's own downtime, and a host
+//! that never reports after a start is reported once the timeout has passed.
+//! The `lost` flag is persisted, so an outage is announced once, even across
+//! restarts, and "back online" follows it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::notify::{self, Message};
+use crate::App;
+
+/// The state file is written at most this often (and at shutdown).
+pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostState {
+    /// Unix seconds of the last authenticated report.
+    #[serde(default)]
+    pub last_seen: Option<u64>,
+    #[serde(default)]
+    pub lost: bool,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub last_error_at: Option<u64>,
+}
+
+pub struct HostBook {
+    hosts: Mutex<HashMap<String, HostState>>,
+    started: u64,
+    dirty: AtomicBool,
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl HostBook {
+    /// The registered hosts, with what the state file remembered of them.
+    pub fn new(registered: &[String], mut loaded: HashMap<String, HostState>) -> HostBook {
+        let hosts = registered.iter().map(|h| (h.clone(), loaded.remove(h).unwrap_or_default())).collect();
+        HostBook { hosts: Mutex::new(hosts), started: unix_now(), dirty: AtomicBool::new(false) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, HostState>> {
+        // Every critical section leaves the map consistent; a panic
+        // elsewhere while holding the lock cannot leave half an update.
+        self.hosts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Record an authenticated report. Returns the outage length when the
+    /// host was lost.
+    pub fn seen(&self, host: &str) -> Option<u64> {
+        let now = unix_now();
+        let mut hosts = self.lock();
+        let state = hosts.get_mut(host)?;
+        let outage = state.lost.then(|| now.saturating_sub(state.last_seen.unwrap_or(self.started)));
+        state.last_seen = Some(now);
+        state.lost = false;
+        self.dirty.store(true, Ordering::Relaxed);
+        outage
+    }
+
+    /// Record the outcome of an update: `Some(error)` or `None` for success.
+    pub fn set_error(&self, host: &str, error: Option<String>) {
+        let mut hosts = self.lock();
+        if let Some(state) = hosts.get_mut(host) {
+            if state.last_error != error {
+                state.last_error_at = error.as_ref().map(|_| unix_now());
+                state.last_error = error;
+                self.dirty.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Mark hosts silent for longer than `timeout` as lost; returns the newly
+    /// lost ones with how long they have been silent.
+    pub fn find_lost(&self, now: u64, timeout: u64) -> Vec<(String, u64)> {
+        let mut newly = Vec::new();
+        for (host, state) in self.lock().iter_mut() {
+            let since = state.last_seen.unwrap_or(0).max(self.started);
+            let silent = now.saturating_sub(since);
+            if !state.lost && silent >= timeout {
+                state.lost = true;
+                newly.push((host.clone(), now.saturating_sub(state.last_seen.unwrap_or(self.started))));
+            }
+        }
+        if !newly.is_empty() {
+            self.dirty.store(true, Ordering::Relaxed);
+        }
+        newly.sort();
+        newly
+    }
+
+    pub fn snapshot(&self) -> Vec<(String, HostState)> {
+        let mut all: Vec<_> = self.lock().iter().map(|(h, s)| (h.clone(), s.clone())).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Was anything changed since the last call?
+    pub fn take_dirty(&self) -> bool {
+        self.dirty.swap(false, Ordering::Relaxed)
+    }
+
+    pub fn mark_dirty(&self) {
+        self.dirty.store(true, Ordering::Relaxed);
+    }
+}
+
+/// `3h 12m`, `45s`.
+pub fn human(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m {}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        s => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// Check for lost hosts every `CONNECTION_CHECK_INTERVAL` and flush the
+/// state file when something changed, until `stop` fires; then flush once more.
+pub fn spawn_housekeeping(app: Arc<App>, stop: Receiver<()>) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name("housekeeping".into()).spawn(move || {
+        let check_every = app.config.connection_check_interval;
+        let tick = check_every.min(FLUSH_EVERY);
+        let mut next_check = Instant::now() + check_every;
+        while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(tick) {
+            if Instant::now() >= next_check {
+                next_check = Instant::now() + check_every;
+                check_lost(&app);
+            }
+            app.save_state_if_dirty();
+        }
+        app.save_state_if_dirty();
+    })
+}
+
+fn check_lost(app: &App) {
+    let timeout = app.config.lost_connection_timeout.as_secs();
+    for (host, silent) in app.hosts.find_lost(unix_now(), timeout) {
+        log::error!("{host} has not reported for {}; it may be offline", human(silent));
+        app.notifier.send(Message {
+            title: format!("{host} is offline"),
+            body: format!(
+                "{host} has not reported for {} (LOST_CONNECTION_TIMEOUT is {}).",
+                human(silent),
+                human(timeout)
+            ),
+            priority: notify::HIGH,
+            tags: "rotating_light",
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lost_once_per_outage_then_back_online() {
+        let book = HostBook::new(&["a.example.com".into(), "b.example.com".into()], HashMap::new());
+        let start = book.started;
+        assert!(book.find_lost(start + 5, 10).is_empty());
+        book.seen("a.example.com");
+        assert!(book.find_lost(start + 5, 10).is_empty());
+        let lost = book.find_lost(start + 20, 10);
+        // b never reported since the start; both are silent for 20 s.
+        let names: Vec<&str> = lost.iter().map(|l| l.0.as_str()).collect();
+        assert_eq!(names, vec!["a.example.com", "b.example.com"]);
+        assert!(book.find_lost(start + 30, 10).is_empty(), "announced once per outage");
+        assert!(book.seen("b.example.com").is_some(), "back online with an outage length");
+        assert_eq!(book.seen("b.example.com"), None);
+        assert_eq!(book.seen("unknown.example.com"), None);
+    }
+
+    #[test]
+    fn remembered_hosts_are_not_blamed_for_server_downtime() {
+        let mut loaded = HashMap::new();
+        loaded.insert("a.example.com".to_string(), HostState { last_seen: Some(1), ..HostState::default() });
+        let book = HostBook::new(&["a.example.com".into()], loaded);
+        assert!(book.find_lost(book.started + 5, 10).is_empty());
+        assert_eq!(book.find_lost(book.started + 10, 10).len(), 1);
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human(42), "42s");
+        assert_eq!(human(3 * 3600 + 12 * 60), "3h 12m");
+        assert_eq!(human(2 * 86_400 + 3600), "2d 1h");
+    }
+}
