@@ -16,7 +16,7 @@ use crate::App;
 /// Worker threads answering requests. Updates wait on Hetzner for up to
 /// `REQUEST_BUDGET`, so there are enough that slow writes of some hosts do
 /// not hold up cached answers for others.
-pub const WORKERS: usize = 16;
+pub const WORKERS: usize = 8;
 
 pub fn spawn_workers(
     server: &Arc<tiny_http::Server>,
