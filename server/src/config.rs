@@ -72,6 +72,10 @@ pub struct Config {
     pub lost_connection_timeout: Duration,
     pub state_file: PathBuf,
     pub metrics_public: bool,
+    /// Read/write timeout of client connections (idle keep-alive, slow clients).
+    pub client_timeout: Duration,
+    /// Peers whose `X-Real-Ip`/`X-Forwarded-For` are believed.
+    pub trusted_proxies: Vec<Cidr>,
     /// Problems that did not stop the server, to be logged once logging is up.
     pub warnings: Vec<String>,
 }
@@ -90,6 +94,49 @@ pub enum NtfyAuth {
     Basic { username: String, password: Secret },
     Token(Secret),
 }
+
+/// An address range such as `10.0.0.0/8` or `::1/128`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(text: &str) -> Option<Cidr> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a.parse::<IpAddr>().ok()?, p.parse::<u8>().ok()?),
+            None => {
+                let a = text.parse::<IpAddr>().ok()?;
+                (a, if a.is_ipv4() { 32 } else { 128 })
+            }
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (prefix <= max).then_some(Cidr { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let bits = |ip: IpAddr| -> (u128, u8) {
+            match ip.to_canonical() {
+                IpAddr::V4(v4) => (u128::from(u32::from(v4)) << 96, 32),
+                IpAddr::V6(v6) => (u128::from(v6), 128),
+            }
+        };
+        let (net, width) = bits(self.addr);
+        let (host, host_width) = bits(ip);
+        if width != host_width {
+            return false;
+        }
+        // IPv4 sits in the top 32 bits, so a prefix counts from the top either way.
+        let prefix = u32::from(self.prefix);
+        let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
+        net & mask == host & mask
+    }
+}
+
+/// Loopback and private ranges: a reverse proxy on the same host or
+/// Docker network.
+pub const DEFAULT_TRUSTED_PROXIES: &str = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7";
 
 /// A setting the server cannot run with. The text names the variable,
 /// quotes the value (never a secret) and says what to do.
@@ -272,6 +319,14 @@ impl Config {
             dir.join("dyndns-state.json")
         });
         let metrics_public = r.flag("METRICS_PUBLIC");
+        let client_timeout = Duration::from_secs(r.number("CLIENT_TIMEOUT", 10, 1, 300));
+        let proxies_raw = r.get("TRUSTED_PROXIES").unwrap_or_else(|| DEFAULT_TRUSTED_PROXIES.to_string());
+        let mut trusted_proxies = Vec::new();
+        for item in proxies_raw.split(',').map(str::trim).filter(|s| !s.is_empty() && *s != "none") {
+            trusted_proxies.push(Cidr::parse(item).ok_or_else(|| {
+                ConfigError(format!("TRUSTED_PROXIES: {item:?} is not an address or CIDR like 10.0.0.0/8; use \"none\" to trust no proxy"))
+            })?);
+        }
 
         let log_file = r.get("LOG_FILE").map(PathBuf::from);
         let log_max_bytes = r.number("LOG_MAX_BYTES", 1_048_576, 1024, u64::MAX);
@@ -299,6 +354,8 @@ impl Config {
             lost_connection_timeout,
             state_file,
             metrics_public,
+            client_timeout,
+            trusted_proxies,
             warnings: r.warnings,
         })
     }
@@ -501,6 +558,22 @@ mod tests {
         assert!(err.0.contains("env file"));
         let err = load(&[("HETZNER_TOKEN_FILE", "/nonexistent/token")]).expect_err("missing");
         assert!(err.0.starts_with("HETZNER_TOKEN_FILE") && err.0.contains("/nonexistent/token"));
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs() {
+        let c = load(&[]).expect("config");
+        let trusted = |ip: &str| c.trusted_proxies.iter().any(|n| n.contains(ip.parse().expect("ip")));
+        assert!(trusted("127.0.0.1") && trusted("::1") && trusted("172.20.0.3") && trusted("::ffff:10.1.2.3"));
+        assert!(!trusted("203.0.113.9") && !trusted("2001:db8::1") && !trusted("172.32.0.1"));
+        let c = load(&[("TRUSTED_PROXIES", "none")]).expect("config");
+        assert!(c.trusted_proxies.is_empty());
+        let c = load(&[("TRUSTED_PROXIES", "203.0.113.0/24, 2001:db8::/32")]).expect("config");
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert!(c.trusted_proxies[1].contains("2001:db8:ffff::1".parse().expect("ip")));
+        let err = load(&[("TRUSTED_PROXIES", "10.0.0.0/33")]).expect_err("bad");
+        assert!(err.0.contains("TRUSTED_PROXIES") && err.0.contains("10.0.0.0/33"));
+        assert_eq!(Cidr::parse("0.0.0.0/0").map(|c| c.contains("8.8.8.8".parse().expect("ip"))), Some(true));
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub enum Answer {
     NoHost,
     /// More than `MAX_HOSTS` host names.
     NumHost,
+    /// The source failed to authenticate too often and is refused for a while.
+    Abuse,
     /// Hetzner refused the change for a reason retrying will not fix
     /// (no zone, read-only token, secondary zone).
     DnsErr,
@@ -47,6 +49,7 @@ impl fmt::Display for Answer {
             Answer::NotFqdn => f.write_str("notfqdn"),
             Answer::NoHost => f.write_str("nohost"),
             Answer::NumHost => f.write_str("numhost"),
+            Answer::Abuse => f.write_str("abuse"),
             Answer::DnsErr => f.write_str("dnserr"),
             Answer::ServerError => f.write_str("911"),
             Answer::BadIp => f.write_str("badip"),
@@ -219,6 +222,7 @@ mod tests {
             (Answer::NotFqdn, "notfqdn"),
             (Answer::NoHost, "nohost"),
             (Answer::NumHost, "numhost"),
+            (Answer::Abuse, "abuse"),
             (Answer::DnsErr, "dnserr"),
             (Answer::ServerError, "911"),
             (Answer::BadIp, "badip"),

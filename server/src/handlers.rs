@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::config::Cidr;
 use crate::dyndns2::{self, Addresses, Answer, Params};
 use crate::fqdn;
 use crate::hetzner::RecordType;
@@ -22,6 +23,9 @@ use crate::App;
 
 /// Largest request body read; larger bodies get 413.
 pub const MAX_BODY: usize = 4096;
+/// Longest path plus query; longer ones get 414 (20 host names and two
+/// addresses fit in well under 2 KB).
+pub const MAX_TARGET: usize = 4096;
 /// The longest a client's request may wait for Hetzner, retries included.
 pub const REQUEST_BUDGET: Duration = Duration::from_secs(15);
 /// Compared against when a host has no key, so an unknown host costs the
@@ -73,17 +77,20 @@ impl Req {
         Some((user.to_string(), pass.to_string()))
     }
 
-    /// The caller's address: `X-Real-Ip`, else the first `X-Forwarded-For`
-    /// entry, else the peer. IPv4-mapped IPv6 becomes IPv4.
-    pub fn client_ip(&self) -> Option<IpAddr> {
+    /// The caller's address: when the peer is a trusted proxy, `X-Real-Ip`,
+    /// else the first `X-Forwarded-For` entry; else the peer. IPv4-mapped
+    /// IPv6 becomes IPv4.
+    pub fn client_ip(&self, trusted: &[Cidr]) -> Option<IpAddr> {
+        let peer = self.peer.map(|p| p.to_canonical());
+        if !peer.is_some_and(|p| trusted.iter().any(|net| net.contains(p))) {
+            return peer;
+        }
         let from_header = |name: &str, first: bool| {
             let v = self.header(name)?;
             let v = if first { v.split(',').next()? } else { v };
             dyndns2::parse_ip(v).ok()
         };
-        from_header("x-real-ip", false)
-            .or_else(|| from_header("x-forwarded-for", true))
-            .or_else(|| self.peer.map(|p| p.to_canonical()))
+        from_header("x-real-ip", false).or_else(|| from_header("x-forwarded-for", true)).or(peer)
     }
 }
 
@@ -123,6 +130,9 @@ impl Reply {
 
 /// Route a request.
 pub fn handle(app: &App, req: &Req) -> Reply {
+    if req.path.len() + req.query.len() > MAX_TARGET {
+        return Reply::text(414, "the request target is too long");
+    }
     match req.path.as_str() {
         "/update" => {
             let reply = json_update(app, req);
@@ -148,7 +158,7 @@ pub fn handle(app: &App, req: &Req) -> Reply {
         "/ip" | "/healthz" if req.method != "GET" && req.method != "HEAD" => {
             Reply::method_not_allowed("GET, HEAD", "method not allowed")
         }
-        "/ip" => match req.client_ip() {
+        "/ip" => match app.client_ip(req) {
             Some(ip) => Reply::text(200, ip.to_string()),
             None => Reply::text(500, "no client address"),
         },
@@ -174,6 +184,31 @@ impl App {
         })
     }
 
+    fn client_ip(&self, req: &Req) -> Option<IpAddr> {
+        req.client_ip(&self.config.trusted_proxies)
+    }
+
+    /// Refuse a source that failed to authenticate too often (`limiter`).
+    fn refused(&self, req: &Req) -> Option<u64> {
+        let source = self.client_ip(req)?;
+        self.limiter.blocked(source).map(|d| d.as_secs().max(1))
+    }
+
+    /// Count the outcome of an authentication attempt.
+    fn auth_result(&self, req: &Req, ok: bool) {
+        let Some(source) = self.client_ip(req) else { return };
+        if ok {
+            self.limiter.succeeded(source);
+        } else if self.limiter.failed(source) {
+            log::warn!(
+                "{source}: {} failed authentications within {}s; refused for {}s",
+                crate::limiter::MAX_FAILURES,
+                crate::limiter::WINDOW.as_secs(),
+                crate::limiter::BLOCK.as_secs()
+            );
+        }
+    }
+
     fn registered(&self, host: &str) -> bool {
         self.config.registered.binary_search_by(|h| h.as_str().cmp(host)).is_ok()
     }
@@ -183,6 +218,13 @@ impl App {
 fn json_update(app: &App, req: &Req) -> Reply {
     if req.method != "POST" {
         return Reply::method_not_allowed("POST", "method not allowed; POST a JSON body");
+    }
+    if let Some(secs) = app.refused(req) {
+        return Reply::json_error(
+            429,
+            format!("too many failed authentications from this address; try again in {secs} s"),
+        )
+        .with_header("Retry-After", secs.to_string());
     }
     if req.body_too_large {
         return Reply::json_error(413, format!("the body is larger than {MAX_BODY} bytes"));
@@ -223,6 +265,7 @@ fn json_update(app: &App, req: &Req) -> Reply {
 
     let key_ok = req.header("x-pre-shared-key").is_some_and(|k| app.key_ok(&host, k.trim()));
     let admin_ok = req.basic_auth().is_some_and(|(u, p)| app.admin_ok(&u, &p));
+    app.auth_result(req, key_ok || admin_ok);
     if !key_ok && !admin_ok {
         let message = if req.header("x-pre-shared-key").is_none() && req.header("authorization").is_none() {
             "missing X-Pre-Shared-Key header"
@@ -238,7 +281,7 @@ fn json_update(app: &App, req: &Req) -> Reply {
     }
     seen(app, &host);
 
-    let Some(ip) = explicit_ip.or_else(|| req.client_ip()) else {
+    let Some(ip) = explicit_ip.or_else(|| app.client_ip(req)) else {
         return Reply::json_error(400, "no address given and none could be taken from the connection").for_host(&host);
     };
     let rtype = RecordType::of(ip);
@@ -265,6 +308,10 @@ fn nic_update(app: &App, req: &Req) -> Reply {
     if req.method == "POST" && form && !req.body_too_large {
         params.extend(Params::parse(&String::from_utf8_lossy(&req.body)));
     }
+    if app.refused(req).is_some() {
+        // The protocol's own code for a client that is blocked.
+        return lines(&[Answer::Abuse]);
+    }
     let Some((user, pass)) = req.basic_auth().or_else(|| params.credentials()) else {
         return unauthorized();
     };
@@ -288,16 +335,19 @@ fn nic_update(app: &App, req: &Req) -> Reply {
         let all_ok = hosts.iter().all(|h| {
             h.as_deref().is_some_and(|h| (user == h || user == fqdn::first_label(h)) && app.key_ok(h, pass.trim()))
         });
+        app.auth_result(req, all_ok);
         if !all_ok {
             return Reply { host: Some(log_host), ..unauthorized() };
         }
+    } else {
+        app.auth_result(req, true);
     }
 
     let addresses = match params.addresses() {
         Ok(Some(a)) => a,
         Ok(None) => {
             let mut a = Addresses::default();
-            if let Some(ip) = req.client_ip() {
+            if let Some(ip) = app.client_ip(req) {
                 let _ = a.add(ip);
             }
             a
@@ -442,12 +492,15 @@ mod tests {
 
     #[test]
     fn client_address_prefers_proxy_headers_and_unmaps_ipv4() {
+        let trusted = [Cidr::parse("192.0.2.0/24").expect("cidr")];
         let mut req = Req { peer: Some("::ffff:192.0.2.9".parse().expect("ip")), ..Req::default() };
-        assert_eq!(req.client_ip(), Some("192.0.2.9".parse().expect("ip")));
+        assert_eq!(req.client_ip(&trusted), Some("192.0.2.9".parse().expect("ip")));
         req.headers.push(("x-forwarded-for".into(), "198.51.100.1, 10.0.0.1".into()));
-        assert_eq!(req.client_ip(), Some("198.51.100.1".parse().expect("ip")));
+        assert_eq!(req.client_ip(&trusted), Some("198.51.100.1".parse().expect("ip")));
         req.headers.push(("x-real-ip".into(), "2001:db8::5".into()));
-        assert_eq!(req.client_ip(), Some("2001:db8::5".parse().expect("ip")));
+        assert_eq!(req.client_ip(&trusted), Some("2001:db8::5".parse().expect("ip")));
+        // From a peer that is not a trusted proxy, the headers are ignored.
+        assert_eq!(req.client_ip(&[]), Some("192.0.2.9".parse().expect("ip")));
     }
 
     #[test]

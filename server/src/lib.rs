@@ -13,6 +13,7 @@ pub mod handlers;
 pub mod hetzner;
 mod http;
 pub mod keys;
+pub mod limiter;
 pub mod logging;
 pub mod monitor;
 pub mod notify;
@@ -44,6 +45,7 @@ pub struct App {
     pub hosts: HostBook,
     pub notifier: Notifier,
     pub metrics: Metrics,
+    pub limiter: limiter::Limiter,
     pub started: Instant,
 }
 
@@ -216,6 +218,13 @@ pub fn start(config: Config) -> Result<Running, StartError> {
 
     let listener =
         TcpListener::bind(config.listen).map_err(|source| StartError::Listen { addr: config.listen, source })?;
+    // Accepted sockets inherit these (Linux, BSD): idle keep-alive and slow
+    // clients are dropped after CLIENT_TIMEOUT instead of holding a thread
+    // for ever (tiny_http does not set timeouts itself).
+    let sock = socket2::SockRef::from(&listener);
+    sock.set_read_timeout(Some(config.client_timeout))
+        .and_then(|()| sock.set_write_timeout(Some(config.client_timeout)))
+        .map_err(|source| StartError::Listen { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
     let server = tiny_http::Server::from_listener(listener, None)
         .map_err(|e| StartError::Listen { addr, source: std::io::Error::other(e.to_string()) })?;
@@ -252,8 +261,16 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         }
     }
     let hosts = HostBook::new(&config.registered, host_states);
-    let app =
-        Arc::new(App { config, keys, updater, hosts, notifier, metrics: Metrics::default(), started: Instant::now() });
+    let app = Arc::new(App {
+        config,
+        keys,
+        updater,
+        hosts,
+        notifier,
+        metrics: Metrics::default(),
+        limiter: Default::default(),
+        started: Instant::now(),
+    });
 
     let server = Arc::new(server);
     let stopping = Arc::new(AtomicBool::new(false));
