@@ -93,10 +93,12 @@ fn version_and_help() {
     assert!(out.contains("keys"));
 }
 
-/// A dry-run server process on a free port; returns it and its address.
-fn spawn_dry_run(dir: &std::path::Path) -> (std::process::Child, String) {
+/// A dry-run server process on a free port, with room for 4096 open files
+/// and `extra` settings; returns it and its address.
+fn spawn_dry_run(dir: &std::path::Path, extra: &[(&str, &str)]) -> (std::process::Child, String) {
     let keys = dir.join("keys").display().to_string();
-    let mut child = Command::new(BIN)
+    let mut child = Command::new("sh")
+        .args(["-c", &format!("ulimit -n 4096 2>/dev/null; exec {BIN}")])
         .env_clear()
         .envs([
             ("DRY_RUN", "1"),
@@ -105,6 +107,7 @@ fn spawn_dry_run(dir: &std::path::Path) -> (std::process::Child, String) {
             ("PRE_SHARED_KEY_FILE", keys.as_str()),
             ("REGISTERED_FQDNS", "home.example.com"),
         ])
+        .envs(extra.iter().copied())
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn");
@@ -133,7 +136,7 @@ fn http(addr: &str, request: &str) -> String {
 #[test]
 fn dry_run_serves_and_sigterm_stops_cleanly_with_state_saved() {
     let dir = scratch("sigterm");
-    let (mut child, addr) = spawn_dry_run(&dir);
+    let (mut child, addr) = spawn_dry_run(&dir, &[]);
     assert!(http(&addr, "GET /healthz HTTP/1.0\r\n\r\n").ends_with("ok"));
 
     let key = std::fs::read_to_string(dir.join("keys")).expect("keys");
@@ -173,30 +176,7 @@ fn threads(pid: u32) -> usize {
 #[test]
 fn a_thousand_idle_connections_do_not_stop_updates_and_are_dropped() {
     let dir = scratch("idle");
-    let keys = dir.join("keys").display().to_string();
-    // The server gets room for 1000 connections whatever the default limit.
-    let mut child = Command::new("sh")
-        .args(["-c", &format!("ulimit -n 4096 2>/dev/null; exec {BIN}")])
-        .env_clear()
-        .envs([
-            ("DRY_RUN", "1"),
-            ("LISTEN_ADDR", "127.0.0.1"),
-            ("LISTEN_PORT", "0"),
-            ("PRE_SHARED_KEY_FILE", keys.as_str()),
-            ("REGISTERED_FQDNS", "home.example.com"),
-            ("CLIENT_TIMEOUT", "2"),
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| l.split("listening on http://").nth(1).map(str::to_string))
-        .expect("listening line");
-    std::thread::spawn(move || for _ in lines {});
+    let (mut child, addr) = spawn_dry_run(&dir, &[("CLIENT_TIMEOUT", "2")]);
     let baseline = threads(child.id());
 
     let idle: Vec<std::net::TcpStream> =
