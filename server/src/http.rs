@@ -32,7 +32,14 @@ pub fn spawn_workers(
                     match server.recv() {
                         Ok(rq) => serve(&app, rq),
                         Err(_) if stopping.load(Ordering::SeqCst) => break,
-                        Err(e) => log::debug!("accept: {e}"),
+                        Err(e) => {
+                            // tiny_http's accept thread has ended: no new
+                            // connection will ever arrive. Better a restart by
+                            // the supervisor than a server that looks alive.
+                            log::error!("the listener failed ({e}); exiting so that the server is restarted");
+                            app.save_state_if_dirty();
+                            std::process::exit(1);
+                        }
                     }
                 })
                 .unwrap_or_else(|e| panic!("cannot start a worker thread: {e}"))

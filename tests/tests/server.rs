@@ -494,3 +494,29 @@ fn dry_run_needs_no_token_and_keeps_records_in_memory() {
     assert_eq!(nic(&server, "hostname=home.example.com&myip=192.0.2.1", "home", &key).body, "nochg 192.0.2.1");
     assert_eq!(fake.call_count(), 0);
 }
+
+#[test]
+fn invalid_input_hangs_and_resets_end_promptly_and_cache_nothing() {
+    let (fake, server) = setup(HOME);
+    let key = server.key(HOME);
+    server.update(r#"{"fqdn": "home.example.com", "ip": "192.0.2.1"}"#, &key);
+
+    fake.fail_next(Fault::Error { status: 422, code: "invalid_input" });
+    let r = nic(&server, "hostname=home.example.com&myip=192.0.2.2", "home", &key);
+    assert_eq!(r.body, "dnserr", "422 is not fixed by retrying");
+
+    fake.fail_next(Fault::Reset);
+    let r = server.update(r#"{"fqdn": "home.example.com", "ip": "192.0.2.2"}"#, &key);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.json()["error"].as_str().is_some_and(|e| e.starts_with("could not confirm")), "{}", r.body);
+
+    fake.fail_next(Fault::Hang(std::time::Duration::from_secs(30)));
+    let started = std::time::Instant::now();
+    let r = nic(&server, "hostname=home.example.com&myip=192.0.2.2", "home", &key);
+    assert_eq!(r.body, "911");
+    assert!(started.elapsed() <= std::time::Duration::from_secs(16), "held {:?}", started.elapsed());
+
+    assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["192.0.2.1".to_string()]));
+    let r = nic(&server, "hostname=home.example.com&myip=192.0.2.2", "home", &key);
+    assert_eq!(r.body, "good 192.0.2.2", "recovered: nothing wrong was cached");
+}
