@@ -72,8 +72,6 @@ pub struct Config {
     pub lost_connection_timeout: Duration,
     pub state_file: PathBuf,
     pub metrics_public: bool,
-    /// Read/write timeout of client connections (idle keep-alive, slow clients).
-    pub client_timeout: Duration,
     /// Peers whose `X-Real-Ip`/`X-Forwarded-For` are believed.
     pub trusted_proxies: Vec<Cidr>,
     /// Problems that did not stop the server, to be logged once logging is up.
@@ -319,7 +317,6 @@ impl Config {
             dir.join("dyndns-state.json")
         });
         let metrics_public = r.flag("METRICS_PUBLIC");
-        let client_timeout = Duration::from_secs(r.number("CLIENT_TIMEOUT", 10, 1, 300));
         let proxies_raw = r.get("TRUSTED_PROXIES").unwrap_or_else(|| DEFAULT_TRUSTED_PROXIES.to_string());
         let mut trusted_proxies = Vec::new();
         for item in proxies_raw.split(',').map(str::trim).filter(|s| !s.is_empty() && *s != "none") {
@@ -354,7 +351,6 @@ impl Config {
             lost_connection_timeout,
             state_file,
             metrics_public,
-            client_timeout,
             trusted_proxies,
             warnings: r.warnings,
         })

@@ -218,17 +218,6 @@ pub fn start(config: Config) -> Result<Running, StartError> {
 
     let listener =
         TcpListener::bind(config.listen).map_err(|source| StartError::Listen { addr: config.listen, source })?;
-    // Accepted sockets inherit these (Linux, BSD): idle keep-alive and slow
-    // clients are dropped after CLIENT_TIMEOUT instead of holding a thread
-    // for ever (tiny_http does not set timeouts itself). The same timeout
-    // also applies to accept() itself, and tiny_http's accept thread ends on
-    // the first accept error — so `keep_accept_awake` connects every
-    // CLIENT_TIMEOUT/4, and the workers exit the process should the accept
-    // thread die anyway (see `http`).
-    let sock = socket2::SockRef::from(&listener);
-    sock.set_read_timeout(Some(config.client_timeout))
-        .and_then(|()| sock.set_write_timeout(Some(config.client_timeout)))
-        .map_err(|source| StartError::Listen { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
     let server = tiny_http::Server::from_listener(listener, None)
         .map_err(|e| StartError::Listen { addr, source: std::io::Error::other(e.to_string()) })?;
@@ -279,7 +268,6 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let server = Arc::new(server);
     let stopping = Arc::new(AtomicBool::new(false));
     let workers = http::spawn_workers(&server, &app, &stopping);
-    keep_accept_awake(addr, app.config.client_timeout, &stopping);
     let (stop_tx, stop_rx) = mpsc::channel();
     let housekeeping = match monitor::spawn_housekeeping(Arc::clone(&app), stop_rx) {
         Ok(handle) => Some((stop_tx, handle)),
@@ -291,28 +279,6 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     log::info!("listening on http://{addr}");
     check_zones_in_background(&app);
     Ok(Running { app, server, addr, stopping, workers, housekeeping })
-}
-
-/// Connect to our own listener often enough that accept() never reaches
-/// its timeout (inherited from SO_RCVTIMEO). The connection is closed at
-/// once; tiny_http reads EOF and drops it, no request is logged.
-fn keep_accept_awake(mut addr: SocketAddr, timeout: Duration, stopping: &Arc<AtomicBool>) {
-    if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
-    }
-    let every = (timeout / 4).max(Duration::from_millis(250));
-    let stopping = Arc::clone(stopping);
-    let spawned = std::thread::Builder::new().name("accept-ticker".into()).spawn(move || {
-        while !stopping.load(Ordering::SeqCst) {
-            std::thread::sleep(every);
-            if let Err(e) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
-                log::debug!("accept ticker: {e}");
-            }
-        }
-    });
-    if let Err(e) = spawned {
-        log::error!("cannot start the accept ticker: {e}");
-    }
 }
 
 /// Read the zone list once at start: it checks the token, tells the

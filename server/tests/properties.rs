@@ -148,7 +148,6 @@ fn any_environment_gives_a_config_or_a_clear_error() {
         "NTFY_TOPIC",
         "NTFY_TOKEN",
         "TRUSTED_PROXIES",
-        "CLIENT_TIMEOUT",
         "LOST_CONNECTION_TIMEOUT",
     ];
     for _ in 0..5_000 {
