@@ -103,11 +103,21 @@ pub struct Reply {
     pub headers: Vec<(&'static str, String)>,
     /// The host the request was about, for the request log line.
     pub host: Option<String>,
+    /// The outcome of a successful JSON update (`created` …), for `/metrics`;
+    /// other answers are counted by their status code.
+    pub outcome: Option<&'static str>,
 }
 
 impl Reply {
     pub fn text(status: u16, body: impl Into<String>) -> Reply {
-        Reply { status, content_type: "text/plain; charset=utf-8", body: body.into(), headers: Vec::new(), host: None }
+        Reply {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into(),
+            headers: Vec::new(),
+            host: None,
+            outcome: None,
+        }
     }
     fn json(status: u16, body: &Value) -> Reply {
         Reply { content_type: "application/json", ..Reply::text(status, body.to_string()) }
@@ -136,14 +146,10 @@ pub fn handle(app: &App, req: &Req) -> Reply {
     match req.path.as_str() {
         "/update" => {
             let reply = json_update(app, req);
-            let result = match reply.status {
-                200 => serde_json::from_str::<Value>(&reply.body)
-                    .ok()
-                    .and_then(|v| v["status"].as_str().map(str::to_string))
-                    .unwrap_or_default(),
-                status => status.to_string(),
-            };
-            app.metrics.count("json", &result);
+            match reply.outcome {
+                Some(outcome) => app.metrics.count("json", outcome),
+                None => app.metrics.count("json", &reply.status.to_string()),
+            }
             reply
         }
         "/nic/update" | "/v3/update" => {
@@ -289,10 +295,13 @@ fn json_update(app: &App, req: &Req) -> Reply {
         return Reply::json_error(400, format!("\"type\" is {wanted} but {ip} is an {rtype} address")).for_host(&host);
     }
     match update(app, &host, ip, Instant::now() + REQUEST_BUDGET) {
-        Ok(outcome) => Reply::json(
-            200,
-            &json!({"status": outcome.as_str(), "fqdn": host, "type": rtype.as_str(), "ip": ip.to_string()}),
-        ),
+        Ok(outcome) => Reply {
+            outcome: Some(outcome.as_str()),
+            ..Reply::json(
+                200,
+                &json!({"status": outcome.as_str(), "fqdn": host, "type": rtype.as_str(), "ip": ip.to_string()}),
+            )
+        },
         Err(e) => Reply::json_error(if e.is_permanent() { 502 } else { 503 }, e.to_string()),
     }
     .for_host(&host)
