@@ -195,14 +195,13 @@ impl App {
     }
 
     /// Refuse a source that failed to authenticate too often (`limiter`).
-    fn refused(&self, req: &Req) -> Option<u64> {
-        let source = self.client_ip(req)?;
-        self.limiter.blocked(source).map(|d| d.as_secs().max(1))
+    fn refused(&self, source: Option<IpAddr>) -> Option<u64> {
+        self.limiter.blocked(source?).map(|d| d.as_secs().max(1))
     }
 
     /// Count the outcome of an authentication attempt.
-    fn auth_result(&self, req: &Req, ok: bool) {
-        let Some(source) = self.client_ip(req) else { return };
+    fn auth_result(&self, source: Option<IpAddr>, ok: bool) {
+        let Some(source) = source else { return };
         if ok {
             self.limiter.succeeded(source);
         } else if self.limiter.failed(source) {
@@ -225,7 +224,8 @@ fn json_update(app: &App, req: &Req) -> Reply {
     if req.method != "POST" {
         return Reply::method_not_allowed("POST", "method not allowed; POST a JSON body");
     }
-    if let Some(secs) = app.refused(req) {
+    let source = app.client_ip(req);
+    if let Some(secs) = app.refused(source) {
         return Reply::json_error(
             429,
             format!("too many failed authentications from this address; try again in {secs} s"),
@@ -271,7 +271,7 @@ fn json_update(app: &App, req: &Req) -> Reply {
 
     let key_ok = req.header("x-pre-shared-key").is_some_and(|k| app.key_ok(&host, k.trim()));
     let admin_ok = req.basic_auth().is_some_and(|(u, p)| app.admin_ok(&u, &p));
-    app.auth_result(req, key_ok || admin_ok);
+    app.auth_result(source, key_ok || admin_ok);
     if !key_ok && !admin_ok {
         let message = if req.header("x-pre-shared-key").is_none() && req.header("authorization").is_none() {
             "missing X-Pre-Shared-Key header"
@@ -287,7 +287,7 @@ fn json_update(app: &App, req: &Req) -> Reply {
     }
     seen(app, &host);
 
-    let Some(ip) = explicit_ip.or_else(|| app.client_ip(req)) else {
+    let Some(ip) = explicit_ip.or(source) else {
         return Reply::json_error(400, "no address given and none could be taken from the connection").for_host(&host);
     };
     let rtype = RecordType::of(ip);
@@ -317,7 +317,8 @@ fn nic_update(app: &App, req: &Req) -> Reply {
     if req.method == "POST" && form && !req.body_too_large {
         params.extend(Params::parse(&String::from_utf8_lossy(&req.body)));
     }
-    if app.refused(req).is_some() {
+    let source = app.client_ip(req);
+    if app.refused(source).is_some() {
         // The protocol's own code for a client that is blocked.
         return lines(&[Answer::Abuse]);
     }
@@ -344,19 +345,19 @@ fn nic_update(app: &App, req: &Req) -> Reply {
         let all_ok = hosts.iter().all(|h| {
             h.as_deref().is_some_and(|h| (user == h || user == fqdn::first_label(h)) && app.key_ok(h, pass.trim()))
         });
-        app.auth_result(req, all_ok);
+        app.auth_result(source, all_ok);
         if !all_ok {
             return Reply { host: Some(log_host), ..unauthorized() };
         }
     } else {
-        app.auth_result(req, true);
+        app.auth_result(source, true);
     }
 
     let addresses = match params.addresses() {
         Ok(Some(a)) => a,
         Ok(None) => {
             let mut a = Addresses::default();
-            if let Some(ip) = app.client_ip(req) {
+            if let Some(ip) = source {
                 let _ = a.add(ip);
             }
             a
