@@ -262,11 +262,13 @@ fn json_update(app: &App, req: &Req) -> Reply {
     };
     let wanted_type = match obj.get("type") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.eq_ignore_ascii_case("A") => Some(RecordType::A),
-        Some(Value::String(s)) if s.eq_ignore_ascii_case("AAAA") => Some(RecordType::Aaaa),
-        Some(other) => {
-            return Reply::json_error(400, format!("\"type\" must be \"A\" or \"AAAA\", not {other}")).for_host(&host)
-        }
+        Some(other) => match other.as_str().and_then(RecordType::parse) {
+            Some(t) => Some(t),
+            None => {
+                return Reply::json_error(400, format!("\"type\" must be \"A\" or \"AAAA\", not {other}"))
+                    .for_host(&host)
+            }
+        },
     };
 
     let key_ok = req.header("x-pre-shared-key").is_some_and(|k| app.key_ok(&host, k.trim()));

@@ -45,6 +45,17 @@ impl RecordType {
             RecordType::Aaaa => "AAAA",
         }
     }
+    /// `A` or `AAAA`, in any case.
+    pub fn parse(text: &str) -> Option<RecordType> {
+        if text.eq_ignore_ascii_case("A") {
+            Some(RecordType::A)
+        } else if text.eq_ignore_ascii_case("AAAA") {
+            Some(RecordType::Aaaa)
+        } else {
+            None
+        }
+    }
+
     pub fn of(ip: std::net::IpAddr) -> RecordType {
         if ip.is_ipv4() {
             RecordType::A

@@ -244,11 +244,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     }
     let (host_states, records) = state::split(saved);
     for (host, rtype, c) in records {
-        let rtype = match rtype.as_str() {
-            "A" => RecordType::A,
-            "AAAA" => RecordType::Aaaa,
-            _ => continue,
-        };
+        let Some(rtype) = RecordType::parse(&rtype) else { continue };
         if config.registered.contains(&host) && RecordType::of(c.ip) == rtype {
             updater.import(&host, rtype, c.ip, c.confirmed);
         }
