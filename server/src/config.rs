@@ -74,6 +74,15 @@ pub struct Config {
     pub metrics_public: bool,
     /// Peers whose `X-Real-Ip`/`X-Forwarded-For` are believed.
     pub trusted_proxies: Vec<Cidr>,
+    /// `CLIENT_TIMEOUT`: a request must arrive whole within this time of its
+    /// connection becoming idle; idle connections close after it.
+    pub client_timeout: Duration,
+    /// `MAX_CONNECTIONS`: open client connections at most.
+    pub max_connections: usize,
+    /// `HOST_WRITE_BURST` and `HOST_WRITES_PER_HOUR`: Hetzner writes one host
+    /// may cause at once, and refilled per hour.
+    pub host_write_burst: u32,
+    pub host_writes_per_hour: u32,
     /// Problems that did not stop the server, to be logged once logging is up.
     pub warnings: Vec<String>,
 }
@@ -325,6 +334,11 @@ impl Config {
             })?);
         }
 
+        let client_timeout = Duration::from_secs(r.number("CLIENT_TIMEOUT", 10, 1, 300));
+        let max_connections = r.number("MAX_CONNECTIONS", 512, 16, 65_536) as usize;
+        let host_write_burst = r.number("HOST_WRITE_BURST", 10, 1, 1000) as u32;
+        let host_writes_per_hour = r.number("HOST_WRITES_PER_HOUR", 12, 1, 3600) as u32;
+
         let log_file = r.get("LOG_FILE").map(PathBuf::from);
         let log_max_bytes = r.number("LOG_MAX_BYTES", 1_048_576, 1024, u64::MAX);
         let log_backup_count = r.number("LOG_BACKUP_COUNT", 3, 0, 1000) as usize;
@@ -352,6 +366,10 @@ impl Config {
             state_file,
             metrics_public,
             trusted_proxies,
+            client_timeout,
+            max_connections,
+            host_write_burst,
+            host_writes_per_hour,
             warnings: r.warnings,
         })
     }
@@ -369,7 +387,7 @@ impl Config {
     /// One line with the effective settings, secrets redacted.
     pub fn summary(&self) -> String {
         format!(
-            "listen={} api={} registered=[{}] key_file={} state_file={} ntfy={} notify_on_change={} lost_after={}s record_ttl={} zone_cache_ttl={}s request_cache_ttl={}s token={} admin={} dry_run={} debug={} log_file={}",
+            "listen={} api={} registered=[{}] key_file={} state_file={} ntfy={} notify_on_change={} lost_after={}s record_ttl={} zone_cache_ttl={}s request_cache_ttl={}s client_timeout={}s max_connections={} host_writes={}+{}/h token={} admin={} dry_run={} debug={} log_file={}",
             self.listen,
             self.api_url,
             self.registered.join(","),
@@ -392,6 +410,10 @@ impl Config {
             self.record_ttl,
             self.zone_cache_ttl.as_secs(),
             self.request_cache_ttl.as_secs(),
+            self.client_timeout.as_secs(),
+            self.max_connections,
+            self.host_write_burst,
+            self.host_writes_per_hour,
             if self.token.is_some() { "set" } else { "unset" },
             match &self.admin {
                 Some(a) => format!("{} (password set)", a.username),

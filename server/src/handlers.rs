@@ -21,7 +21,8 @@ use crate::notify::{self, Message};
 use crate::updater::{Outcome, UpdateError};
 use crate::App;
 
-/// Largest request body read; larger bodies get 413.
+/// Largest request body; a larger one is answered 413 without being read
+/// (`http`).
 pub const MAX_BODY: usize = 4096;
 /// Longest path plus query; longer ones get 414 (20 host names and two
 /// addresses fit in well under 2 KB).
@@ -42,8 +43,6 @@ pub struct Req {
     /// Header names in lower case.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
-    /// The body was longer than `MAX_BODY` (and `body` is cut there).
-    pub body_too_large: bool,
     pub peer: Option<IpAddr>,
 }
 
@@ -232,9 +231,6 @@ fn json_update(app: &App, req: &Req) -> Reply {
         )
         .with_header("Retry-After", secs.to_string());
     }
-    if req.body_too_large {
-        return Reply::json_error(413, format!("the body is larger than {MAX_BODY} bytes"));
-    }
     let body: Value = match serde_json::from_slice(&req.body) {
         Ok(v) => v,
         Err(e) => return Reply::json_error(400, format!("the body is not valid JSON: {e}")),
@@ -304,6 +300,8 @@ fn json_update(app: &App, req: &Req) -> Reply {
                 &json!({"status": outcome.as_str(), "fqdn": host, "type": rtype.as_str(), "ip": ip.to_string()}),
             )
         },
+        Err(UpdateError::TooManyWrites(wait)) => Reply::json_error(429, UpdateError::TooManyWrites(wait).to_string())
+            .with_header("Retry-After", wait.as_secs().max(1).to_string()),
         Err(e) => Reply::json_error(if e.is_permanent() { 502 } else { 503 }, e.to_string()),
     }
     .for_host(&host)
@@ -316,7 +314,7 @@ fn nic_update(app: &App, req: &Req) -> Reply {
     }
     let mut params = Params::parse(&req.query);
     let form = req.header("content-type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
-    if req.method == "POST" && form && !req.body_too_large {
+    if req.method == "POST" && form {
         params.extend(Params::parse(&String::from_utf8_lossy(&req.body)));
     }
     let source = app.client_ip(req);
@@ -412,6 +410,8 @@ fn update_host(app: &App, host: &str, addresses: &Addresses, deadline: Instant) 
     }
     let list = ips.iter().map(IpAddr::to_string).collect::<Vec<_>>().join(",");
     match failure {
+        // The protocol's code for a client that sends too much.
+        Some(UpdateError::TooManyWrites(_)) => Answer::Abuse,
         Some(e) if e.is_permanent() => Answer::DnsErr,
         Some(_) => Answer::ServerError,
         None if changed => Answer::Good(list),

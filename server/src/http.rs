@@ -1,50 +1,70 @@
-//! The tiny_http shell around `handlers`: worker threads take requests off
-//! the server, copy each into an owned `Req`, call `handle` with panics
-//! caught (one bad request becomes a 500, not a dead worker), write the
-//! `Reply` with a `Content-Length` (never chunked: ddclient cannot read
-//! chunked bodies) and log one line per request.
+//! The tiny_http shell around `handlers`: every connection has its own
+//! thread, which reads a request within the limits below, copies it into an
+//! owned `Req`, calls `handle` with panics caught (one bad request becomes
+//! a 500, not a dead thread), writes the `Reply` with a `Content-Length`
+//! (never chunked: ddclient cannot read chunked bodies) and logs one line.
+//!
+//! Bounded by construction (tiny_http patches 2–6, `server/tiny_http/PATCHES.md`):
+//! a request must arrive whole within `CLIENT_TIMEOUT` of the connection
+//! becoming idle; head, header count and body have fixed caps; at most
+//! `MAX_CONNECTIONS` connections are open, and at the cap the one idle for
+//! longest is closed to make room. A request waiting on Hetzner holds only
+//! its own connection.
 
-use std::io::Read;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::handlers::{self, Reply, Req, MAX_BODY};
 use crate::App;
 
-/// Worker threads answering requests. Updates wait on Hetzner for up to
-/// `REQUEST_BUDGET`, so there are enough that slow writes of some hosts do
-/// not hold up cached answers for others.
-pub const WORKERS: usize = 8;
+/// Longest request line (method, target, version); longer gets 414.
+pub const MAX_REQUEST_LINE: usize = 8 * 1024;
+/// Most bytes of all header lines together; more gets 431.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Most header fields; more gets 431.
+pub const MAX_HEADERS: usize = 100;
 
-pub fn spawn_workers(
-    server: &Arc<tiny_http::Server>,
-    app: &Arc<App>,
-    stopping: &Arc<AtomicBool>,
-) -> Vec<JoinHandle<()>> {
-    (0..WORKERS)
-        .map(|i| {
-            let (server, app, stopping) = (Arc::clone(server), Arc::clone(app), Arc::clone(stopping));
-            std::thread::Builder::new()
-                .name(format!("http-{i}"))
-                .spawn(move || loop {
-                    match server.recv() {
-                        Ok(rq) => serve(&app, rq),
-                        Err(_) if stopping.load(Ordering::SeqCst) => break,
-                        Err(e) => {
-                            // tiny_http's accept thread has ended: no new
-                            // connection will ever arrive. Better a restart by
-                            // the supervisor than a server that looks alive.
-                            log::error!("the listener failed ({e}); exiting so that the server is restarted");
-                            app.save_state_if_dirty();
-                            std::process::exit(1);
-                        }
-                    }
-                })
-                .unwrap_or_else(|e| panic!("cannot start a worker thread: {e}"))
-        })
-        .collect()
+/// The listening server. Dropping it closes idle connections and stops
+/// accepting; requests in hand are finished by their threads.
+pub struct Listener {
+    server: tiny_http::Server,
+}
+
+impl Listener {
+    /// Serve `app` on `listener` until dropped.
+    pub fn start(listener: std::net::TcpListener, app: &Arc<App>) -> std::io::Result<Listener> {
+        let limits = tiny_http::Limits {
+            max_request_line: MAX_REQUEST_LINE,
+            max_header_bytes: MAX_HEADER_BYTES,
+            max_headers: MAX_HEADERS,
+            max_body: MAX_BODY,
+            timeout: Some(app.config.client_timeout),
+            max_connections: app.config.max_connections,
+        };
+        let app = Arc::clone(app);
+        let handler: tiny_http::Handler = Arc::new(move |rq| serve(&app, rq));
+        let server = tiny_http::Server::with_limits(listener, limits, Some(handler))
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(Listener { server })
+    }
+
+    /// Stop taking requests: close idle connections; those with a request
+    /// in hand close once it is answered.
+    pub fn stop_accepting(&self) {
+        self.server.close_idle();
+    }
+
+    /// Requests being handled now.
+    pub fn in_flight(&self) -> usize {
+        self.server.num_busy()
+    }
+
+    /// Open connections.
+    pub fn open_connections(&self) -> usize {
+        self.server.num_open()
+    }
 }
 
 fn serve(app: &App, mut rq: tiny_http::Request) {
@@ -52,15 +72,14 @@ fn serve(app: &App, mut rq: tiny_http::Request) {
     let req = copy_request(&mut rq);
     let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handlers::handle(app, &req)))
         .unwrap_or_else(|_| Reply::text(500, "internal error"));
-    let agent = req.header("user-agent").unwrap_or("-").chars().take(80).collect::<String>();
-    let path: String = req.path.chars().take(100).collect();
     let line = format!(
-        "{} {} {} {}ms host={} agent={agent:?}",
-        req.method,
-        path,
+        "{} {} {} {}ms host={} agent=\"{}\"",
+        Escaped(&req.method, 16),
+        Escaped(&req.path, 100),
         reply.status,
         started.elapsed().as_millis(),
-        reply.host.as_deref().unwrap_or("-"),
+        Escaped(reply.host.as_deref().unwrap_or("-"), 200),
+        Escaped(req.header("user-agent").unwrap_or("-"), 80),
     );
     if reply.status >= 500 {
         log::warn!("{line}");
@@ -85,17 +104,53 @@ fn copy_request(rq: &mut tiny_http::Request) -> Req {
         .iter()
         .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_string()))
         .collect();
+    // The body is already in memory, at most MAX_BODY bytes (the layer
+    // below answered 413 to anything larger without reading it).
     let mut body = Vec::new();
-    let read = rq.as_reader().take(MAX_BODY as u64 + 1).read_to_end(&mut body);
-    let body_too_large = read.is_ok() && body.len() > MAX_BODY;
-    body.truncate(MAX_BODY);
+    let _ = rq.as_reader().read_to_end(&mut body);
     Req {
         method: rq.method().as_str().to_ascii_uppercase(),
         path,
         query,
         headers,
         body,
-        body_too_large,
-        peer: rq.remote_addr().map(|a| a.ip()),
+        peer: rq.remote_addr().map(SocketAddr::ip),
+    }
+}
+
+/// Client text in a log line: at most `max` characters, printable ASCII
+/// only (anything else as `\xNN`/`\u{…}`, quotes and backslashes escaped),
+/// so that no request can write a line of its own into the log.
+pub struct Escaped<'a>(pub &'a str, pub usize);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut chars = self.0.chars();
+        for c in chars.by_ref().take(self.1) {
+            match c {
+                ' '..='~' if c != '"' && c != '\\' => f.write_char(c)?,
+                '"' | '\\' => write!(f, "\\{c}")?,
+                c if (c as u32) < 0x100 => write!(f, "\\x{:02x}", c as u32)?,
+                c => write!(f, "\\u{{{:x}}}", c as u32)?,
+            }
+        }
+        if chars.next().is_some() {
+            f.write_str("…")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Escaped;
+
+    #[test]
+    fn client_text_cannot_break_a_log_line() {
+        assert_eq!(Escaped("GET\n2026 [ERROR] forged", 100).to_string(), "GET\\x0a2026 [ERROR] forged");
+        assert_eq!(Escaped("a\"b\\c\t\x1b[31m", 100).to_string(), "a\\\"b\\\\c\\x09\\x1b[31m");
+        assert_eq!(Escaped("ü", 100).to_string(), "\\xfc");
+        assert_eq!(Escaped("€", 100).to_string(), "\\u{20ac}");
+        assert_eq!(Escaped(&"x".repeat(500), 3).to_string(), "xxx…");
     }
 }

@@ -23,7 +23,6 @@ pub mod updater;
 
 use std::fmt;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -151,10 +150,8 @@ pub fn ensure_keys(config: &Config) -> Result<KeyFile, keys::KeyFileError> {
 /// A running server.
 pub struct Running {
     pub app: Arc<App>,
-    server: Arc<tiny_http::Server>,
+    listener: http::Listener,
     addr: SocketAddr,
-    stopping: Arc<AtomicBool>,
-    workers: Vec<JoinHandle<()>>,
     housekeeping: Option<(Sender<()>, JoinHandle<()>)>,
 }
 
@@ -167,24 +164,24 @@ impl Running {
         self.addr
     }
 
+    /// Open client connections (for tests and `/metrics`).
+    pub fn open_connections(&self) -> usize {
+        self.listener.open_connections()
+    }
+
     /// Stop taking requests, let those in flight finish (up to
     /// `SHUTDOWN_GRACE`), write the state file, return.
     pub fn shutdown(self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        for _ in &self.workers {
-            self.server.unblock();
-        }
-        let (done_tx, done_rx) = mpsc::channel();
-        let workers = self.workers;
-        std::thread::spawn(move || {
-            for w in workers {
-                let _ = w.join();
+        self.listener.stop_accepting();
+        let until = Instant::now() + SHUTDOWN_GRACE;
+        while self.listener.in_flight() > 0 {
+            if Instant::now() >= until {
+                log::warn!("requests still running after {}s; stopping anyway", SHUTDOWN_GRACE.as_secs());
+                break;
             }
-            let _ = done_tx.send(());
-        });
-        if done_rx.recv_timeout(SHUTDOWN_GRACE).is_err() {
-            log::warn!("requests still running after {}s; stopping anyway", SHUTDOWN_GRACE.as_secs());
+            std::thread::sleep(Duration::from_millis(10));
         }
+        drop(self.listener);
         if let Some((stop, handle)) = self.housekeeping {
             let _ = stop.send(());
             let _ = handle.join();
@@ -216,11 +213,9 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         });
     }
 
-    let listener =
+    let socket =
         TcpListener::bind(config.listen).map_err(|source| StartError::Listen { addr: config.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
-    let server = tiny_http::Server::from_listener(listener, None)
-        .map_err(|e| StartError::Listen { addr, source: std::io::Error::other(e.to_string()) })?;
+    let addr = socket.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
 
     let backend = match (&config.token, config.dry_run) {
         (Some(token), false) => Backend::Hetzner(Hetzner::new(&config.api_url, token.clone())),
@@ -229,8 +224,15 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     if config.dry_run {
         log::warn!("DRY_RUN=1: records are kept in memory and logged as \"would set\"; Hetzner is not called");
     }
-    let updater =
-        Updater::new(backend, &config.registered, config.record_ttl, config.request_cache_ttl, config.zone_cache_ttl);
+    let write_limit = updater::WriteLimit { burst: config.host_write_burst, per_hour: config.host_writes_per_hour };
+    let updater = Updater::new(
+        backend,
+        &config.registered,
+        config.record_ttl,
+        config.request_cache_ttl,
+        config.zone_cache_ttl,
+        write_limit,
+    );
 
     let (saved, warning) = state::load(&config.state_file);
     if let Some(w) = warning {
@@ -261,9 +263,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         started: Instant::now(),
     });
 
-    let server = Arc::new(server);
-    let stopping = Arc::new(AtomicBool::new(false));
-    let workers = http::spawn_workers(&server, &app, &stopping);
+    let listener = http::Listener::start(socket, &app).map_err(|source| StartError::Listen { addr, source })?;
     let (stop_tx, stop_rx) = mpsc::channel();
     let housekeeping = match monitor::spawn_housekeeping(Arc::clone(&app), stop_rx) {
         Ok(handle) => Some((stop_tx, handle)),
@@ -274,7 +274,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     };
     log::info!("listening on http://{addr}");
     check_zones_in_background(&app);
-    Ok(Running { app, server, addr, stopping, workers, housekeeping })
+    Ok(Running { app, listener, addr, housekeeping })
 }
 
 /// Read the zone list once at start: it checks the token, tells the

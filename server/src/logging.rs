@@ -15,8 +15,10 @@ pub fn init(config: &Config, to_stderr: bool) -> Result<(), String> {
         .set_time_format_rfc3339()
         .set_target_level(LevelFilter::Off)
         .set_thread_level(LevelFilter::Off)
-        // Only our own crate: rustls and ureq debug output could show headers.
+        // Only our own crate and the HTTP layer's connection-limit and accept
+        // errors: rustls and ureq debug output could show headers.
         .add_filter_allow_str("dyndns_server")
+        .add_filter_allow_str("tiny_http")
         .build();
     let console: Box<dyn SharedLogger> = if to_stderr {
         WriteLogger::new(level, log_config.clone(), std::io::stderr())

@@ -7,9 +7,13 @@
 //! (plus the action poll), a new one costs GET + create (+ poll). A failed or
 //! unconfirmed write drops the entry, so the next update reads the truth.
 //!
-//! Updates of one host are serialized by that host's lock, held across the
+//! Updates of one host are serialized by that host's gate, held across the
 //! API calls on purpose (two concurrent first updates must not both create);
-//! updates of different hosts run in parallel. The cache and zone maps are
+//! updates of different hosts run in parallel. Waiting at the gate counts
+//! against the request's deadline, and each host may cause at most
+//! `HOST_WRITE_BURST` writes at once, refilled at `HOST_WRITES_PER_HOUR`
+//! (a token bucket), so that one host — or a leaked key — can neither hold
+//! others up nor spend the project's API budget. The cache and zone maps are
 //! behind their own mutexes, which are never held across network I/O. A
 //! thread that panics while holding one leaves consistent data (every
 //! critical section is a single map operation), so poisoning is ignored.
@@ -17,7 +21,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::fqdn;
@@ -48,6 +52,11 @@ pub enum UpdateError {
     NoZone(String),
     /// The Hetzner API failed.
     Api(ApiError),
+    /// Another update of the host held its gate until the deadline.
+    Busy,
+    /// The host used up its writes (`HOST_WRITE_BURST`,
+    /// `HOST_WRITES_PER_HOUR`); the next one is possible after this time.
+    TooManyWrites(Duration),
 }
 
 impl UpdateError {
@@ -61,6 +70,8 @@ impl UpdateError {
             UpdateError::Api(ApiError::Transport(_)) => "unreachable".into(),
             UpdateError::Api(ApiError::ActionFailed { code, .. }) => format!("action_{code}"),
             UpdateError::Api(ApiError::ActionUnconfirmed { .. }) => "unconfirmed".into(),
+            UpdateError::Busy => "busy".into(),
+            UpdateError::TooManyWrites(_) => "too_many_writes".into(),
         }
     }
 
@@ -73,7 +84,7 @@ impl UpdateError {
                 (400..500).contains(status) && *status != 429 && *status != 423
             }
             UpdateError::Api(ApiError::Redirect { .. } | ApiError::ActionFailed { .. }) => true,
-            UpdateError::Api(_) => false,
+            UpdateError::Api(_) | UpdateError::Busy | UpdateError::TooManyWrites(_) => false,
         }
     }
 }
@@ -87,6 +98,12 @@ impl fmt::Display for UpdateError {
             ),
             UpdateError::Api(e) if e.maybe_applied() => write!(f, "could not confirm the change: {e}"),
             UpdateError::Api(e) => write!(f, "failed to change the record: {e}"),
+            UpdateError::Busy => f.write_str("another update of this host is still running; try again"),
+            UpdateError::TooManyWrites(wait) => write!(
+                f,
+                "too many address changes of this host (HOST_WRITE_BURST, HOST_WRITES_PER_HOUR); the next is possible in {} s",
+                wait.as_secs().max(1)
+            ),
         }
     }
 }
@@ -114,14 +131,82 @@ pub enum Backend {
     DryRun,
 }
 
+/// Per-host write limit: `burst` writes at once, `per_hour` refilled.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteLimit {
+    pub burst: u32,
+    pub per_hour: u32,
+}
+
+/// One host's gate: at most one update at a time, and its write tokens.
+struct Gate {
+    state: Mutex<GateState>,
+    free: Condvar,
+}
+
+struct GateState {
+    busy: bool,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl Gate {
+    fn new(limit: WriteLimit) -> Gate {
+        Gate {
+            state: Mutex::new(GateState { busy: false, tokens: f64::from(limit.burst), refilled: Instant::now() }),
+            free: Condvar::new(),
+        }
+    }
+
+    /// Wait until no other update of the host runs, or `Busy` at `deadline`.
+    fn enter(&self, deadline: Instant) -> Result<GateGuard<'_>, UpdateError> {
+        let mut state = lock(&self.state);
+        while state.busy {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(UpdateError::Busy);
+            }
+            state = self.free.wait_timeout(state, left).unwrap_or_else(std::sync::PoisonError::into_inner).0;
+        }
+        state.busy = true;
+        Ok(GateGuard(self))
+    }
+
+    /// Spend one write token, or say when the next one is due.
+    fn take_write(&self, limit: WriteLimit) -> Result<(), UpdateError> {
+        let mut state = lock(&self.state);
+        let per_second = f64::from(limit.per_hour) / 3600.0;
+        let refill = state.refilled.elapsed().as_secs_f64() * per_second;
+        state.tokens = (state.tokens + refill).min(f64::from(limit.burst));
+        state.refilled = Instant::now();
+        if state.tokens >= 1.0 {
+            state.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(UpdateError::TooManyWrites(Duration::from_secs_f64((1.0 - state.tokens) / per_second)))
+        }
+    }
+}
+
+/// Opens the gate when dropped, also when the update panicked.
+struct GateGuard<'a>(&'a Gate);
+
+impl Drop for GateGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.state).busy = false;
+        self.0.free.notify_one();
+    }
+}
+
 pub struct Updater {
     backend: Backend,
     record_ttl: u32,
     request_cache_ttl: Duration,
+    write_limit: WriteLimit,
     zones: ZoneCache,
     cache: Mutex<HashMap<(String, RecordType), Confirmed>>,
-    host_locks: HashMap<String, Mutex<()>>,
-    other_hosts_lock: Mutex<()>,
+    gates: HashMap<String, Gate>,
+    other_hosts_gate: Gate,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -135,15 +220,17 @@ impl Updater {
         record_ttl: u32,
         request_cache_ttl: Duration,
         zone_cache_ttl: Duration,
+        write_limit: WriteLimit,
     ) -> Updater {
         Updater {
             backend,
             record_ttl,
             request_cache_ttl,
+            write_limit,
             zones: ZoneCache { ttl: zone_cache_ttl, state: Mutex::new(ZoneState::default()), fetching: Mutex::new(()) },
             cache: Mutex::new(HashMap::new()),
-            host_locks: hosts.iter().map(|h| (h.clone(), Mutex::new(()))).collect(),
-            other_hosts_lock: Mutex::new(()),
+            gates: hosts.iter().map(|h| (h.clone(), Gate::new(write_limit))).collect(),
+            other_hosts_gate: Gate::new(write_limit),
         }
     }
 
@@ -175,12 +262,17 @@ impl Updater {
         if self.cached_unchanged(&key, ip).is_some() {
             return Ok(Outcome::Unchanged);
         }
-        let _host = lock(self.host_locks.get(fqdn).unwrap_or(&self.other_hosts_lock));
+        let gate = self.gates.get(fqdn).unwrap_or(&self.other_hosts_gate);
+        let _inside = gate.enter(deadline)?;
         // Another request for this host may have written it while we waited.
         if self.cached_unchanged(&key, ip).is_some() {
             return Ok(Outcome::Unchanged);
         }
         let known = lock(&self.cache).get(&key).map(|c| c.ip);
+        // A known, unchanged address only needs a read: no write token.
+        if known != Some(ip) {
+            gate.take_write(self.write_limit)?;
+        }
         let result = match &self.backend {
             Backend::DryRun => {
                 log::info!(
@@ -192,7 +284,7 @@ impl Updater {
             Backend::Hetzner(api) => self.write(api, fqdn, rtype, ip, known, deadline),
         };
         let mut cache = lock(&self.cache);
-        match result {
+        match &result {
             Ok(_) => {
                 cache.insert(key, Confirmed { ip, at: Some(Instant::now()), unix: crate::monitor::unix_now() });
             }
@@ -386,7 +478,8 @@ mod tests {
     #[test]
     fn dry_run_keeps_records_in_memory() {
         let hosts = vec!["home.example.com".to_string()];
-        let u = Updater::new(Backend::DryRun, &hosts, 60, Duration::ZERO, Duration::ZERO);
+        let limit = WriteLimit { burst: 10, per_hour: 12 };
+        let u = Updater::new(Backend::DryRun, &hosts, 60, Duration::ZERO, Duration::ZERO, limit);
         let deadline = Instant::now() + Duration::from_secs(1);
         let ip: IpAddr = "192.0.2.1".parse().expect("ip");
         let ip2: IpAddr = "192.0.2.2".parse().expect("ip");
