@@ -158,11 +158,11 @@ pub fn handle(app: &App, req: &Req) -> Reply {
             }
             reply
         }
-        "/status" => crate::status::status(app, req),
-        "/metrics" => crate::status::metrics(app, req),
-        "/ip" | "/healthz" if req.method != "GET" && req.method != "HEAD" => {
+        "/status" | "/metrics" | "/ip" | "/healthz" if req.method != "GET" && req.method != "HEAD" => {
             Reply::method_not_allowed("GET, HEAD", "method not allowed")
         }
+        "/status" => crate::status::status(app, req),
+        "/metrics" => crate::status::metrics(app, req),
         "/ip" => match app.client_ip(req) {
             Some(ip) => Reply::text(200, ip.to_string()),
             None => Reply::text(500, "no client address"),

@@ -476,6 +476,29 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_is_held_to_the_burst_plus_the_hourly_refill() {
+        let limit = WriteLimit { burst: 10, per_hour: 12 };
+        let gate = Gate::new(limit);
+        let mut granted = 0;
+        // One hour of a client trying 40 writes a minute, the clock moved
+        // by hand: each minute is a minute more since the last refill.
+        for _ in 0..60 {
+            for _ in 0..40 {
+                granted += u32::from(gate.take_write(limit).is_ok());
+            }
+            let mut state = lock(&gate.state);
+            state.refilled -= Duration::from_secs(60);
+        }
+        assert!((21..=22).contains(&granted), "{granted} writes in an hour");
+        // Spent: the next write is due within one refill interval.
+        while gate.take_write(limit).is_ok() {}
+        match gate.take_write(limit) {
+            Err(UpdateError::TooManyWrites(wait)) => assert!(wait <= Duration::from_secs(300), "{wait:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn dry_run_keeps_records_in_memory() {
         let hosts = vec!["home.example.com".to_string()];
         let limit = WriteLimit { burst: 10, per_hour: 12 };

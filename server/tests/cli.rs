@@ -1,17 +1,11 @@
 //! The `dyndns-server` binary as a process: exit codes, the one-line fatal
 //! messages, the `keys` command and a dry-run start.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_dyndns-server");
+use std::process::Command;
 
-fn scratch(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("dyndns-cli-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
-    dir
-}
+use common::{http, scratch, spawn_dry_run, BIN};
 
 /// Run with exactly these variables; returns (status, stdout, stderr).
 fn run(args: &[&str], vars: &[(&str, &str)]) -> (i32, String, String) {
@@ -93,46 +87,6 @@ fn version_and_help() {
     assert!(out.contains("keys"));
 }
 
-/// A dry-run server process on a free port, with room for 4096 open files
-/// and `extra` settings; returns it and its address.
-fn spawn_dry_run(dir: &std::path::Path, extra: &[(&str, &str)]) -> (std::process::Child, String) {
-    let keys = dir.join("keys").display().to_string();
-    let mut child = Command::new("sh")
-        .args(["-c", &format!("ulimit -n 4096 2>/dev/null; exec {BIN}")])
-        .env_clear()
-        .envs([
-            ("DRY_RUN", "1"),
-            ("LISTEN_ADDR", "127.0.0.1"),
-            ("LISTEN_PORT", "0"),
-            ("PRE_SHARED_KEY_FILE", keys.as_str()),
-            ("REGISTERED_FQDNS", "home.example.com"),
-        ])
-        .envs(extra.iter().copied())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| l.split("listening on http://").nth(1).map(str::to_string))
-        .expect("listening line");
-    // Keep draining stdout so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
-}
-
-/// A raw HTTP/1.0 request; returns the whole answer.
-fn http(addr: &str, request: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    stream.write_all(request.as_bytes()).expect("write");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("read");
-    answer
-}
-
 #[test]
 fn dry_run_serves_and_sigterm_stops_cleanly_with_state_saved() {
     let dir = scratch("sigterm");
@@ -162,51 +116,4 @@ fn dry_run_serves_and_sigterm_stops_cleanly_with_state_saved() {
 
     let (code, _, err) = run(&["healthcheck"], &[("LISTEN_PORT", &port)]);
     assert_eq!(code, 1, "nothing listens any more: {err}");
-}
-
-/// Threads of a process.
-fn threads(pid: u32) -> usize {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("status")
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:").map(|v| v.trim().parse().expect("number")))
-        .expect("Threads line")
-}
-
-#[test]
-fn a_thousand_idle_connections_do_not_stop_updates_and_memory_stays_bounded() {
-    let dir = scratch("idle");
-    let (mut child, addr) = spawn_dry_run(&dir, &[]);
-    let baseline = threads(child.id());
-
-    let idle: Vec<std::net::TcpStream> =
-        (0..1000).map(|_| std::net::TcpStream::connect(&addr).expect("connect")).collect();
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let key = std::fs::read_to_string(dir.join("keys")).expect("keys");
-    let key = key.split_whitespace().nth(1).expect("key").to_string();
-    let started = std::time::Instant::now();
-    let answer = http(
-        &addr,
-        &format!("GET /nic/update?hostname=home.example.com&myip=192.0.2.9&user=home&pass={key} HTTP/1.0\r\n\r\n"),
-    );
-    assert!(answer.ends_with("good 192.0.2.9"), "{answer}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(1), "{:?}", started.elapsed());
-    let busy = threads(child.id());
-    assert!(busy <= baseline + 1000 + 8, "{busy} threads with 1000 idle connections (baseline {baseline})");
-
-    // When the idle clients go, so do their threads.
-    drop(idle);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while threads(child.id()) > baseline + 8 {
-        assert!(std::time::Instant::now() < deadline, "threads stay at {}", threads(child.id()));
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let rss_kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
-        .expect("status")
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().trim_end_matches(" kB").parse().expect("kB")))
-        .expect("VmHWM");
-    assert!(rss_kib < 64 * 1024, "peak RSS {rss_kib} KiB");
-    let _ = child.kill();
-    let _ = child.wait();
 }

@@ -135,3 +135,142 @@ fn random_requests_always_get_well_formed_answers() {
         assert!(doc.get("status").is_some() || doc.get("error").is_some(), "{body:?} → {}", r.body);
     }
 }
+
+/// Wait until the start-up zone check has listed the zones (it is one
+/// Hetzner call; faults queued before it would be spent on it).
+fn zones_listed(fake: &FakeHetzner) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !fake.calls().iter().any(|c| c.starts_with("GET /v1/zones?") || c == "GET /v1/zones") {
+        assert!(std::time::Instant::now() < until, "no zone listing");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Time one request and check its answer.
+#[track_caller]
+fn quick(what: &str, max: std::time::Duration, f: impl FnOnce() -> e2e::Resp) -> e2e::Resp {
+    let started = std::time::Instant::now();
+    let r = f();
+    assert!(started.elapsed() < max, "{what} took {:?} ({} {})", started.elapsed(), r.status, r.body);
+    r
+}
+
+#[test]
+fn nobody_waits_behind_someone_elses_hetzner_call() {
+    let fake = FakeHetzner::start();
+    fake.add_zone("example.com");
+    let hosts: Vec<String> = (0..20).map(|i| format!("h{i}.example.com")).collect();
+    let server = Setup::new(&fake, &format!("{HOME},{}", hosts.join(","))).start();
+    zones_listed(&fake);
+    let key = server.key(HOME);
+    let body = r#"{"fqdn": "home.example.com", "ip": "192.0.2.1"}"#;
+    assert_eq!(server.update(body, &key).json()["status"], "created");
+
+    // Hetzner now hangs 4 s on every call, and 20 hosts wait on it: more
+    // than the 8 shared workers the server once had.
+    for _ in 0..40 {
+        fake.fail_next(e2e::Fault::Hang(std::time::Duration::from_secs(4)));
+    }
+    let waiting: Vec<_> = hosts
+        .iter()
+        .map(|h| {
+            let (base, key, h) = (server.base.clone(), server.key(h), h.clone());
+            std::thread::spawn(move || {
+                let body = format!(r#"{{"fqdn": "{h}", "ip": "198.51.100.7"}}"#);
+                e2e::request(&format!("{base}/update"), "POST", &[("X-Pre-Shared-Key", &key)], Some(&body)).status
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let limit = std::time::Duration::from_millis(300);
+    for _ in 0..10 {
+        assert_eq!(quick("/healthz", limit, || server.get("/healthz")).status, 200);
+        let r = quick("a cached update", limit, || server.update(body, &key));
+        assert_eq!(r.json()["status"], "unchanged", "{}", r.body);
+    }
+    for w in waiting {
+        assert_ne!(w.join().expect("thread"), 200, "the hanging API cannot have confirmed a write");
+    }
+}
+
+#[test]
+fn one_host_flooding_changes_cannot_hold_up_others_or_spend_the_api_budget() {
+    let fake = FakeHetzner::start();
+    fake.add_zone("example.com");
+    let server = Setup::new(&fake, &format!("{HOME},other.example.com")).start();
+    zones_listed(&fake);
+    let other_key = server.key("other.example.com");
+    let other = r#"{"fqdn": "other.example.com", "ip": "203.0.113.8"}"#;
+    assert_eq!(server.update(other, &other_key).json()["status"], "created");
+    fake.clear_calls();
+
+    // A leaked key: 40 parallel updates, each with a new address.
+    let key = server.key(HOME);
+    let flood: Vec<_> = (0..40)
+        .map(|i| {
+            let (base, key) = (server.base.clone(), key.clone());
+            std::thread::spawn(move || {
+                let body = format!(r#"{{"fqdn": "home.example.com", "ip": "192.0.2.{}"}}"#, i + 1);
+                e2e::request(&format!("{base}/update"), "POST", &[("X-Pre-Shared-Key", &key)], Some(&body))
+            })
+        })
+        .collect();
+    let limit = std::time::Duration::from_millis(300);
+    for _ in 0..5 {
+        assert_eq!(quick("/healthz", limit, || server.get("/healthz")).status, 200);
+        let r = quick("another host's update", limit, || server.update(other, &other_key));
+        assert_eq!(r.json()["status"], "unchanged");
+    }
+    let answers: Vec<e2e::Resp> = flood.into_iter().map(|t| t.join().expect("thread")).collect();
+    let written = answers.iter().filter(|r| r.status == 200).count();
+    let refused: Vec<&e2e::Resp> = answers.iter().filter(|r| r.status == 429).collect();
+    assert_eq!(written, 10, "HOST_WRITE_BURST writes go through");
+    assert_eq!(refused.len(), 30, "{:?}", answers.iter().map(|r| r.status).collect::<Vec<_>>());
+    for r in refused {
+        let wait: u64 = r.header("retry-after").expect("Retry-After").parse().expect("seconds");
+        assert!((1..=300).contains(&wait), "{wait}");
+        assert!(r.body.contains("HOST_WRITES_PER_HOUR"), "{}", r.body);
+    }
+    // 10 writes of a known record: set_records and its action poll each.
+    let calls = fake.call_count();
+    assert!(calls <= 10 * 3, "{calls} Hetzner calls for the flood: {:?}", fake.calls());
+
+    // dyndns2 gets its own code for it.
+    let auth = e2e::basic("home", &key);
+    let r = server.request(
+        "GET",
+        "/nic/update?hostname=home.example.com&myip=192.0.2.99",
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(r.body, "abuse");
+}
+
+#[test]
+fn a_legitimate_burst_of_changes_goes_through() {
+    let (fake, server) = server(&[]);
+    let key = server.key(HOME);
+    let auth = e2e::basic("home", &key);
+    // A line that flaps, reported over both families: 10 writes at once.
+    for i in 0..5 {
+        let q = format!("/nic/update?hostname=home.example.com&myip=192.0.2.{},2001:db8::{}", i + 1, i + 1);
+        let r = server.request("GET", &q, &[("Authorization", &auth)], None);
+        assert!(r.body.starts_with("good "), "change {i}: {}", r.body);
+    }
+    assert_eq!(fake.rrset("example.com", "home", "AAAA"), Some(vec!["2001:db8::5".to_string()]));
+    // The eleventh is one too many; an unchanged report still costs nothing.
+    let r = server.request(
+        "GET",
+        "/nic/update?hostname=home.example.com&myip=192.0.2.77",
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(r.body, "abuse");
+    let r = server.request(
+        "GET",
+        "/nic/update?hostname=home.example.com&myip=192.0.2.5",
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(r.body, "nochg 192.0.2.5");
+}

@@ -2,7 +2,7 @@ use ascii::AsciiString;
 
 use std::io::Error as IoError;
 use std::io::Result as IoResult;
-use std::io::{BufReader, BufWriter, ErrorKind, Read};
+use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -259,13 +259,30 @@ impl ClientConnection {
         use crate::{Response, StatusCode};
         // The answer must not wait for a client that does not read.
         self.deadline.set(None);
-        let writer = self.sink.next().unwrap();
+        let mut writer = self.sink.next().unwrap();
         let response = Response::from_string(text).with_status_code(StatusCode(status)).with_header(
             crate::Header::from_bytes(&b"Connection"[..], &b"close"[..]).unwrap(),
         );
-        response.raw_print(writer, version, &[], false, None).ok();
+        response.raw_print(&mut writer, version, &[], false, None).ok();
+        writer.flush().ok();
+        // Read (and drop) what the client still sends, for a moment, before
+        // closing: closing a socket with unread input resets the connection,
+        // and the reset can destroy the answer before the client reads it.
+        self.deadline.set(Some(LINGER.min(self.limits.timeout.unwrap_or(LINGER))));
+        let mut buf = [0u8; 4096];
+        let mut drained = 0;
+        while drained < LINGER_BYTES {
+            match self.next_header_source.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
     }
 }
+
+/// How long and how much a refused request's remaining input is read.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+const LINGER_BYTES: usize = 64 * 1024;
 
 impl Iterator for ClientConnection {
     type Item = Request;

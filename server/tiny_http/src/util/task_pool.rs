@@ -29,6 +29,9 @@ struct Sharing {
 /// Minimum number of active threads.
 static MIN_THREADS: usize = 4;
 
+/// patch 8: most idle threads kept waiting for work.
+const MAX_IDLE_THREADS: usize = 16;
+
 struct Registration<'a> {
     nb: &'a AtomicUsize,
 }
@@ -97,6 +100,11 @@ impl TaskPool {
                         if let Some(poped_task) = todo.pop_front() {
                             task = poped_task;
                             break;
+                        }
+                        // patch 8: a burst of connections leaves many idle
+                        // threads; keep at most MAX_IDLE_THREADS for reuse.
+                        if sharing.waiting_tasks.load(Ordering::Acquire) >= MAX_IDLE_THREADS {
+                            return;
                         }
                         let _waiting_guard = Registration::new(&sharing.waiting_tasks);
 
