@@ -177,6 +177,17 @@ impl FakeHetzner {
             let _ = rq.respond(tiny_http::Response::from_string(count));
             return;
         }
+        // `/hang/N/SECS` (outside /v1, for the benchmark process): the next N
+        // calls hang SECS seconds each, instead of the faults queued so far.
+        if let Some(rest) = url.strip_prefix("/hang/") {
+            let (n, secs) = rest.split_once('/').unwrap_or((rest, "5"));
+            lock(&self.state).faults.clear();
+            for _ in 0..n.parse::<u32>().unwrap_or(0) {
+                self.fail_next(Fault::Hang(Duration::from_secs(secs.parse().unwrap_or(5))));
+            }
+            let _ = rq.respond(tiny_http::Response::from_string("ok"));
+            return;
+        }
         let (fault, remaining) = {
             let mut s = lock(&self.state);
             s.calls.push(format!("{method} {url}"));
