@@ -300,8 +300,9 @@ fn json_update(app: &App, req: &Req) -> Reply {
                 &json!({"status": outcome.as_str(), "fqdn": host, "type": rtype.as_str(), "ip": ip.to_string()}),
             )
         },
-        Err(UpdateError::TooManyWrites(wait)) => Reply::json_error(429, UpdateError::TooManyWrites(wait).to_string())
-            .with_header("Retry-After", wait.as_secs().max(1).to_string()),
+        Err(e @ UpdateError::TooManyWrites(wait)) => {
+            Reply::json_error(429, e.to_string()).with_header("Retry-After", wait.as_secs().max(1).to_string())
+        }
         Err(e) => Reply::json_error(if e.is_permanent() { 502 } else { 503 }, e.to_string()),
     }
     .for_host(&host)

@@ -50,8 +50,8 @@ impl Listener {
         Ok(Listener { server })
     }
 
-    /// Stop taking requests: close idle connections; those with a request
-    /// in hand close once it is answered.
+    /// Stop taking requests: no new connection is served, idle ones are
+    /// closed, those with a request in hand close once it is answered.
     pub fn stop_accepting(&self) {
         self.server.close_idle();
     }
@@ -59,11 +59,6 @@ impl Listener {
     /// Requests being handled now.
     pub fn in_flight(&self) -> usize {
         self.server.num_busy()
-    }
-
-    /// Open connections.
-    pub fn open_connections(&self) -> usize {
-        self.server.num_open()
     }
 }
 

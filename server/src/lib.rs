@@ -164,11 +164,6 @@ impl Running {
         self.addr
     }
 
-    /// Open client connections (for tests and `/metrics`).
-    pub fn open_connections(&self) -> usize {
-        self.listener.open_connections()
-    }
-
     /// Stop taking requests, let those in flight finish (up to
     /// `SHUTDOWN_GRACE`), write the state file, return.
     pub fn shutdown(self) {

@@ -236,13 +236,7 @@ fn one_host_flooding_changes_cannot_hold_up_others_or_spend_the_api_budget() {
     assert!(calls <= 10 * 3, "{calls} Hetzner calls for the flood: {:?}", fake.calls());
 
     // dyndns2 gets its own code for it.
-    let auth = e2e::basic("home", &key);
-    let r = server.request(
-        "GET",
-        "/nic/update?hostname=home.example.com&myip=192.0.2.99",
-        &[("Authorization", &auth)],
-        None,
-    );
+    let r = server.get_as("/nic/update?hostname=home.example.com&myip=192.0.2.99", "home", &key);
     assert_eq!(r.body, "abuse");
 }
 
@@ -250,27 +244,16 @@ fn one_host_flooding_changes_cannot_hold_up_others_or_spend_the_api_budget() {
 fn a_legitimate_burst_of_changes_goes_through() {
     let (fake, server) = server(&[]);
     let key = server.key(HOME);
-    let auth = e2e::basic("home", &key);
     // A line that flaps, reported over both families: 10 writes at once.
     for i in 0..5 {
         let q = format!("/nic/update?hostname=home.example.com&myip=192.0.2.{},2001:db8::{}", i + 1, i + 1);
-        let r = server.request("GET", &q, &[("Authorization", &auth)], None);
+        let r = server.get_as(&q, "home", &key);
         assert!(r.body.starts_with("good "), "change {i}: {}", r.body);
     }
     assert_eq!(fake.rrset("example.com", "home", "AAAA"), Some(vec!["2001:db8::5".to_string()]));
     // The eleventh is one too many; an unchanged report still costs nothing.
-    let r = server.request(
-        "GET",
-        "/nic/update?hostname=home.example.com&myip=192.0.2.77",
-        &[("Authorization", &auth)],
-        None,
-    );
+    let r = server.get_as("/nic/update?hostname=home.example.com&myip=192.0.2.77", "home", &key);
     assert_eq!(r.body, "abuse");
-    let r = server.request(
-        "GET",
-        "/nic/update?hostname=home.example.com&myip=192.0.2.5",
-        &[("Authorization", &auth)],
-        None,
-    );
+    let r = server.get_as("/nic/update?hostname=home.example.com&myip=192.0.2.5", "home", &key);
     assert_eq!(r.body, "nochg 192.0.2.5");
 }

@@ -284,10 +284,11 @@ impl Server {
         self.connections.busy()
     }
 
-    /// patch 5: stop taking requests: close every connection that waits for
-    /// one; those with a request in hand end once it is answered.
+    /// patch 5: stop taking requests: no new connection is served, every
+    /// connection that waits for a request is closed, and those with a
+    /// request in hand end once it is answered.
     pub fn close_idle(&self) {
-        self.connections.closing.store(true, Relaxed);
+        self.close.store(true, Relaxed);
         self.connections.close_idle();
     }
 }
@@ -301,7 +302,7 @@ const ACCEPT_ERROR_REPORT: Duration = Duration::from_secs(60);
 /// leave a process that looks alive but never answers again.
 fn accept_loop(
     listener: &Listener,
-    close: &AtomicBool,
+    close: &Arc<AtomicBool>,
     messages: &Arc<MessagesQueue<Message>>,
     connections: &Arc<limits::Connections>,
     limits: &Limits,
@@ -336,6 +337,7 @@ fn accept_loop(
         let messages = messages.clone();
         let connections = connections.clone();
         let handler = handler.clone();
+        let close = close.clone();
         let mut task = Some((client, slot));
         tasks_pool.spawn(Box::new(move || {
             let Some((client, slot)) = task.take() else { return };
@@ -344,7 +346,7 @@ fn accept_loop(
                     Some(handle) => {
                         slot.busy();
                         handle(rq);
-                        if connections.closing.load(Relaxed) {
+                        if close.load(Relaxed) {
                             break;
                         }
                         slot.idle();
@@ -435,7 +437,6 @@ impl Iterator for IncomingRequests<'_> {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.close.store(true, Relaxed);
         // patch 5: connections that wait for a request end now; those with
         // a request in hand finish it and then end.
         self.close_idle();

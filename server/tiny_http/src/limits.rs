@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::convert::TryFrom;
 use std::io::{Error as IoError, ErrorKind, Result as IoResult};
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -120,7 +120,6 @@ pub(crate) struct Connections {
     next_id: AtomicU64,
     /// Counted since the last log line, which comes at most once a minute.
     report: Mutex<Report>,
-    pub(crate) closing: AtomicBool,
 }
 
 #[derive(Default)]
@@ -141,7 +140,6 @@ impl Connections {
             open: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             report: Mutex::new(Report::default()),
-            closing: AtomicBool::new(false),
         }
     }
 
