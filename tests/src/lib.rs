@@ -162,14 +162,22 @@ pub fn basic(user: &str, pass: &str) -> String {
     format!("Basic {}", dyndns_server::keys::base64_std(format!("{user}:{pass}").as_bytes()))
 }
 
-/// One HTTP request with a plain ureq agent; status errors are answers.
+/// One HTTP request on a new connection; status errors are answers. The
+/// agent is built once: building one per request (its TLS set-up) cost the
+/// test process so much time under 40 parallel requests that the harness,
+/// not the server, made answers look seconds slow.
 pub fn request(url: &str, method: &str, headers: &[(&str, &str)], body: Option<&str>) -> Resp {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .allow_non_standard_methods(true)
-        .timeout_global(Some(std::time::Duration::from_secs(30)))
-        .build()
-        .into();
+    static AGENT: std::sync::OnceLock<ureq::Agent> = std::sync::OnceLock::new();
+    let agent = AGENT.get_or_init(|| {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .allow_non_standard_methods(true)
+            .timeout_global(Some(std::time::Duration::from_secs(30)))
+            // A connection per request, as before: no pooled keep-alive.
+            .max_idle_connections(0)
+            .build()
+            .into()
+    });
     let mut builder = ureq::http::Request::builder().method(method).uri(url);
     for (k, v) in headers {
         builder = builder.header(*k, *v);
