@@ -2,11 +2,19 @@
 //! environment. Positional arguments (`BACKEND_URL FQDN [IP]`) override the
 //! environment. Problems become a `ConfigError` (exit status 2) that names
 //! the variable, quotes the value (never a key) and says what to do.
+//!
+//! The rules for flags, numbers and secrets are the server's own: this
+//! module compiles `server/src/env.rs` (one file, so the two cannot drift).
 
-use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+#[path = "../../server/src/env.rs"]
+mod env;
+
+use env::Env;
+pub use env::{ConfigError, Secret};
 
 /// Which address families to report when no `IP` is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,28 +46,12 @@ impl Family {
     }
 }
 
-/// The key; its `Debug` is redacted.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Key(String);
-
-impl Key {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Key {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The full update URL (`…/update`).
     pub update_url: String,
     pub fqdn: String,
-    pub key: Key,
+    pub key: Secret,
     pub ip: Option<IpAddr>,
     /// Zero: report once and exit.
     pub interval: Duration,
@@ -71,22 +63,15 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(pub String);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ConfigError {}
+/// The dyndns2 paths a router's update URL ends in; the agent speaks the
+/// JSON endpoint instead, so such a suffix is replaced (with a warning).
+const ROUTER_PATHS: &[&str] = &["/nic/update", "/v3/update"];
 
 /// `BACKEND_URL` with or without a trailing slash or `/update` → the update URL.
 pub fn update_url(backend: &str) -> Result<String, ConfigError> {
     let trimmed = backend.trim();
     let lower = trimmed.to_ascii_lowercase();
-    if !(lower.starts_with("http://") || lower.starts_with("https://")) || trimmed.len() <= "https://".len() {
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) || url_host(trimmed).is_empty() {
         return Err(ConfigError(format!(
             "BACKEND_URL={trimmed:?} is not an http(s) URL; use the server's address, e.g. https://dyndns.example.com"
         )));
@@ -95,8 +80,26 @@ pub fn update_url(backend: &str) -> Result<String, ConfigError> {
         return Err(ConfigError(format!("BACKEND_URL={trimmed:?} must not contain '?', '#' or spaces")));
     }
     let base = trimmed.trim_end_matches('/');
+    let base = ROUTER_PATHS.iter().find_map(|p| base.strip_suffix(p)).unwrap_or(base);
     let base = base.strip_suffix("/update").unwrap_or(base).trim_end_matches('/');
     Ok(format!("{base}/update"))
+}
+
+/// The host part of an http(s) URL: no user info, no port, no brackets.
+fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or("", |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(v6) = host_port.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or("");
+    }
+    host_port.split(':').next().unwrap_or("")
+}
+
+/// Does the URL name this machine (so plain http never leaves it)?
+fn is_local(url: &str) -> bool {
+    let host = url_host(url);
+    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 impl Config {
@@ -106,8 +109,6 @@ impl Config {
 
     /// `args` are the positional arguments (program name excluded).
     pub fn load(args: &[String], lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let get = |name: &str| lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-        let mut warnings = Vec::new();
         if args.len() == 1 || args.len() > 3 {
             return Err(ConfigError(format!(
                 "expected no arguments or BACKEND_URL FQDN [IP], got {} argument(s); see --help",
@@ -115,106 +116,49 @@ impl Config {
             )));
         }
         let positional = |i: usize| args.get(i).map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
-
-        let backend = positional(0).or_else(|| get("BACKEND_URL")).ok_or_else(|| {
-            ConfigError("BACKEND_URL is not set; set it to your dyndns-server, e.g. https://dyndns.example.com".into())
-        })?;
-        let update_url = update_url(&backend)?;
-        let host_part = update_url.split("://").nth(1).unwrap_or("");
-        let local = ["localhost", "127.", "[::1]"].iter().any(|p| host_part.starts_with(p));
-        if update_url.starts_with("http://") && !local {
-            warnings.push(format!(
-                "BACKEND_URL={backend:?} is plain http: the key crosses the network unencrypted; use https"
-            ));
+        let mut env = Env::new(lookup);
+        let backend = positional(0).or_else(|| env.text("BACKEND_URL"));
+        let update_url = backend_url(&mut env, backend);
+        let fqdn = host_name(&mut env, positional(1));
+        let ip = explicit_ip(&mut env, positional(2));
+        let key = env.secret("PRE_SHARED_KEY");
+        if key.is_none() && env.text("PRE_SHARED_KEY").is_none() && env.text("PRE_SHARED_KEY_FILE").is_none() {
+            env.error("PRE_SHARED_KEY is not set; set it (or PRE_SHARED_KEY_FILE) to this host's key from `dyndns-server keys`");
         }
-
-        let fqdn = positional(1).or_else(|| get("FQDN")).ok_or_else(|| {
-            ConfigError("FQDN is not set; set it to the host name to update, e.g. home.example.com".into())
-        })?;
-        if fqdn.contains(|c: char| c.is_whitespace() || c == '/' || c == ':') || !fqdn.contains('.') {
-            return Err(ConfigError(format!("FQDN={fqdn:?} is not a host name like home.example.com")));
-        }
-
-        let ip = match positional(2).map(|v| ("IP argument", v)).or_else(|| get("IP").map(|v| ("IP", v))) {
-            None => None,
-            Some((what, raw)) => {
-                Some(raw.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().map_err(|_| {
-                    ConfigError(format!(
-                        "{what}={raw:?} is not an IP address; leave it unset to report the address the server sees"
-                    ))
-                })?)
-            }
-        };
-
-        let key = match (get("PRE_SHARED_KEY"), get("PRE_SHARED_KEY_FILE")) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError("PRE_SHARED_KEY and PRE_SHARED_KEY_FILE are both set; set only one".into()))
-            }
-            (Some(k), None) => k,
-            (None, Some(path)) => std::fs::read_to_string(&path)
-                .map_err(|e| ConfigError(format!("PRE_SHARED_KEY_FILE: cannot read {path:?}: {e}")))?
-                .trim()
-                .to_string(),
-            (None, None) => {
-                return Err(ConfigError(
-                    "PRE_SHARED_KEY is not set; set it (or PRE_SHARED_KEY_FILE) to this host's key from `dyndns-server keys`".into(),
-                ))
-            }
-        };
-        if key.is_empty() || key.chars().any(char::is_whitespace) {
-            return Err(ConfigError("PRE_SHARED_KEY must be one word (the 43-character key of this host)".into()));
-        }
-        if (key.starts_with('"') && key.ends_with('"')) || (key.starts_with('\'') && key.ends_with('\'')) {
-            return Err(ConfigError("PRE_SHARED_KEY is wrapped in quotes; remove them".into()));
-        }
-
-        let interval = match get("INTERVAL") {
-            None => 60,
-            Some(raw) => raw.parse::<u64>().map_err(|_| {
-                ConfigError(format!(
-                    "INTERVAL={raw:?} is not a whole number of seconds; use e.g. 60, or 0 to report once"
-                ))
-            })?,
-        };
+        let interval = env.number("INTERVAL", 60, 0, 86_400);
         if interval > 0 && interval < 10 {
-            warnings.push(format!("INTERVAL={interval} is very short; the server answers unchanged addresses from its cache, but 60 or more is plenty"));
+            env.warn(format!("INTERVAL={interval} is very short; the server answers unchanged addresses from its cache, but 60 or more is plenty"));
         }
-
-        let ip_version = match get("IP_VERSION").map(|v| v.to_ascii_lowercase()).as_deref() {
+        let ip_version = match env.text("IP_VERSION").map(|v| v.to_ascii_lowercase()).as_deref() {
             None | Some("both" | "46" | "dual") => IpVersion::Both,
             Some("4" | "ipv4" | "v4") => IpVersion::V4,
             Some("6" | "ipv6" | "v6") => IpVersion::V6,
-            Some(other) => return Err(ConfigError(format!("IP_VERSION={other:?} must be 4, 6 or both"))),
-        };
-        let flag = |name: &str, default: bool| -> Result<bool, ConfigError> {
-            match get(name).map(|v| v.to_ascii_lowercase()).as_deref() {
-                None => Ok(default),
-                Some("1" | "true" | "yes" | "on") => Ok(true),
-                Some("0" | "false" | "no" | "off") => Ok(false),
-                Some(other) => Err(ConfigError(format!("{name}={other:?} must be 0 or 1"))),
+            Some(other) => {
+                env.error(format!("IP_VERSION={other:?} must be 4, 6 or both"));
+                IpVersion::Both
             }
         };
-        let verify_tls = flag("VERIFY_SSL", true)?;
-        let debug = flag("DEBUG_LOGGING", false)?;
-        let ca_bundle = get("CA_BUNDLE").map(PathBuf::from);
-        if let Some(path) = &ca_bundle {
-            if !path.is_file() {
-                return Err(ConfigError(format!("CA_BUNDLE={:?} is not a readable file", path.display().to_string())));
-            }
+        let verify_tls = env.flag("VERIFY_SSL", true);
+        let debug = env.flag("DEBUG_LOGGING", false);
+        let ca_bundle = env.text("CA_BUNDLE").map(PathBuf::from);
+        if let Some(path) = ca_bundle.as_ref().filter(|p| !p.is_file()) {
+            env.error(format!("CA_BUNDLE={:?} is not a readable file", path.display().to_string()));
         }
-
-        Ok(Config {
+        let config = Config {
             update_url,
             fqdn,
-            key: Key(key),
+            key: key.unwrap_or_else(|| Secret::new("")),
             ip,
             interval: Duration::from_secs(interval),
             ca_bundle,
             verify_tls,
             ip_version,
             debug,
-            warnings,
-        })
+            warnings: Vec::new(),
+        };
+        let (mut config, warnings) = env.finish(config)?;
+        config.warnings = warnings;
+        Ok(config)
     }
 
     /// The families to report each cycle (none to force when `IP` is set).
@@ -228,6 +172,50 @@ impl Config {
             IpVersion::Both => vec![Some(Family::V4), Some(Family::V6)],
         }
     }
+}
+
+fn backend_url(env: &mut Env<'_>, backend: Option<String>) -> String {
+    let Some(backend) = backend else {
+        env.error("BACKEND_URL is not set; set it to your dyndns-server, e.g. https://dyndns.example.com");
+        return String::new();
+    };
+    let url = match update_url(&backend) {
+        Ok(u) => u,
+        Err(e) => {
+            env.error(e.0);
+            return String::new();
+        }
+    };
+    let trimmed = backend.trim().trim_end_matches('/');
+    if ROUTER_PATHS.iter().any(|p| trimmed.ends_with(p)) {
+        env.warn(format!(
+            "BACKEND_URL={backend:?} is a router's dyndns2 URL; the agent uses {url:?} (set BACKEND_URL to the server's address)"
+        ));
+    }
+    if url.starts_with("http://") && !is_local(&url) {
+        env.warn(format!("BACKEND_URL={backend:?} is plain http: the key crosses the network unencrypted; use https"));
+    }
+    url
+}
+
+fn host_name(env: &mut Env<'_>, positional: Option<String>) -> String {
+    let Some(fqdn) = positional.or_else(|| env.text("FQDN")) else {
+        env.error("FQDN is not set; set it to the host name to update, e.g. home.example.com");
+        return String::new();
+    };
+    if fqdn.contains(|c: char| c.is_whitespace() || c == '/' || c == ':') || !fqdn.contains('.') {
+        env.error(format!("FQDN={fqdn:?} is not a host name like home.example.com"));
+    }
+    fqdn
+}
+
+fn explicit_ip(env: &mut Env<'_>, positional: Option<String>) -> Option<IpAddr> {
+    let (what, raw) = positional.map(|v| ("IP argument", v)).or_else(|| env.text("IP").map(|v| ("IP", v)))?;
+    let parsed = raw.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>();
+    if parsed.is_err() {
+        env.error(format!("{what}={raw:?} is not an IP address; leave it unset to report the address the server sees"));
+    }
+    parsed.ok()
 }
 
 #[cfg(test)]
@@ -255,6 +243,7 @@ mod tests {
             assert_eq!(update_url(backend).as_deref(), Ok("https://d.example.com/update"), "{backend}");
         }
         assert_eq!(update_url("http://10.0.0.1:8080/dyn/").as_deref(), Ok("http://10.0.0.1:8080/dyn/update"));
+        assert_eq!(update_url("https://d.example.com/nic/update").as_deref(), Ok("https://d.example.com/update"));
         assert!(update_url("dyndns.example.com").is_err());
         assert!(update_url("ftp://x").is_err());
         assert!(update_url("https://").is_err());
@@ -313,9 +302,29 @@ mod tests {
 
     #[test]
     fn plain_http_to_another_host_is_warned_about() {
-        let vars =
-            [("BACKEND_URL", "http://dyndns.example.com"), ("FQDN", "home.example.com"), ("PRE_SHARED_KEY", "k")];
+        let warned = |url: &str| {
+            let vars = [("BACKEND_URL", url), ("FQDN", "home.example.com"), ("PRE_SHARED_KEY", "k")];
+            load(&[], &vars).expect("config").warnings.iter().any(|w| w.contains("unencrypted"))
+        };
+        assert!(warned("http://dyndns.example.com"));
+        assert!(warned("http://localhost.attacker.example"), "the host is parsed, not matched by prefix");
+        assert!(warned("http://127.0.0.1.nip.io:8080"));
+        assert!(warned("http://localhost@attacker.example/"));
+        assert!(!warned("http://localhost:8080"));
+        assert!(!warned("http://127.0.0.1:8080/"));
+        assert!(!warned("http://[::1]:8080"));
+        assert!(!warned("https://dyndns.example.com"));
+    }
+
+    #[test]
+    fn a_routers_update_url_is_corrected_with_a_warning() {
+        let vars = [
+            ("BACKEND_URL", "https://d.example.com/nic/update"),
+            ("FQDN", "home.example.com"),
+            ("PRE_SHARED_KEY", "k"),
+        ];
         let c = load(&[], &vars).expect("config");
-        assert!(c.warnings.iter().any(|w| w.contains("unencrypted")));
+        assert_eq!(c.update_url, "https://d.example.com/update");
+        assert!(c.warnings.iter().any(|w| w.contains("router's dyndns2 URL")), "{:?}", c.warnings);
     }
 }

@@ -43,20 +43,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // `run` stops when a message arrives (or every sender is gone), so
+    // main keeps one sender for as long as `run` runs.
     let (tx, rx) = std::sync::mpsc::channel();
     match signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT]) {
         Ok(mut signals) => {
+            let tx = tx.clone();
             std::thread::spawn(move || {
                 for _ in signals.forever() {
                     let _ = tx.send(());
                 }
             });
         }
-        Err(e) => {
-            eprintln!("dyndns-agent: cannot install the signal handler: {e}");
-            // Keep the sender alive so the loop does not take its absence as a stop.
-            std::mem::forget(tx);
-        }
+        Err(e) => eprintln!("dyndns-agent: cannot install the signal handler: {e}"),
     }
-    ExitCode::from(dyndns_agent::run(&config, &rx) as u8)
+    let exit = dyndns_agent::run(&config, &rx);
+    drop(tx);
+    ExitCode::from(exit as u8)
 }

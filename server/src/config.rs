@@ -1,44 +1,26 @@
 //! The server's settings: the only module that reads the environment.
 //!
 //! Reading happens in two steps: raw strings (from the process environment,
-//! or from a map in tests) become a validated `Config` with typed values.
-//! Numbers that do not parse fall back to their default with a warning that
-//! names the variable and quotes the value; problems the server cannot run
-//! with become a `ConfigError` that says what to do. Secrets are read once,
-//! held in `Secret` (whose `Debug` is redacted) and never logged.
+//! or from a map in tests) are read by one small reader per setting
+//! (`env::Env`, whose rules the agent shares), then checked together into a
+//! `Config` with typed values. Any value that does not parse stops the
+//! server with a line naming the variable, quoting the value and saying what
+//! to do; all such problems are reported at once. Secrets are held in
+//! `Secret` (whose `Debug` is redacted) and never logged.
 
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::env::Env;
+pub use crate::env::{ConfigError, Secret};
 use crate::fqdn;
+use crate::net::Cidr;
 
-/// The token placeholder shipped in `.secrets.example`.
-pub const TOKEN_PLACEHOLDER: &str = "replace-with-your-hetzner-cloud-api-token";
-/// The password placeholder shipped in `.secrets.example`.
-pub const PASSWORD_PLACEHOLDER: &str = "replace-with-a-long-random-password";
 pub const DEFAULT_API_URL: &str = "https://api.hetzner.cloud/v1";
-
-/// A value that must never be printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
+/// Shortest admin password accepted (`BASIC_AUTH_PASSWORD`): it unlocks
+/// every host, so it must resist guessing at the limiter's pace for years.
+pub const MIN_ADMIN_PASSWORD: usize = 12;
 /// Admin credentials accepted on both update endpoints for any registered host.
 #[derive(Debug, Clone)]
 pub struct Admin {
@@ -79,6 +61,8 @@ pub struct Config {
     pub client_timeout: Duration,
     /// `MAX_CONNECTIONS`: open client connections at most.
     pub max_connections: usize,
+    /// `HETZNER_TIMEOUT`: the longest one call to Hetzner may take.
+    pub hetzner_timeout: Duration,
     /// `HOST_WRITE_BURST` and `HOST_WRITES_PER_HOUR`: Hetzner writes one host
     /// may cause at once, and refilled per hour.
     pub host_write_burst: u32,
@@ -102,148 +86,11 @@ pub enum NtfyAuth {
     Token(Secret),
 }
 
-/// An address range such as `10.0.0.0/8` or `::1/128`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
-
-impl Cidr {
-    pub fn parse(text: &str) -> Option<Cidr> {
-        let (addr, prefix) = match text.split_once('/') {
-            Some((a, p)) => (a.parse::<IpAddr>().ok()?, p.parse::<u8>().ok()?),
-            None => {
-                let a = text.parse::<IpAddr>().ok()?;
-                (a, if a.is_ipv4() { 32 } else { 128 })
-            }
-        };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        (prefix <= max).then_some(Cidr { addr, prefix })
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let bits = |ip: IpAddr| -> (u128, u8) {
-            match ip.to_canonical() {
-                IpAddr::V4(v4) => (u128::from(u32::from(v4)) << 96, 32),
-                IpAddr::V6(v6) => (u128::from(v6), 128),
-            }
-        };
-        let (net, width) = bits(self.addr);
-        let (host, host_width) = bits(ip);
-        if width != host_width {
-            return false;
-        }
-        // IPv4 sits in the top 32 bits, so a prefix counts from the top either way.
-        let prefix = u32::from(self.prefix);
-        let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
-        net & mask == host & mask
-    }
-}
-
-/// Loopback and private ranges: a reverse proxy on the same host or
-/// Docker network.
-pub const DEFAULT_TRUSTED_PROXIES: &str = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7";
-
-/// A setting the server cannot run with. The text names the variable,
-/// quotes the value (never a secret) and says what to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(pub String);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// Raw lookups plus the warnings collected on the way.
-struct Reader<'a> {
-    lookup: &'a dyn Fn(&str) -> Option<String>,
-    warnings: Vec<String>,
-}
-
-impl Reader<'_> {
-    /// The trimmed value, `None` when unset or empty.
-    fn get(&self, name: &str) -> Option<String> {
-        (self.lookup)(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
-    }
-
-    fn flag(&mut self, name: &str) -> bool {
-        match self.get(name).map(|v| v.to_ascii_lowercase()).as_deref() {
-            None | Some("0" | "false" | "no" | "off") => false,
-            Some("1" | "true" | "yes" | "on") => true,
-            Some(other) => {
-                self.warnings.push(format!("{name}={other:?} is not 0 or 1; using 0"));
-                false
-            }
-        }
-    }
-
-    fn number(&mut self, name: &str, default: u64, min: u64, max: u64) -> u64 {
-        let Some(raw) = self.get(name) else {
-            return default;
-        };
-        match raw.parse::<u64>() {
-            Ok(n) if (min..=max).contains(&n) => n,
-            Ok(_) => {
-                self.warnings.push(format!("{name}={raw:?} is outside {min}..={max}; using the default {default}"));
-                default
-            }
-            Err(_) => {
-                self.warnings.push(format!("{name}={raw:?} is not a whole number; using the default {default}"));
-                default
-            }
-        }
-    }
-
-    /// A secret from `NAME` or the file named by `NAME_FILE`, checked for
-    /// the usual copy-and-paste mistakes.
-    fn secret(&mut self, name: &str, placeholder: &str) -> Result<Option<Secret>, ConfigError> {
-        let file_var = format!("{name}_FILE");
-        let value = match (self.get(name), self.get(&file_var)) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError(format!("{name} and {file_var} are both set; set only one of them")))
-            }
-            (Some(v), None) => v,
-            (None, Some(path)) => {
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    ConfigError(format!(
-                        "{file_var}: cannot read {path:?}: {e}; point it at a readable file holding only the secret"
-                    ))
-                })?;
-                let v = text.trim().to_string();
-                if v.is_empty() {
-                    return Err(ConfigError(format!("{file_var}: {path:?} is empty; put the secret in it")));
-                }
-                if v.starts_with(&format!("{name}=")) || (v.contains('=') && v.contains('\n')) {
-                    return Err(ConfigError(format!(
-                        "{file_var}: {path:?} looks like an env file (KEY=value); it must hold only the secret itself"
-                    )));
-                }
-                v
-            }
-            (None, None) => return Ok(None),
-        };
-        let quoted = value.len() >= 2
-            && ((value.starts_with('"') && value.ends_with('"')) || (value.starts_with('\'') && value.ends_with('\'')));
-        if quoted {
-            return Err(ConfigError(format!(
-                "{name} is wrapped in quotes; remove them (env files and compose take the value literally)"
-            )));
-        }
-        if value.chars().any(char::is_whitespace) {
-            return Err(ConfigError(format!("{name} contains white space; it must be a single word")));
-        }
-        if value == placeholder {
-            return Err(ConfigError(format!(
-                "{name} is still the placeholder from .secrets.example; replace it with your real value"
-            )));
-        }
-        Ok(Some(Secret(value)))
-    }
-}
+/// Loopback only: a reverse proxy on the same host. A proxy elsewhere (a
+/// compose network) must be named, because behind a container port mapping
+/// every client arrives from the bridge's gateway address, and trusting a
+/// private range there would let any client choose its address.
+pub const DEFAULT_TRUSTED_PROXIES: &str = "127.0.0.0/8,::1/128";
 
 impl Config {
     /// Read the process environment.
@@ -253,125 +100,42 @@ impl Config {
 
     /// Read settings through `lookup` (the environment, or a map in tests).
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let mut r = Reader { lookup, warnings: Vec::new() };
-
-        let dry_run = r.flag("DRY_RUN");
-        let debug = r.flag("DEBUG_LOGGING");
-
-        let token = r.secret("HETZNER_TOKEN", TOKEN_PLACEHOLDER)?;
-        if dry_run && token.is_some() {
-            r.warnings.push("DRY_RUN=1: HETZNER_TOKEN is set but not used; nothing is written to Hetzner".into());
-        }
-
-        let api_url = r.get("HETZNER_API_URL").unwrap_or_else(|| DEFAULT_API_URL.to_string());
-        let api_url = api_url.trim_end_matches('/').to_string();
-        if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
-            return Err(ConfigError(format!(
-                "HETZNER_API_URL={api_url:?} is not an http(s) URL; leave it unset for {DEFAULT_API_URL}"
-            )));
-        }
-        if api_url.contains("dns.hetzner.com") {
-            return Err(ConfigError(format!(
-                "HETZNER_API_URL={api_url:?} is the old DNS API, shut down in May 2026; leave it unset for {DEFAULT_API_URL} and use a Cloud API token"
-            )));
-        }
-
-        let registered = registered_hosts(&mut r)?;
-
-        let key_file = PathBuf::from(r.get("PRE_SHARED_KEY_FILE").unwrap_or_else(|| "/pre-shared-key".into()));
-
-        let listen_ip = match r.get("LISTEN_ADDR") {
-            None => IpAddr::from([0, 0, 0, 0]),
-            Some(raw) => raw.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| {
-                ConfigError(format!("LISTEN_ADDR={raw:?} is not an IP address; use 0.0.0.0, [::] or 127.0.0.1"))
-            })?,
-        };
-        let port = r.number("LISTEN_PORT", 80, 0, 65535) as u16;
-
-        let record_ttl = r.number("RECORD_TTL", 60, 60, 2_147_483_647) as u32;
-        let zone_cache_ttl = Duration::from_secs(r.number("ZONE_CACHE_TTL", 86_400, 0, 31_536_000));
-        let request_cache_ttl = Duration::from_secs(r.number("REQUEST_CACHE_TTL", 300, 0, 31_536_000));
-
-        let admin_user = r.get("BASIC_AUTH_USERNAME");
-        let admin_pass = r.secret("BASIC_AUTH_PASSWORD", PASSWORD_PLACEHOLDER)?;
-        let admin = match (admin_user, admin_pass) {
-            (Some(username), Some(password)) => {
-                if username.contains(':') {
-                    return Err(ConfigError(format!(
-                        "BASIC_AUTH_USERNAME={username:?} contains ':', which basic auth cannot carry; pick another name"
-                    )));
-                }
-                Some(Admin { username, password })
-            }
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(ConfigError(
-                    "BASIC_AUTH_USERNAME is set but BASIC_AUTH_PASSWORD is not; set both or neither".into(),
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError(
-                    "BASIC_AUTH_PASSWORD is set but BASIC_AUTH_USERNAME is not; set both or neither".into(),
-                ))
-            }
-        };
-
-        let ntfy = ntfy_settings(&mut r)?;
-        let notify_on_change = r.flag("NOTIFY_ON_CHANGE");
-        let notify_repeat_interval = Duration::from_secs(r.number("NOTIFY_REPEAT_INTERVAL", 3600, 0, 31_536_000));
-        let connection_check_interval = Duration::from_secs(r.number("CONNECTION_CHECK_INTERVAL", 60, 1, 86_400));
-        let lost_connection_timeout = Duration::from_secs(r.number("LOST_CONNECTION_TIMEOUT", 10_800, 1, 31_536_000));
-        let state_file = r.get("STATE_FILE").map(PathBuf::from).unwrap_or_else(|| {
-            let dir = key_file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-            dir.join("dyndns-state.json")
-        });
-        let metrics_public = r.flag("METRICS_PUBLIC");
-        let proxies_raw = r.get("TRUSTED_PROXIES").unwrap_or_else(|| DEFAULT_TRUSTED_PROXIES.to_string());
-        let mut trusted_proxies = Vec::new();
-        for item in proxies_raw.split(',').map(str::trim).filter(|s| !s.is_empty() && *s != "none") {
-            trusted_proxies.push(Cidr::parse(item).ok_or_else(|| {
-                ConfigError(format!("TRUSTED_PROXIES: {item:?} is not an address or CIDR like 10.0.0.0/8; use \"none\" to trust no proxy"))
-            })?);
-        }
-
-        let client_timeout = Duration::from_secs(r.number("CLIENT_TIMEOUT", 10, 1, 300));
-        let max_connections = r.number("MAX_CONNECTIONS", 512, 16, 65_536) as usize;
-        let host_write_burst = r.number("HOST_WRITE_BURST", 10, 1, 1000) as u32;
-        let host_writes_per_hour = r.number("HOST_WRITES_PER_HOUR", 12, 1, 3600) as u32;
-
-        let log_file = r.get("LOG_FILE").map(PathBuf::from);
-        let log_max_bytes = r.number("LOG_MAX_BYTES", 1_048_576, 1024, u64::MAX);
-        let log_backup_count = r.number("LOG_BACKUP_COUNT", 3, 0, 1000) as usize;
-
-        Ok(Config {
-            token,
-            api_url,
-            registered,
+        let mut env = Env::new(lookup);
+        let dry_run = env.flag("DRY_RUN", false);
+        let key_file = PathBuf::from(env.text("PRE_SHARED_KEY_FILE").unwrap_or_else(|| "/pre-shared-key".into()));
+        let config = Config {
+            token: hetzner_token(&mut env, dry_run),
+            api_url: api_url(&mut env),
+            registered: registered_hosts(&mut env),
+            state_file: state_file(&env, &key_file),
             key_file,
-            listen: SocketAddr::new(listen_ip, port),
-            record_ttl,
-            zone_cache_ttl,
-            request_cache_ttl,
-            admin,
-            debug,
-            log_file,
-            log_max_bytes,
-            log_backup_count,
+            listen: listen_address(&mut env),
+            record_ttl: env.number("RECORD_TTL", 60, 60, 2_147_483_647) as u32,
+            zone_cache_ttl: seconds(&mut env, "ZONE_CACHE_TTL", 86_400, 0, 31_536_000),
+            request_cache_ttl: seconds(&mut env, "REQUEST_CACHE_TTL", 300, 0, 31_536_000),
+            hetzner_timeout: seconds(&mut env, "HETZNER_TIMEOUT", 10, 1, 60),
+            admin: admin(&mut env),
+            debug: env.flag("DEBUG_LOGGING", false),
+            log_file: env.text("LOG_FILE").map(PathBuf::from),
+            log_max_bytes: env.number("LOG_MAX_BYTES", 1_048_576, 1024, u64::MAX),
+            log_backup_count: env.number("LOG_BACKUP_COUNT", 3, 0, 1000) as usize,
             dry_run,
-            ntfy,
-            notify_on_change,
-            notify_repeat_interval,
-            connection_check_interval,
-            lost_connection_timeout,
-            state_file,
-            metrics_public,
-            trusted_proxies,
-            client_timeout,
-            max_connections,
-            host_write_burst,
-            host_writes_per_hour,
-            warnings: r.warnings,
-        })
+            ntfy: ntfy(&mut env),
+            notify_on_change: env.flag("NOTIFY_ON_CHANGE", false),
+            notify_repeat_interval: seconds(&mut env, "NOTIFY_REPEAT_INTERVAL", 3600, 0, 31_536_000),
+            connection_check_interval: seconds(&mut env, "CONNECTION_CHECK_INTERVAL", 60, 1, 86_400),
+            lost_connection_timeout: seconds(&mut env, "LOST_CONNECTION_TIMEOUT", 10_800, 1, 31_536_000),
+            metrics_public: env.flag("METRICS_PUBLIC", false),
+            trusted_proxies: trusted_proxies(&mut env),
+            client_timeout: seconds(&mut env, "CLIENT_TIMEOUT", 10, 1, 300),
+            max_connections: env.number("MAX_CONNECTIONS", 512, 16, 65_536) as usize,
+            host_write_burst: env.number("HOST_WRITE_BURST", 10, 1, 1000) as u32,
+            host_writes_per_hour: env.number("HOST_WRITES_PER_HOUR", 12, 1, 3600) as u32,
+            warnings: Vec::new(),
+        };
+        let (mut config, warnings) = env.finish(config)?;
+        config.warnings = warnings;
+        Ok(config)
     }
 
     /// What serving needs beyond what `keys` needs: a token unless dry run.
@@ -386,117 +150,203 @@ impl Config {
 
     /// One line with the effective settings, secrets redacted.
     pub fn summary(&self) -> String {
+        let ntfy = match &self.ntfy {
+            Some(n) => {
+                let auth = match n.auth {
+                    NtfyAuth::None => "no auth",
+                    NtfyAuth::Basic { .. } => "basic auth",
+                    NtfyAuth::Token(_) => "token",
+                };
+                format!("{} ({auth})", n.topic_url)
+            }
+            None => "off".into(),
+        };
+        let admin = self.admin.as_ref().map_or("unset".into(), |a| format!("{} (password set)", a.username));
+        let log_file = self.log_file.as_ref().map_or("none".into(), |p| {
+            format!("{} ({} bytes x {})", p.display(), self.log_max_bytes, self.log_backup_count)
+        });
+        let proxies: Vec<String> = self.trusted_proxies.iter().map(Cidr::to_string).collect();
         format!(
-            "listen={} api={} registered=[{}] key_file={} state_file={} ntfy={} notify_on_change={} lost_after={}s record_ttl={} zone_cache_ttl={}s request_cache_ttl={}s client_timeout={}s max_connections={} host_writes={}+{}/h token={} admin={} dry_run={} debug={} log_file={}",
+            "listen={} api={} registered=[{}] key_file={} state_file={} ntfy={ntfy} notify_on_change={} lost_after={}s record_ttl={} zone_cache_ttl={}s request_cache_ttl={}s hetzner_timeout={}s client_timeout={}s max_connections={} host_writes={}+{}/h trusted_proxies=[{}] token={} admin={admin} dry_run={} debug={} log_file={log_file}",
             self.listen,
             self.api_url,
             self.registered.join(","),
             self.key_file.display(),
             self.state_file.display(),
-            match &self.ntfy {
-                Some(n) => format!(
-                    "{} ({})",
-                    n.topic_url,
-                    match n.auth {
-                        NtfyAuth::None => "no auth",
-                        NtfyAuth::Basic { .. } => "basic auth",
-                        NtfyAuth::Token(_) => "token",
-                    }
-                ),
-                None => "off".into(),
-            },
             u8::from(self.notify_on_change),
             self.lost_connection_timeout.as_secs(),
             self.record_ttl,
             self.zone_cache_ttl.as_secs(),
             self.request_cache_ttl.as_secs(),
+            self.hetzner_timeout.as_secs(),
             self.client_timeout.as_secs(),
             self.max_connections,
             self.host_write_burst,
             self.host_writes_per_hour,
+            proxies.join(","),
             if self.token.is_some() { "set" } else { "unset" },
-            match &self.admin {
-                Some(a) => format!("{} (password set)", a.username),
-                None => "unset".into(),
-            },
             u8::from(self.dry_run),
             u8::from(self.debug),
-            self.log_file.as_ref().map_or("none".into(), |p| format!(
-                "{} ({} bytes x {})",
-                p.display(),
-                self.log_max_bytes,
-                self.log_backup_count
-            )),
         )
     }
 }
 
-fn ntfy_settings(r: &mut Reader<'_>) -> Result<Option<Ntfy>, ConfigError> {
-    let (url, topic) = match (r.get("NTFY_URL"), r.get("NTFY_TOPIC")) {
-        (None, None) => return Ok(None),
+fn seconds(env: &mut Env<'_>, name: &str, default: u64, min: u64, max: u64) -> Duration {
+    Duration::from_secs(env.number(name, default, min, max))
+}
+
+/// `HETZNER_TOKEN`; a dry run does not read it at all (so a placeholder
+/// left in `.secrets` does not stop a trial run).
+fn hetzner_token(env: &mut Env<'_>, dry_run: bool) -> Option<Secret> {
+    if dry_run {
+        if env.text("HETZNER_TOKEN").is_some() || env.text("HETZNER_TOKEN_FILE").is_some() {
+            env.warn("DRY_RUN=1: HETZNER_TOKEN is ignored; nothing is written to Hetzner");
+        }
+        return None;
+    }
+    env.secret("HETZNER_TOKEN")
+}
+
+fn api_url(env: &mut Env<'_>) -> String {
+    let url = env.text("HETZNER_API_URL").unwrap_or_else(|| DEFAULT_API_URL.to_string());
+    let url = url.trim_end_matches('/').to_string();
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        env.error(format!("HETZNER_API_URL={url:?} is not an http(s) URL; leave it unset for {DEFAULT_API_URL}"));
+    } else if url.contains("dns.hetzner.com") {
+        env.error(format!(
+            "HETZNER_API_URL={url:?} is the old DNS API, shut down in May 2026; leave it unset for {DEFAULT_API_URL} and use a Cloud API token"
+        ));
+    }
+    url
+}
+
+fn state_file(env: &Env<'_>, key_file: &std::path::Path) -> PathBuf {
+    env.text("STATE_FILE").map(PathBuf::from).unwrap_or_else(|| {
+        let dir = key_file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        dir.join("dyndns-state.json")
+    })
+}
+
+fn listen_address(env: &mut Env<'_>) -> SocketAddr {
+    let ip = match env.text("LISTEN_ADDR") {
+        None => IpAddr::from([0, 0, 0, 0]),
+        Some(raw) => raw.trim_start_matches('[').trim_end_matches(']').parse().unwrap_or_else(|_| {
+            env.error(format!("LISTEN_ADDR={raw:?} is not an IP address; use 0.0.0.0, [::] or 127.0.0.1"));
+            IpAddr::from([0, 0, 0, 0])
+        }),
+    };
+    // 0 (a free port) is for tests; an operator's typo beyond 65535 stops the server.
+    let port = env.number("LISTEN_PORT", 80, 0, 65535) as u16;
+    SocketAddr::new(ip, port)
+}
+
+fn admin(env: &mut Env<'_>) -> Option<Admin> {
+    match (env.text("BASIC_AUTH_USERNAME"), env.secret("BASIC_AUTH_PASSWORD")) {
+        (Some(username), Some(password)) => {
+            if username.contains(':') {
+                env.error(format!(
+                    "BASIC_AUTH_USERNAME={username:?} contains ':', which basic auth cannot carry; pick another name"
+                ));
+            }
+            if password.expose().chars().count() < MIN_ADMIN_PASSWORD {
+                env.error(format!(
+                    "BASIC_AUTH_PASSWORD is shorter than {MIN_ADMIN_PASSWORD} characters; it unlocks every host, use a long random one (e.g. `openssl rand -base64 24`)"
+                ));
+            }
+            Some(Admin { username, password })
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            env.error("BASIC_AUTH_USERNAME is set but BASIC_AUTH_PASSWORD is not; set both or neither");
+            None
+        }
+        (None, Some(_)) => {
+            env.error("BASIC_AUTH_PASSWORD is set but BASIC_AUTH_USERNAME is not; set both or neither");
+            None
+        }
+    }
+}
+
+fn ntfy(env: &mut Env<'_>) -> Option<Ntfy> {
+    let (url, topic) = match (env.text("NTFY_URL"), env.text("NTFY_TOPIC")) {
+        (None, None) => return None,
         (Some(u), Some(t)) => (u, t),
         (Some(_), None) => {
-            return Err(ConfigError("NTFY_URL is set but NTFY_TOPIC is not; set both (or neither)".into()))
+            env.error("NTFY_URL is set but NTFY_TOPIC is not; set both (or neither)");
+            return None;
         }
         (None, Some(t)) => {
-            return Err(ConfigError(format!(
-                "NTFY_TOPIC={t:?} is set but NTFY_URL is not; set it, e.g. https://ntfy.sh"
-            )))
+            env.error(format!("NTFY_TOPIC={t:?} is set but NTFY_URL is not; set it, e.g. https://ntfy.sh"));
+            return None;
         }
     };
     if !(url.starts_with("https://") || url.starts_with("http://")) {
-        return Err(ConfigError(format!("NTFY_URL={url:?} is not an http(s) URL, e.g. https://ntfy.sh")));
+        env.error(format!("NTFY_URL={url:?} is not an http(s) URL, e.g. https://ntfy.sh"));
     }
     if topic.contains(['/', '?', '#', ' ']) {
-        return Err(ConfigError(format!("NTFY_TOPIC={topic:?} must be a bare topic name")));
+        env.error(format!("NTFY_TOPIC={topic:?} must be a bare topic name"));
     }
-    let user = r.get("NTFY_USERNAME");
-    let password = r.secret("NTFY_PASSWORD", PASSWORD_PLACEHOLDER)?;
-    let token = r.secret("NTFY_TOKEN", "replace-with-your-ntfy-token")?;
-    let auth = match (user, password, token) {
+    let auth = match (env.text("NTFY_USERNAME"), env.secret("NTFY_PASSWORD"), env.secret("NTFY_TOKEN")) {
         (None, None, None) => NtfyAuth::None,
         (Some(username), Some(password), None) => NtfyAuth::Basic { username, password },
         (None, None, Some(t)) => NtfyAuth::Token(t),
         (_, _, Some(_)) => {
-            return Err(ConfigError(
-                "NTFY_TOKEN and NTFY_USERNAME/NTFY_PASSWORD are both set; use one way to log in".into(),
-            ))
+            env.error("NTFY_TOKEN and NTFY_USERNAME/NTFY_PASSWORD are both set; use one way to log in");
+            NtfyAuth::None
         }
-        _ => return Err(ConfigError("NTFY_USERNAME and NTFY_PASSWORD go together; set both or neither".into())),
+        _ => {
+            env.error("NTFY_USERNAME and NTFY_PASSWORD go together; set both or neither");
+            NtfyAuth::None
+        }
     };
-    Ok(Some(Ntfy { topic_url: format!("{}/{topic}", url.trim_end_matches('/')), auth }))
+    Some(Ntfy { topic_url: format!("{}/{topic}", url.trim_end_matches('/')), auth })
 }
 
-fn registered_hosts(r: &mut Reader<'_>) -> Result<Vec<String>, ConfigError> {
-    let (var, raw) = match (r.get("REGISTERED_FQDNS"), r.get("ALLOWED_FQDNS")) {
+fn trusted_proxies(env: &mut Env<'_>) -> Vec<Cidr> {
+    let raw = env.text("TRUSTED_PROXIES").unwrap_or_else(|| DEFAULT_TRUSTED_PROXIES.to_string());
+    let mut nets = Vec::new();
+    for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty() && *s != "none") {
+        match Cidr::parse(item) {
+            // Trusting every address lets every client choose its own.
+            Some(net) if net.prefix == 0 => env.error(format!(
+                "TRUSTED_PROXIES: {item:?} trusts every address, so any client could set its address through a header; name your proxy's address instead"
+            )),
+            Some(net) => nets.push(net),
+            None => env.error(format!(
+                "TRUSTED_PROXIES: {item:?} is not an address or CIDR like 10.0.0.0/8; use \"none\" to trust no proxy"
+            )),
+        }
+    }
+    nets
+}
+
+fn registered_hosts(env: &mut Env<'_>) -> Vec<String> {
+    let (var, raw) = match (env.text("REGISTERED_FQDNS"), env.text("ALLOWED_FQDNS")) {
         (Some(v), old) => {
             if old.is_some() {
-                r.warnings
-                    .push("ALLOWED_FQDNS is ignored because REGISTERED_FQDNS is set; remove ALLOWED_FQDNS".into());
+                env.warn("ALLOWED_FQDNS is ignored because REGISTERED_FQDNS is set; remove ALLOWED_FQDNS");
             }
             ("REGISTERED_FQDNS", v)
         }
         (None, Some(v)) => {
-            r.warnings.push("ALLOWED_FQDNS is deprecated; rename it to REGISTERED_FQDNS".into());
+            env.warn("ALLOWED_FQDNS is deprecated; rename it to REGISTERED_FQDNS");
             ("ALLOWED_FQDNS", v)
         }
         (None, None) => {
-            r.warnings.push(
-                "REGISTERED_FQDNS is empty: no host may be updated and every update answers nohost; list your hosts, comma-separated".into(),
-            );
-            return Ok(Vec::new());
+            env.warn("REGISTERED_FQDNS is empty: no host may be updated and every update answers nohost; list your hosts, comma-separated");
+            return Vec::new();
         }
     };
     let mut hosts = Vec::new();
     for item in raw.split(|c: char| c == ',' || c.is_whitespace()).filter(|s| !s.is_empty()) {
-        let host =
-            fqdn::canonical(item).map_err(|e| ConfigError(format!("{var}: {item:?} is not a host name: {e}")))?;
-        if !hosts.contains(&host) {
-            hosts.push(host);
+        match fqdn::canonical(item) {
+            Ok(host) if !hosts.contains(&host) => hosts.push(host),
+            Ok(_) => {}
+            Err(e) => env.error(format!("{var}: {item:?} is not a host name: {e}")),
         }
     }
     hosts.sort();
-    Ok(hosts)
+    hosts
 }
 
 #[cfg(test)]
@@ -524,15 +374,17 @@ mod tests {
     }
 
     #[test]
-    fn bad_numbers_fall_back_with_a_warning_naming_the_variable() {
-        let c = load(&[("RECORD_TTL", "abc"), ("LISTEN_PORT", "99999"), ("REQUEST_CACHE_TTL", "5")]).expect("config");
-        assert_eq!(c.record_ttl, 60);
-        assert_eq!(c.listen.port(), 80);
+    fn values_that_do_not_parse_stop_the_server_naming_each_variable() {
+        let err = load(&[("RECORD_TTL", "abc"), ("LISTEN_PORT", "70000"), ("DRY_RUN", "2"), ("METRICS_PUBLIC", "ja")])
+            .expect_err("bad values");
+        for text in ["RECORD_TTL=\"abc\"", "LISTEN_PORT=\"70000\"", "DRY_RUN=\"2\"", "METRICS_PUBLIC=\"ja\""] {
+            assert!(err.0.contains(text), "{text} missing from {err}");
+        }
+        assert_eq!(err.0.lines().count(), 4);
+        assert!(load(&[("RECORD_TTL", "30")]).expect_err("below the minimum").0.contains("RECORD_TTL=\"30\""));
+        let c = load(&[("REQUEST_CACHE_TTL", "5"), ("HETZNER_TIMEOUT", "2")]).expect("config");
         assert_eq!(c.request_cache_ttl, Duration::from_secs(5));
-        assert!(c.warnings.iter().any(|w| w.contains("RECORD_TTL=\"abc\"")));
-        assert!(c.warnings.iter().any(|w| w.contains("LISTEN_PORT=\"99999\"")));
-        let c = load(&[("RECORD_TTL", "30")]).expect("config");
-        assert_eq!(c.record_ttl, 60);
+        assert_eq!(c.hetzner_timeout, Duration::from_secs(2));
     }
 
     #[test]
@@ -550,7 +402,7 @@ mod tests {
     fn token_mistakes_are_caught_without_printing_the_token() {
         let err = load(&[]).expect("config").check_serve().expect_err("no token");
         assert!(err.0.contains("HETZNER_TOKEN") && err.0.contains("DRY_RUN"));
-        let err = load(&[("HETZNER_TOKEN", TOKEN_PLACEHOLDER)]).expect_err("placeholder");
+        let err = load(&[("HETZNER_TOKEN", "replace-with-your-hetzner-cloud-api-token")]).expect_err("placeholder");
         assert!(err.0.contains("placeholder"));
         let err = load(&[("HETZNER_TOKEN", "\"abcdef\"")]).expect_err("quoted");
         assert!(err.0.contains("quotes") && !err.0.contains("abcdef"));
@@ -563,27 +415,30 @@ mod tests {
     }
 
     #[test]
-    fn token_file_is_read_and_env_files_are_refused() {
-        let dir = std::env::temp_dir().join(format!("dyndns-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let good = dir.join("token");
-        std::fs::write(&good, "tok-from-file\n").expect("write");
-        let bad = dir.join("envfile");
-        std::fs::write(&bad, "HETZNER_TOKEN=tok\n").expect("write");
-        let c = load(&[("HETZNER_TOKEN_FILE", good.to_str().expect("utf8"))]).expect("config");
-        assert_eq!(c.token.as_ref().map(Secret::expose), Some("tok-from-file"));
-        let err = load(&[("HETZNER_TOKEN_FILE", bad.to_str().expect("utf8"))]).expect_err("env file");
-        assert!(err.0.contains("env file"));
-        let err = load(&[("HETZNER_TOKEN_FILE", "/nonexistent/token")]).expect_err("missing");
-        assert!(err.0.starts_with("HETZNER_TOKEN_FILE") && err.0.contains("/nonexistent/token"));
+    fn a_dry_run_ignores_the_token_even_a_placeholder() {
+        let c =
+            load(&[("DRY_RUN", "1"), ("HETZNER_TOKEN", "replace-with-your-hetzner-cloud-api-token")]).expect("config");
+        assert!(c.token.is_none() && c.dry_run);
+        assert!(c.warnings.iter().any(|w| w.contains("HETZNER_TOKEN is ignored")));
+        assert!(c.check_serve().is_ok());
+    }
+
+    #[test]
+    fn registered_names_must_be_host_names() {
+        for bad in ["1.2.3.4", "host.123", "localhost"] {
+            let err = load(&[("REGISTERED_FQDNS", bad)]).expect_err(bad);
+            assert!(err.0.starts_with(&format!("REGISTERED_FQDNS: {bad:?} is not a host name")), "{err}");
+        }
     }
 
     #[test]
     fn trusted_proxies_are_cidrs() {
         let c = load(&[]).expect("config");
         let trusted = |ip: &str| c.trusted_proxies.iter().any(|n| n.contains(ip.parse().expect("ip")));
-        assert!(trusted("127.0.0.1") && trusted("::1") && trusted("172.20.0.3") && trusted("::ffff:10.1.2.3"));
-        assert!(!trusted("203.0.113.9") && !trusted("2001:db8::1") && !trusted("172.32.0.1"));
+        assert!(trusted("127.0.0.1") && trusted("::1") && trusted("::ffff:127.0.0.2"));
+        // Not private ranges: behind a port mapping every client comes from one.
+        assert!(!trusted("10.88.0.1") && !trusted("172.20.0.3") && !trusted("192.168.1.1") && !trusted("fd00::1"));
+        assert!(!trusted("203.0.113.9") && !trusted("2001:db8::1"));
         let c = load(&[("TRUSTED_PROXIES", "none")]).expect("config");
         assert!(c.trusted_proxies.is_empty());
         let c = load(&[("TRUSTED_PROXIES", "203.0.113.0/24, 2001:db8::/32")]).expect("config");
@@ -591,7 +446,9 @@ mod tests {
         assert!(c.trusted_proxies[1].contains("2001:db8:ffff::1".parse().expect("ip")));
         let err = load(&[("TRUSTED_PROXIES", "10.0.0.0/33")]).expect_err("bad");
         assert!(err.0.contains("TRUSTED_PROXIES") && err.0.contains("10.0.0.0/33"));
-        assert_eq!(Cidr::parse("0.0.0.0/0").map(|c| c.contains("8.8.8.8".parse().expect("ip"))), Some(true));
+        let err = load(&[("TRUSTED_PROXIES", "0.0.0.0/0,::/0")]).expect_err("everyone");
+        assert_eq!(err.0.lines().count(), 2);
+        assert!(err.0.contains("trusts every address"), "{err}");
     }
 
     #[test]
@@ -618,7 +475,10 @@ mod tests {
         assert!(err.0.contains("LISTEN_ADDR=\"localhost\""));
         let err = load(&[("BASIC_AUTH_USERNAME", "admin")]).expect_err("half admin");
         assert!(err.0.contains("BASIC_AUTH_PASSWORD"));
-        let c = load(&[("BASIC_AUTH_USERNAME", "admin"), ("BASIC_AUTH_PASSWORD", "pw")]).expect("config");
+        let err = load(&[("BASIC_AUTH_USERNAME", "admin"), ("BASIC_AUTH_PASSWORD", "pw")]).expect_err("short");
+        assert!(err.0.contains("shorter than 12"), "{err}");
+        let c = load(&[("BASIC_AUTH_USERNAME", "admin"), ("BASIC_AUTH_PASSWORD", "correct-horse-battery")])
+            .expect("config");
         assert_eq!(c.admin.map(|a| a.username), Some("admin".into()));
     }
 }

@@ -40,19 +40,29 @@ pub enum Answer {
     BadIp,
 }
 
+impl Answer {
+    /// The answer's code, the first word of its line (`good`, `911`…).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Answer::Good(_) => "good",
+            Answer::NoChg(_) => "nochg",
+            Answer::BadAuth => "badauth",
+            Answer::NotFqdn => "notfqdn",
+            Answer::NoHost => "nohost",
+            Answer::NumHost => "numhost",
+            Answer::Abuse => "abuse",
+            Answer::DnsErr => "dnserr",
+            Answer::ServerError => "911",
+            Answer::BadIp => "badip",
+        }
+    }
+}
+
 impl fmt::Display for Answer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Answer::Good(ips) => write!(f, "good {ips}"),
-            Answer::NoChg(ips) => write!(f, "nochg {ips}"),
-            Answer::BadAuth => f.write_str("badauth"),
-            Answer::NotFqdn => f.write_str("notfqdn"),
-            Answer::NoHost => f.write_str("nohost"),
-            Answer::NumHost => f.write_str("numhost"),
-            Answer::Abuse => f.write_str("abuse"),
-            Answer::DnsErr => f.write_str("dnserr"),
-            Answer::ServerError => f.write_str("911"),
-            Answer::BadIp => f.write_str("badip"),
+            Answer::Good(ips) | Answer::NoChg(ips) => write!(f, "{} {ips}", self.code()),
+            _ => f.write_str(self.code()),
         }
     }
 }
@@ -182,30 +192,8 @@ fn clip(value: &str) -> String {
 /// `%XX` and `+` decoding. Invalid escapes stay as they are; bytes that are
 /// not UTF-8 become U+FFFD.
 pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() && hex(bytes[i + 1]).is_some() && hex(bytes[i + 2]).is_some() => {
-                out.push(hex(bytes[i + 1]).unwrap_or(0) * 16 + hex(bytes[i + 2]).unwrap_or(0));
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
+    let plus_as_space = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus_as_space).decode_utf8_lossy().into_owned()
 }
 
 #[cfg(test)]
@@ -229,6 +217,7 @@ mod tests {
         ];
         for (answer, text) in codes {
             assert_eq!(answer.to_string(), text);
+            assert_eq!(answer.code(), text);
             // inadyn counts a body containing any of these as success.
             for word in ["ok", "good", "true", "updated", "nochg"] {
                 assert!(!text.contains(word), "{text} contains {word}");
@@ -248,6 +237,7 @@ mod tests {
         assert_eq!(a.v4, None);
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
         assert_eq!(percent_decode("%ff"), "\u{fffd}");
+        assert_eq!(percent_decode("a%2Bb+c%41"), "a+b cA");
     }
 
     #[test]

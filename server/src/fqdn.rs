@@ -23,6 +23,9 @@ pub enum NameError {
     /// A label is empty, longer than 63 bytes, starts or ends with `-`, or
     /// holds a character other than letters, digits, `-` and `_`.
     BadLabel(String),
+    /// The last label has no letter (`1.2.3.4`, `host.123`): an address or a
+    /// typo, never a host name (every top-level domain has letters).
+    NumericTld,
 }
 
 impl fmt::Display for NameError {
@@ -32,6 +35,9 @@ impl fmt::Display for NameError {
             NameError::TooLong => write!(f, "the name is longer than 253 characters"),
             NameError::NotQualified => {
                 write!(f, "the name is not fully qualified (it needs a domain, like host.example.com)")
+            }
+            NameError::NumericTld => {
+                write!(f, "the last label has no letter; an IP address or a number is not a host name")
             }
             NameError::BadLabel(label) => write!(
                 f,
@@ -72,6 +78,9 @@ pub fn canonical(input: &str) -> Result<String, NameError> {
     }
     if labels.len() < 2 {
         return Err(NameError::NotQualified);
+    }
+    if !labels.last().is_some_and(|tld| tld.bytes().any(|b| b.is_ascii_lowercase())) {
+        return Err(NameError::NumericTld);
     }
     Ok(out)
 }
@@ -199,6 +208,9 @@ mod tests {
         assert_eq!(canonical(""), Err(NameError::Empty));
         assert_eq!(canonical("."), Err(NameError::Empty));
         assert_eq!(canonical("localhost"), Err(NameError::NotQualified));
+        assert_eq!(canonical("1.2.3.4"), Err(NameError::NumericTld));
+        assert_eq!(canonical("host.123"), Err(NameError::NumericTld));
+        assert_eq!(canonical("1.example.com").as_deref(), Ok("1.example.com"));
         assert!(matches!(canonical("a..example.com"), Err(NameError::BadLabel(_))));
         assert!(matches!(canonical("-a.example.com"), Err(NameError::BadLabel(_))));
         assert!(matches!(canonical("a b.example.com"), Err(NameError::BadLabel(_))));

@@ -12,11 +12,15 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::config::Secret;
+use crate::env::Secret;
+use crate::net::RecordType;
+use crate::time::unix_now;
 
 const USER_AGENT: &str = concat!("dyndns-server/", env!("CARGO_PKG_VERSION"));
 /// Attempts per call, the first included.
@@ -29,46 +33,6 @@ const MAX_BODY: u64 = 1 << 20;
 pub struct Zone {
     pub id: u64,
     pub name: String,
-}
-
-/// Record type of an address record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RecordType {
-    A,
-    Aaaa,
-}
-
-impl RecordType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RecordType::A => "A",
-            RecordType::Aaaa => "AAAA",
-        }
-    }
-    /// `A` or `AAAA`, in any case.
-    pub fn parse(text: &str) -> Option<RecordType> {
-        if text.eq_ignore_ascii_case("A") {
-            Some(RecordType::A)
-        } else if text.eq_ignore_ascii_case("AAAA") {
-            Some(RecordType::Aaaa)
-        } else {
-            None
-        }
-    }
-
-    pub fn of(ip: std::net::IpAddr) -> RecordType {
-        if ip.is_ipv4() {
-            RecordType::A
-        } else {
-            RecordType::Aaaa
-        }
-    }
-}
-
-impl fmt::Display for RecordType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// Why a call to Hetzner failed.
@@ -156,11 +120,99 @@ pub struct RRSet {
     pub values: Vec<String>,
 }
 
+// The documents Hetzner answers with, as far as we read them.
+
+#[derive(Deserialize)]
+struct ZonesPage {
+    zones: Vec<ZoneDoc>,
+    #[serde(default)]
+    meta: Option<Meta>,
+}
+
+#[derive(Deserialize)]
+struct Meta {
+    #[serde(default)]
+    pagination: Option<Pagination>,
+}
+
+#[derive(Deserialize)]
+struct Pagination {
+    #[serde(default)]
+    next_page: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct ZoneDoc {
+    id: u64,
+    name: String,
+}
+
+impl From<ZoneDoc> for Zone {
+    fn from(z: ZoneDoc) -> Zone {
+        Zone { id: z.id, name: z.name.trim_end_matches('.').to_ascii_lowercase() }
+    }
+}
+
+#[derive(Deserialize)]
+struct OneZone {
+    zone: ZoneDoc,
+}
+
+#[derive(Deserialize)]
+struct OneRRSet {
+    rrset: RRSetDoc,
+}
+
+#[derive(Deserialize)]
+struct RRSetDoc {
+    records: Vec<RecordDoc>,
+}
+
+#[derive(Deserialize)]
+struct RecordDoc {
+    value: String,
+}
+
+/// The answer to a write: the action to wait for (some answers carry none).
+#[derive(Deserialize)]
+struct WriteAnswer {
+    #[serde(default)]
+    action: Option<Action>,
+}
+
+#[derive(Deserialize)]
+struct OneAction {
+    action: Action,
+}
+
+#[derive(Deserialize)]
+struct Action {
+    id: u64,
+    status: String,
+    #[serde(default)]
+    error: Option<ErrorDoc>,
+}
+
+#[derive(Deserialize)]
+struct ErrorAnswer {
+    error: ErrorDoc,
+}
+
+#[derive(Deserialize)]
+struct ErrorDoc {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
 /// The API client. Cheap to share: `&Hetzner` from any thread.
 pub struct Hetzner {
     agent: ureq::Agent,
     base: String,
     token: Secret,
+    /// The longest one call may take (`HETZNER_TIMEOUT`).
+    timeout: Duration,
     /// `RateLimit-Remaining` of the last answer, -1 before the first.
     rate_remaining: AtomicI64,
     /// Calls by outcome, for `/metrics`.
@@ -168,12 +220,12 @@ pub struct Hetzner {
 }
 
 impl Hetzner {
-    pub fn new(base: &str, token: Secret) -> Hetzner {
+    pub fn new(base: &str, token: Secret, timeout: Duration) -> Hetzner {
         let agent = ureq::Agent::config_builder()
             .max_redirects(0)
             .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(5)))
-            .timeout_global(Some(Duration::from_secs(10)))
+            .timeout_connect(Some(timeout.min(Duration::from_secs(5))))
+            .timeout_global(Some(timeout))
             .user_agent(USER_AGENT)
             .build()
             .new_agent();
@@ -181,6 +233,7 @@ impl Hetzner {
             agent,
             base: base.trim_end_matches('/').to_string(),
             token,
+            timeout,
             rate_remaining: AtomicI64::new(-1),
             calls: Mutex::new(BTreeMap::new()),
         }
@@ -206,12 +259,9 @@ impl Hetzner {
         let mut zones = Vec::new();
         let mut page = 1u64;
         for _ in 0..200 {
-            let doc = self.call("GET", &format!("/zones?page={page}&per_page=50"), None, deadline)?;
-            let items = doc.get("zones").and_then(Value::as_array).ok_or_else(|| malformed("no \"zones\" list"))?;
-            for z in items {
-                zones.push(parse_zone(z)?);
-            }
-            match doc.pointer("/meta/pagination/next_page").and_then(Value::as_u64) {
+            let doc: ZonesPage = self.call("GET", &format!("/zones?page={page}&per_page=50"), None, deadline)?;
+            zones.extend(doc.zones.into_iter().map(Zone::from));
+            match doc.meta.and_then(|m| m.pagination).and_then(|p| p.next_page) {
                 Some(next) if next > page => page = next,
                 _ => break,
             }
@@ -221,8 +271,8 @@ impl Hetzner {
 
     /// One zone by name; `None` when the project has no such zone.
     pub fn get_zone(&self, name: &str, deadline: Instant) -> Result<Option<Zone>, ApiError> {
-        match self.call("GET", &format!("/zones/{name}"), None, deadline) {
-            Ok(doc) => Ok(Some(parse_zone(doc.get("zone").ok_or_else(|| malformed("no \"zone\" object"))?)?)),
+        match self.call::<OneZone>("GET", &format!("/zones/{name}"), None, deadline) {
+            Ok(doc) => Ok(Some(doc.zone.into())),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
@@ -236,16 +286,8 @@ impl Hetzner {
         rtype: RecordType,
         deadline: Instant,
     ) -> Result<Option<RRSet>, ApiError> {
-        match self.call("GET", &format!("/zones/{zone}/rrsets/{name}/{rtype}"), None, deadline) {
-            Ok(doc) => {
-                let records = doc
-                    .pointer("/rrset/records")
-                    .and_then(Value::as_array)
-                    .ok_or_else(|| malformed("no \"rrset.records\" list"))?;
-                let values =
-                    records.iter().filter_map(|r| r.get("value").and_then(Value::as_str)).map(String::from).collect();
-                Ok(Some(RRSet { values }))
-            }
+        match self.call::<OneRRSet>("GET", &format!("/zones/{zone}/rrsets/{name}/{rtype}"), None, deadline) {
+            Ok(doc) => Ok(Some(RRSet { values: doc.rrset.records.into_iter().map(|r| r.value).collect() })),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
@@ -262,8 +304,8 @@ impl Hetzner {
         deadline: Instant,
     ) -> Result<(), ApiError> {
         let body = json!({"name": name, "type": rtype.as_str(), "ttl": ttl, "records": [{"value": value}]});
-        let doc = self.call("POST", &format!("/zones/{zone}/rrsets"), Some(&body), deadline)?;
-        self.wait_action(&doc, deadline)
+        let answer: WriteAnswer = self.call("POST", &format!("/zones/{zone}/rrsets"), Some(&body), deadline)?;
+        self.wait_action(answer.action, deadline)
     }
 
     /// Replace the records of an RRSet with one record and wait for its action.
@@ -277,48 +319,48 @@ impl Hetzner {
     ) -> Result<(), ApiError> {
         let body = json!({"records": [{"value": value}]});
         let path = format!("/zones/{zone}/rrsets/{name}/{rtype}/actions/set_records");
-        let doc = self.call("POST", &path, Some(&body), deadline)?;
-        self.wait_action(&doc, deadline)
+        let answer: WriteAnswer = self.call("POST", &path, Some(&body), deadline)?;
+        self.wait_action(answer.action, deadline)
     }
 
     /// Follow an action until it leaves `running`, polling the global
     /// `/actions/{id}` (resource-local action URLs are deprecated).
-    fn wait_action(&self, doc: &Value, deadline: Instant) -> Result<(), ApiError> {
-        let Some(mut action) = doc.get("action").cloned() else {
-            // Some answers carry no action (nothing to wait for).
-            return Ok(());
-        };
-        let id = action.get("id").and_then(Value::as_u64).ok_or_else(|| malformed("an action without an id"))?;
+    fn wait_action(&self, action: Option<Action>, deadline: Instant) -> Result<(), ApiError> {
+        let Some(mut action) = action else { return Ok(()) };
         let mut pause = Duration::from_millis(250);
         loop {
-            match action.get("status").and_then(Value::as_str) {
-                Some("success") => return Ok(()),
-                Some("error") => {
-                    let text = |key: &str| {
-                        action.pointer(&format!("/error/{key}")).and_then(Value::as_str).unwrap_or("").to_string()
-                    };
-                    return Err(ApiError::ActionFailed { code: text("code"), message: text("message") });
+            match action.status.as_str() {
+                "success" => return Ok(()),
+                "error" => {
+                    let (code, message) = action.error.map(|e| (e.code, e.message)).unwrap_or_default();
+                    return Err(ApiError::ActionFailed { code, message });
                 }
-                Some("running") => {}
+                "running" => {}
                 other => return Err(malformed(&format!("action status {other:?}"))),
             }
             if Instant::now() + pause >= deadline {
-                return Err(ApiError::ActionUnconfirmed { id });
+                return Err(ApiError::ActionUnconfirmed { id: action.id });
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_secs(2));
-            let doc = self.call("GET", &format!("/actions/{id}"), None, deadline)?;
-            action = doc.get("action").cloned().ok_or_else(|| malformed("no \"action\" object"))?;
+            action = self.call::<OneAction>("GET", &format!("/actions/{}", action.id), None, deadline)?.action;
         }
     }
 
-    /// One API call with bounded retries of transient errors.
-    fn call(&self, method: &str, path: &str, body: Option<&Value>, deadline: Instant) -> Result<Value, ApiError> {
+    /// One API call with bounded retries of transient errors, its answer
+    /// read as `T`.
+    fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        deadline: Instant,
+    ) -> Result<T, ApiError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let (result, reset_at) = self.call_once(method, path, body, deadline);
-            let err = match result {
+            let err = match result.and_then(|text| parse_answer::<T>(&text, 200)) {
                 Ok(doc) => return Ok(doc),
                 Err(err) => err,
             };
@@ -338,39 +380,16 @@ impl Hetzner {
         }
     }
 
-    /// Returns the result and the `RateLimit-Reset` of the answer.
+    /// One request: the body of a 2xx answer, or the error; and the
+    /// `RateLimit-Reset` of the answer.
     fn call_once(
         &self,
         method: &str,
         path: &str,
         body: Option<&Value>,
         deadline: Instant,
-    ) -> (Result<Value, ApiError>, Option<u64>) {
-        let url = format!("{}{path}", self.base);
-        let remaining = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
-        let auth = format!("Bearer {}", self.token.expose());
-        let sent = match method {
-            "GET" => self
-                .agent
-                .get(&url)
-                .config()
-                .timeout_global(Some(remaining.min(Duration::from_secs(10))))
-                .build()
-                .header("Authorization", &auth)
-                .header("Accept", "application/json")
-                .call(),
-            _ => self
-                .agent
-                .post(&url)
-                .config()
-                .timeout_global(Some(remaining.min(Duration::from_secs(10))))
-                .build()
-                .header("Authorization", &auth)
-                .header("Accept", "application/json")
-                .header("Content-Type", "application/json")
-                .send(body.map(Value::to_string).unwrap_or_default()),
-        };
-        let mut resp = match sent {
+    ) -> (Result<String, ApiError>, Option<u64>) {
+        let mut resp = match self.send(method, path, body, deadline) {
             Ok(r) => r,
             Err(e) => {
                 self.count("transport");
@@ -404,40 +423,66 @@ impl Hetzner {
                 return (Err(ApiError::Malformed { status, detail: format!("an unreadable body ({e})") }), reset_at)
             }
         };
-        let doc: Value = match serde_json::from_str(&text) {
-            Ok(v) => v,
-            Err(_) => {
-                let start: String = text.chars().take(40).collect();
-                let detail = format!("a body that is not JSON (starts with {start:?})");
-                return (Err(ApiError::Malformed { status, detail }), reset_at);
-            }
-        };
         if (200..300).contains(&status) {
-            return (Ok(doc), reset_at);
+            return (Ok(text), reset_at);
         }
-        let field = |key: &str| doc.pointer(&format!("/error/{key}")).and_then(Value::as_str).map(str::to_string);
-        let err = ApiError::Api {
-            status,
-            code: field("code").unwrap_or_else(|| format!("http_{status}")),
-            message: field("message").unwrap_or_default(),
-            correlation_id,
+        let err = match parse_answer::<ErrorAnswer>(&text, status) {
+            Ok(doc) => ApiError::Api {
+                status,
+                code: Some(doc.error.code).filter(|c| !c.is_empty()).unwrap_or_else(|| format!("http_{status}")),
+                message: doc.error.message,
+                correlation_id,
+            },
+            // JSON without an error object: still Hetzner's status.
+            Err(ApiError::Malformed { detail, .. }) if detail.starts_with("an unexpected document") => {
+                ApiError::Api { status, code: format!("http_{status}"), message: String::new(), correlation_id }
+            }
+            Err(e) => e,
         };
         (Err(err), reset_at)
     }
+
+    /// Send one request, with the time left before `deadline` (at most
+    /// `HETZNER_TIMEOUT`) as its timeout.
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        deadline: Instant,
+    ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+        let url = format!("{}{path}", self.base);
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+        let timeout = Some(left.min(self.timeout));
+        let auth = format!("Bearer {}", self.token.expose());
+        if method == "GET" {
+            let rq = self.agent.get(&url).config().timeout_global(timeout).build();
+            rq.header("Authorization", &auth).header("Accept", "application/json").call()
+        } else {
+            let rq = self.agent.post(&url).config().timeout_global(timeout).build();
+            rq.header("Authorization", &auth)
+                .header("Accept", "application/json")
+                .header("Content-Type", "application/json")
+                .send(body.map(Value::to_string).unwrap_or_default())
+        }
+    }
 }
 
-fn parse_zone(z: &Value) -> Result<Zone, ApiError> {
-    let id = z.get("id").and_then(Value::as_u64).ok_or_else(|| malformed("a zone without a numeric id"))?;
-    let name = z.get("name").and_then(Value::as_str).ok_or_else(|| malformed("a zone without a name"))?;
-    Ok(Zone { id, name: name.trim_end_matches('.').to_ascii_lowercase() })
+/// Read an answer body as `T`; a body that is not JSON, or JSON of another
+/// shape, is `Malformed` (with the start of the body, never more).
+fn parse_answer<T: DeserializeOwned>(text: &str, status: u16) -> Result<T, ApiError> {
+    serde_json::from_str::<T>(text).map_err(|e| {
+        if serde_json::from_str::<IgnoredAny>(text).is_ok() {
+            ApiError::Malformed { status, detail: format!("an unexpected document ({e})") }
+        } else {
+            let start: String = text.chars().take(40).collect();
+            ApiError::Malformed { status, detail: format!("a body that is not JSON (starts with {start:?})") }
+        }
+    })
 }
 
 fn malformed(detail: &str) -> ApiError {
     ApiError::Malformed { status: 200, detail: format!("an unexpected document ({detail})") }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
@@ -459,6 +504,27 @@ mod tests {
         assert!(!e.is_transient());
         let r = ApiError::Redirect { status: 301, location: "https://console.hetzner.com/".into() };
         assert!(r.to_string().contains("HETZNER_API_URL"));
+    }
+
+    #[test]
+    fn answers_are_read_as_typed_documents() {
+        let page: ZonesPage = parse_answer(
+            r#"{"zones":[{"id":7,"name":"Example.COM.","ttl":3600}],"meta":{"pagination":{"next_page":2}}}"#,
+            200,
+        )
+        .expect("zones");
+        assert_eq!(
+            page.zones.into_iter().map(Zone::from).collect::<Vec<_>>(),
+            vec![Zone { id: 7, name: "example.com".into() }]
+        );
+        let err = parse_answer::<ZonesPage>(r#"{"zone":{}}"#, 200).err().expect("wrong shape");
+        assert!(err.to_string().contains("an unexpected document (missing field `zones`"), "{err}");
+        let err = parse_answer::<ZonesPage>("<html>moved</html>", 200).err().expect("html");
+        assert!(err.to_string().contains("not JSON (starts with \"<html>moved</html>\")"), "{err}");
+        let action: OneAction =
+            parse_answer(r#"{"action":{"id":3,"status":"error","error":{"code":"x","message":"y"}}}"#, 200)
+                .expect("action");
+        assert_eq!((action.action.id, action.action.error.map(|e| e.code)), (3, Some("x".into())));
     }
 
     #[test]

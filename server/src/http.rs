@@ -16,8 +16,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::handlers::{self, Reply, Req, MAX_BODY};
-use crate::App;
+use crate::app::App;
+use crate::handlers::{self, MAX_BODY};
+use crate::message::{LogContext, Reply, Req};
 
 /// Longest request line (method, target, version); longer gets 414.
 pub const MAX_REQUEST_LINE: usize = 8 * 1024;
@@ -60,20 +61,34 @@ impl Listener {
     pub fn in_flight(&self) -> usize {
         self.server.num_busy()
     }
+
+    /// Is the accept thread still running? (It ends only at shutdown or
+    /// if it panicked.)
+    pub fn accepting(&self) -> bool {
+        self.server.accepting()
+    }
+}
+
+/// Run `handler` with panics caught: a panic becomes a 500 (and one log
+/// line with the request), not a dead connection thread.
+fn answer(req: &Req, handler: impl FnOnce(&Req, &mut LogContext) -> Reply) -> (Reply, LogContext) {
+    let mut context = LogContext::default();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(req, &mut context)));
+    let reply = caught.unwrap_or_else(|_| Reply::text(500, "internal error"));
+    (reply, context)
 }
 
 fn serve(app: &App, mut rq: tiny_http::Request) {
     let started = Instant::now();
     let req = copy_request(&mut rq);
-    let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handlers::handle(app, &req)))
-        .unwrap_or_else(|_| Reply::text(500, "internal error"));
+    let (reply, context) = answer(&req, |req, context| handlers::handle(app, req, context));
     let line = format!(
         "{} {} {} {}ms host={} agent=\"{}\"",
         Escaped(&req.method, 16),
         Escaped(&req.path, 100),
         reply.status,
         started.elapsed().as_millis(),
-        Escaped(reply.host.as_deref().unwrap_or("-"), 200),
+        Escaped(context.host.as_deref().unwrap_or("-"), 200),
         Escaped(req.header("user-agent").unwrap_or("-"), 80),
     );
     if reply.status >= 500 {
@@ -138,7 +153,20 @@ impl std::fmt::Display for Escaped<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::Escaped;
+    use super::*;
+
+    #[test]
+    fn a_panicking_handler_answers_500_and_keeps_its_log_context() {
+        let req = Req { method: "GET".into(), path: "/x".into(), ..Req::default() };
+        let (reply, context) = answer(&req, |_, context| {
+            context.host = Some("home.example.com".into());
+            panic!("a bug in a handler")
+        });
+        assert_eq!((reply.status, reply.body.as_str()), (500, "internal error"));
+        assert_eq!(context.host.as_deref(), Some("home.example.com"));
+        let (reply, _) = answer(&req, |_, _| Reply::text(200, "ok"));
+        assert_eq!(reply.status, 200);
+    }
 
     #[test]
     fn client_text_cannot_break_a_log_line() {

@@ -4,13 +4,15 @@
 //! destroys anything in it: comments, blank lines, malformed lines and keys
 //! of hosts that are no longer registered are kept byte for byte, and new
 //! keys are only ever appended. Keys are 32 bytes from the OS CSPRNG
-//! (`getrandom`) in URL-safe base64 without padding (43 characters), and are
-//! compared in constant time.
+//! (`getrandom`) in URL-safe base64 without padding (43 characters); `app`
+//! compares them in constant time.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
 
 use crate::atomic;
 use crate::fqdn;
@@ -95,6 +97,29 @@ impl KeyFile {
         self.keys.get(fqdn).map(String::as_str)
     }
 
+    /// What differs in `newer`, by host name (never a key), e.g.
+    /// `revoked a.example.com; rotated b.example.com`.
+    pub fn changes_to(&self, newer: &KeyFile) -> String {
+        let names = |pick: &dyn Fn(&str) -> bool, keys: &HashMap<String, String>| {
+            let mut v: Vec<&str> = keys.keys().map(String::as_str).filter(|h| pick(h)).collect();
+            v.sort_unstable();
+            v.join(", ")
+        };
+        let revoked = names(&|h| newer.get(h).is_none(), &self.keys);
+        let added = names(&|h| self.get(h).is_none(), &newer.keys);
+        let rotated = names(&|h| newer.get(h).is_some_and(|new| self.get(h) != Some(new)), &self.keys);
+        let parts: Vec<String> = [("revoked", revoked), ("added", added), ("rotated", rotated)]
+            .into_iter()
+            .filter(|(_, list)| !list.is_empty())
+            .map(|(what, list)| format!("{what} {list}"))
+            .collect();
+        if parts.is_empty() {
+            "no key changed".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+
     /// Hosts that have a key but are not in `registered`.
     pub fn unregistered<'a>(&'a self, registered: &[String]) -> Vec<&'a str> {
         let mut hosts: Vec<&str> = self.keys.keys().filter(|h| !registered.contains(h)).map(String::as_str).collect();
@@ -142,70 +167,7 @@ impl KeyFile {
 pub fn new_key() -> io::Result<String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| io::Error::other(format!("the OS random source failed: {e}")))?;
-    Ok(base64_url(&bytes))
-}
-
-/// URL-safe base64 without padding (RFC 4648 §5).
-pub fn base64_url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    encode_base64(bytes, ALPHABET)
-}
-
-/// Standard base64 with padding (RFC 4648 §4), as `Authorization: Basic` uses.
-pub fn base64_std(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = encode_base64(bytes, ALPHABET);
-    while !out.len().is_multiple_of(4) {
-        out.push('=');
-    }
-    out
-}
-
-fn encode_base64(bytes: &[u8], alphabet: &[u8; 64]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        let sextets = chunk.len() + 1;
-        for i in 0..sextets {
-            out.push(alphabet[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
-/// Standard base64 decoding (for `Authorization: Basic`), padding optional.
-pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for &c in text.trim_end_matches('=').as_bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
-}
-
-/// Compare two secrets without an early exit on the first differing byte.
-/// The length is not hidden (keys have a fixed, public length).
-pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 #[cfg(test)]
@@ -245,30 +207,19 @@ mod tests {
     }
 
     #[test]
+    fn changes_name_hosts_never_keys() {
+        let old = KeyFile::parse("a.example.com k1\nb.example.com k2\nc.example.com k3\n");
+        let new = KeyFile::parse("b.example.com k2\nc.example.com k9\nd.example.com k4\n");
+        assert_eq!(old.changes_to(&new), "revoked a.example.com; added d.example.com; rotated c.example.com");
+        assert_eq!(new.changes_to(&new), "no key changed");
+    }
+
+    #[test]
     fn keys_are_random_url_safe_and_43_characters() {
         let a = new_key().expect("random");
         let b = new_key().expect("random");
         assert_ne!(a, b);
         assert_eq!(a.len(), 43);
         assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
-    }
-
-    #[test]
-    fn base64_round_trips() {
-        assert_eq!(base64_url(b"\xfb\xff\xfe"), "-__-");
-        assert_eq!(base64_url(b"ab"), "YWI");
-        assert_eq!(base64_std(b"ab"), "YWI=");
-        assert_eq!(base64_std(b"home:k"), "aG9tZTpr");
-        assert_eq!(base64_decode("dXNlcjpwYXNz").as_deref(), Some(&b"user:pass"[..]));
-        assert_eq!(base64_decode("YWI=").as_deref(), Some(&b"ab"[..]));
-        assert_eq!(base64_decode("a*b"), None);
-    }
-
-    #[test]
-    fn constant_time_compare() {
-        assert!(ct_eq(b"abc", b"abc"));
-        assert!(!ct_eq(b"abc", b"abd"));
-        assert!(!ct_eq(b"abc", b"ab"));
-        assert!(!ct_eq(b"", b"a"));
     }
 }

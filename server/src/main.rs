@@ -53,29 +53,50 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: Config) -> ExitCode {
+    use dyndns_server::{Event, Server};
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     // Installed before start so a signal during start-up is not lost. The
     // server may be PID 1 in a scratch container, where SIGTERM and SIGINT
-    // are ignored unless handled.
+    // are ignored unless handled; SIGHUP would otherwise end the process.
     let (tx, rx) = std::sync::mpsc::channel();
-    match signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT]) {
+    let signal_tx = tx.clone();
+    match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(mut signals) => {
             std::thread::spawn(move || {
-                if let Some(signal) = signals.forever().next() {
-                    let _ = tx.send(signal);
+                for signal in signals.forever() {
+                    let event = match signal {
+                        SIGHUP => Event::Reload,
+                        SIGINT => Event::Stop("SIGINT".into()),
+                        _ => Event::Stop("SIGTERM".into()),
+                    };
+                    if signal_tx.send(event).is_err() {
+                        break;
+                    }
                 }
             });
         }
         Err(e) => log::warn!("cannot install the signal handler ({e}); SIGTERM will not shut down cleanly"),
     }
-    let running = match dyndns_server::start(config) {
-        Ok(r) => r,
+    let server = match Server::start_with_events(config, tx, rx) {
+        Ok(s) => s,
         Err(e) => return fatal(&e),
     };
-    let signal = rx.recv().unwrap_or(signal_hook::consts::SIGTERM);
-    log::info!("signal {signal}: shutting down");
-    running.shutdown();
+    let status = loop {
+        match server.next_event() {
+            Event::Reload => server.app.reload_keys(),
+            Event::Stop(cause) => {
+                log::info!("{cause}: shutting down");
+                break ExitCode::SUCCESS;
+            }
+            Event::Failed(why) => {
+                log::error!("{why}; shutting down");
+                break ExitCode::from(1);
+            }
+        }
+    };
+    server.shutdown();
     log::info!("stopped");
-    ExitCode::SUCCESS
+    status
 }
 
 fn print_keys(config: &Config) -> ExitCode {

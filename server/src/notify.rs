@@ -6,16 +6,18 @@
 //! dropped and logged; when ntfy is down a message is tried three times
 //! (0 s, 1 s, 3 s) and then dropped. The same failure of the same host is
 //! announced at most once per `NOTIFY_REPEAT_INTERVAL`, so a revoked token
-//! does not flood the phone.
+//! does not flood the phone. At shutdown the queue is delivered before the
+//! thread ends, within a bounded wait (`close`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+
 use crate::config::{Config, Ntfy, NtfyAuth};
-use crate::keys;
 
 /// Messages waiting for the notifier thread.
 const QUEUE: usize = 64;
@@ -33,7 +35,10 @@ pub struct Message {
 }
 
 pub struct Notifier {
-    tx: Option<SyncSender<Message>>,
+    /// The queue; `None` when ntfy is not configured or after `close`.
+    tx: Mutex<Option<SyncSender<Message>>>,
+    /// Signalled by the notifier thread when it has delivered everything.
+    done: Mutex<Option<Receiver<()>>>,
     repeat: Duration,
     last_sent: Mutex<HashMap<String, Instant>>,
     /// Messages that could not be delivered (queue full or ntfy failing).
@@ -44,21 +49,45 @@ impl Notifier {
     /// Start the notifier thread when ntfy is configured.
     pub fn start(config: &Config) -> Notifier {
         let failures = Arc::new(AtomicU64::new(0));
+        let (done_tx, done_rx) = mpsc::channel();
         let tx = config.ntfy.clone().and_then(|ntfy| {
             let (tx, rx) = mpsc::sync_channel(QUEUE);
             let failures = Arc::clone(&failures);
             std::thread::Builder::new()
                 .name("notifier".into())
-                .spawn(move || deliver_all(&ntfy, &rx, &failures))
+                .spawn(move || {
+                    deliver_all(&ntfy, &rx, &failures);
+                    let _ = done_tx.send(());
+                })
                 .map_err(|e| log::error!("cannot start the notifier thread: {e}"))
                 .ok()
                 .map(|_| tx)
         });
-        Notifier { tx, repeat: config.notify_repeat_interval, last_sent: Mutex::new(HashMap::new()), failures }
+        let done = tx.as_ref().map(|_| done_rx);
+        Notifier {
+            tx: Mutex::new(tx),
+            done: Mutex::new(done),
+            repeat: config.notify_repeat_interval,
+            last_sent: Mutex::new(HashMap::new()),
+            failures,
+        }
     }
 
-    pub fn enabled(&self) -> bool {
-        self.tx.is_some()
+    fn enabled(&self) -> bool {
+        lock(&self.tx).is_some()
+    }
+
+    /// Stop taking messages and wait up to `grace` for the queued ones to
+    /// be delivered. Later `send`s are dropped.
+    pub fn close(&self, grace: Duration) {
+        drop(lock(&self.tx).take());
+        let Some(done) = lock(&self.done).take() else { return };
+        if done.recv_timeout(grace).is_err() {
+            log::warn!(
+                "ntfy: queued notifications were still being delivered after {}s; stopping anyway",
+                grace.as_secs()
+            );
+        }
     }
 
     pub fn failures(&self) -> u64 {
@@ -67,7 +96,8 @@ impl Notifier {
 
     /// Queue a message; never blocks.
     pub fn send(&self, message: Message) {
-        let Some(tx) = &self.tx else { return };
+        let tx = lock(&self.tx);
+        let Some(tx) = tx.as_ref() else { return };
         match tx.try_send(message) {
             Ok(()) => {}
             Err(TrySendError::Full(m)) => {
@@ -83,11 +113,11 @@ impl Notifier {
     /// Queue a message unless the same `key` was sent within
     /// `NOTIFY_REPEAT_INTERVAL`.
     pub fn send_once(&self, key: &str, message: Message) {
-        if self.tx.is_none() {
+        if !self.enabled() {
             return;
         }
         {
-            let mut last = self.last_sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut last = lock(&self.last_sent);
             if last.get(key).is_some_and(|at| at.elapsed() < self.repeat) {
                 log::debug!("ntfy: not repeating {key}");
                 return;
@@ -99,9 +129,15 @@ impl Notifier {
 
     /// Forget `key`, so its next failure is announced again (after recovery).
     pub fn clear(&self, key_prefix: &str) {
-        let mut last = self.last_sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut last = lock(&self.last_sent);
         last.retain(|k, _| !k.starts_with(key_prefix));
     }
+}
+
+/// Every critical section here is one map or option operation, so a panic
+/// elsewhere cannot leave half a change: poisoning is ignored.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn deliver_all(ntfy: &Ntfy, rx: &Receiver<Message>, failures: &AtomicU64) {
@@ -141,7 +177,10 @@ fn post(agent: &ureq::Agent, ntfy: &Ntfy, m: &Message) -> Result<(), String> {
         NtfyAuth::None => rq,
         NtfyAuth::Basic { username, password } => rq.header(
             "Authorization",
-            format!("Basic {}", keys::base64_std(format!("{username}:{}", password.expose()).as_bytes())),
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{}", password.expose()))
+            ),
         ),
         NtfyAuth::Token(t) => rq.header("Authorization", format!("Bearer {}", t.expose())),
     };

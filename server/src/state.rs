@@ -1,7 +1,7 @@
 //! The state file: per host and record type the last address Hetzner
 //! confirmed (and when), plus the host book (last report, lost, last
 //! error). It lets a restarted server answer unchanged addresses without
-//! extra API calls and lets the monitor remember who was online.
+//! extra API calls and lets the host book remember who was online.
 //!
 //! Written atomically (see `atomic`). A file that cannot be read or parsed
 //! is moved aside (`….corrupt-<unix time>`) with a warning and the server
@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::atomic;
-use crate::monitor::{unix_now, HostState};
+use crate::hostbook::HostState;
+use crate::time::unix_now;
 
 pub const VERSION: u32 = 1;
 

@@ -25,7 +25,9 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::fqdn;
-use crate::hetzner::{ApiError, Hetzner, RecordType, Zone};
+use crate::hetzner::{ApiError, Hetzner, Zone};
+use crate::net::RecordType;
+use crate::time::unix_now;
 
 /// What an update did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,7 +288,7 @@ impl Updater {
         let mut cache = lock(&self.cache);
         match &result {
             Ok(_) => {
-                cache.insert(key, Confirmed { ip, at: Some(Instant::now()), unix: crate::monitor::unix_now() });
+                cache.insert(key, Confirmed { ip, at: Some(Instant::now()), unix: unix_now() });
             }
             Err(_) => {
                 cache.remove(&key);
@@ -356,7 +358,7 @@ impl Updater {
     /// Load confirmations from the state file. Those younger than
     /// `REQUEST_CACHE_TTL` stay fresh; older ones mark the record as known.
     pub fn import(&self, host: &str, rtype: RecordType, ip: IpAddr, unix: u64) {
-        let age = Duration::from_secs(crate::monitor::unix_now().saturating_sub(unix));
+        let age = Duration::from_secs(unix_now().saturating_sub(unix));
         let at = (age < self.request_cache_ttl).then(|| Instant::now().checked_sub(age)).flatten();
         lock(&self.cache).insert((host.to_string(), rtype), Confirmed { ip, at, unix });
     }

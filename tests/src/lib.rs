@@ -13,7 +13,7 @@ pub use fake_hetzner::{FakeHetzner, Fault, TOKEN};
 pub use fake_ntfy::{FakeNtfy, NtfyMessage};
 
 use dyndns_server::config::Config;
-use dyndns_server::Running;
+use dyndns_server::Server;
 
 /// A fresh, empty directory under the system temp dir.
 pub fn scratch_dir(tag: &str) -> PathBuf {
@@ -76,14 +76,14 @@ impl Setup {
         if std::env::var_os("E2E_LOG").is_some() {
             let _ = dyndns_server::logging::init(&self.config(), false);
         }
-        let running = dyndns_server::start(self.config()).expect("server starts");
+        let running = Server::start(self.config()).expect("server starts");
         TestServer { base: format!("http://{}", running.addr()), running: Some(running), dir: self.dir }
     }
 }
 
 /// A running server; stopped on drop.
 pub struct TestServer {
-    running: Option<Running>,
+    running: Option<Server>,
     pub base: String,
     pub dir: PathBuf,
 }
@@ -132,7 +132,7 @@ impl TestServer {
         self.dir.clone()
     }
 
-    pub fn running(&self) -> &Running {
+    pub fn running(&self) -> &Server {
         self.running.as_ref().expect("running")
     }
 
@@ -159,7 +159,8 @@ impl TestServer {
 
 /// `Basic …` header value.
 pub fn basic(user: &str, pass: &str) -> String {
-    format!("Basic {}", dyndns_server::keys::base64_std(format!("{user}:{pass}").as_bytes()))
+    use base64::Engine as _;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
 }
 
 /// One HTTP request on a new connection; status errors are answers. The

@@ -102,9 +102,11 @@ fn json_update_takes_the_address_from_proxy_headers_or_the_connection() {
     let r = server.request(
         "POST",
         "/update",
-        &[("X-Pre-Shared-Key", &key), ("X-Forwarded-For", "203.0.113.5, 10.0.0.1")],
+        &[("X-Pre-Shared-Key", &key), ("X-Forwarded-For", "198.51.100.66, 203.0.113.5, 127.0.0.1")],
         Some(body),
     );
+    // From the right: our proxy (loopback) appended what it saw; the entry
+    // left of it is the client; what the client wrote itself is ignored.
     assert_eq!(r.json()["ip"], "203.0.113.5");
     let r = server.request("POST", "/update", &[("X-Pre-Shared-Key", &key), ("X-Real-Ip", "203.0.113.6")], Some(body));
     assert_eq!(r.json()["ip"], "203.0.113.6");

@@ -138,6 +138,9 @@ pub struct Server {
 
     // patch 5: every open connection
     connections: Arc<limits::Connections>,
+
+    // patch 5: the accept thread, to tell whether it still runs
+    accept_thread: thread::JoinHandle<()>,
 }
 
 enum Message {
@@ -253,7 +256,7 @@ impl Server {
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
         let inside_connections = connections.clone();
-        thread::Builder::new()
+        let accept_thread = thread::Builder::new()
             .name("http-accept".into())
             .spawn(move || {
                 accept_loop(
@@ -271,7 +274,14 @@ impl Server {
             close: close_trigger,
             listening_addr: local_addr,
             connections,
+            accept_thread,
         })
+    }
+
+    /// patch 5: is the accept thread still running? It ends only when the
+    /// server closes, or if it panicked.
+    pub fn accepting(&self) -> bool {
+        !self.accept_thread.is_finished()
     }
 
     /// patch 5: open connections.

@@ -1,39 +1,20 @@
 //! `GET /status` (JSON, or a small HTML page for browsers) and
-//! `GET /metrics` (Prometheus text format), plus the request counters they
-//! show. Both need the admin credentials; without configured admin
-//! credentials `/status` answers 404, and `/metrics` too unless
+//! `GET /metrics` (Prometheus text format), drawn from the app's counters
+//! and host book. Both need the admin credentials; without configured
+//! admin credentials `/status` answers 404, and `/metrics` too unless
 //! `METRICS_PUBLIC=1`. Neither ever shows a key.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
-use crate::handlers::{Reply, Req};
-use crate::hetzner::RecordType;
-use crate::monitor::{human, unix_now};
-use crate::App;
-
-/// Request counters by endpoint and result.
-#[derive(Default)]
-pub struct Metrics {
-    requests: Mutex<BTreeMap<(&'static str, String), u64>>,
-}
-
-impl Metrics {
-    pub fn count(&self, endpoint: &'static str, result: &str) {
-        let mut map = self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *map.entry((endpoint, result.to_string())).or_insert(0) += 1;
-    }
-
-    fn snapshot(&self) -> BTreeMap<(&'static str, String), u64> {
-        self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
-    }
-}
+use crate::app::App;
+use crate::message::{Reply, Req};
+use crate::net::RecordType;
+use crate::time::{duration_text, unix_now};
 
 /// Is the request allowed to see `/status` (or `/metrics`)? `Err` is the answer.
-fn guard(app: &App, req: &Req, public: bool) -> Result<(), Reply> {
+fn require_admin(app: &App, req: &Req, public: bool) -> Result<(), Reply> {
     if public {
         return Ok(());
     }
@@ -56,7 +37,7 @@ struct HostRow {
     last_error: Option<String>,
 }
 
-fn rows(app: &App) -> Vec<HostRow> {
+fn host_rows(app: &App) -> Vec<HostRow> {
     app.hosts
         .snapshot()
         .into_iter()
@@ -78,11 +59,11 @@ fn rows(app: &App) -> Vec<HostRow> {
 }
 
 pub fn status(app: &App, req: &Req) -> Reply {
-    if let Err(reply) = guard(app, req, false) {
+    if let Err(reply) = require_admin(app, req, false) {
         return reply;
     }
     let now = unix_now();
-    let rows = rows(app);
+    let rows = host_rows(app);
     if req.header("accept").is_some_and(|a| a.contains("text/html")) {
         return Reply { content_type: "text/html; charset=utf-8", ..Reply::text(200, html(app, &rows, now)) };
     }
@@ -90,7 +71,7 @@ pub fn status(app: &App, req: &Req) -> Reply {
         .iter()
         .map(|r| {
             json!({"fqdn": r.fqdn, "a": r.a, "aaaa": r.aaaa, "state": r.state, "last_seen": r.last_seen,
-                   "last_seen_ago": r.last_seen.map(|t| human(now.saturating_sub(t))), "last_error": r.last_error})
+                   "last_seen_ago": r.last_seen.map(|t| duration_text(now.saturating_sub(t))), "last_error": r.last_error})
         })
         .collect();
     let doc = json!({
@@ -103,7 +84,7 @@ pub fn status(app: &App, req: &Req) -> Reply {
     Reply { content_type: "application/json", ..Reply::text(200, doc.to_string()) }
 }
 
-fn esc(s: &str) -> String {
+fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
@@ -117,20 +98,20 @@ fn html(app: &App, rows: &[HostRow], now: u64) -> String {
         out,
         "<h1>dyndns-server {}</h1><p>up {}{}</p><table><tr><th>host</th><th>A</th><th>AAAA</th><th>last report</th><th>state</th><th>last error</th></tr>",
         env!("CARGO_PKG_VERSION"),
-        human(app.started.elapsed().as_secs()),
+        duration_text(app.started.elapsed().as_secs()),
         if app.config.dry_run { " — dry run" } else { "" }
     );
     for r in rows {
         let _ = write!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
-            esc(&r.fqdn),
-            esc(r.a.as_deref().unwrap_or("–")),
-            esc(r.aaaa.as_deref().unwrap_or("–")),
-            r.last_seen.map_or("never".into(), |t| format!("{} ago", human(now.saturating_sub(t)))),
+            html_escape(&r.fqdn),
+            html_escape(r.a.as_deref().unwrap_or("–")),
+            html_escape(r.aaaa.as_deref().unwrap_or("–")),
+            r.last_seen.map_or("never".into(), |t| format!("{} ago", duration_text(now.saturating_sub(t)))),
             r.state.replace(' ', "-"),
             r.state,
-            esc(r.last_error.as_deref().unwrap_or("")),
+            html_escape(r.last_error.as_deref().unwrap_or("")),
         );
     }
     out.push_str("</table></body></html>\n");
@@ -138,16 +119,16 @@ fn html(app: &App, rows: &[HostRow], now: u64) -> String {
 }
 
 pub fn metrics(app: &App, req: &Req) -> Reply {
-    if let Err(reply) = guard(app, req, app.config.metrics_public) {
+    if let Err(reply) = require_admin(app, req, app.config.metrics_public) {
         return reply;
     }
     let mut out = String::new();
     out.push_str("# HELP dyndns_update_requests_total Update requests by endpoint and result.\n# TYPE dyndns_update_requests_total counter\n");
-    for ((endpoint, result), n) in app.metrics.snapshot() {
+    for ((endpoint, result), n) in app.counters.snapshot() {
         let _ = writeln!(
             out,
             "dyndns_update_requests_total{{endpoint=\"{endpoint}\",result=\"{}\"}} {n}",
-            esc_label(&result)
+            label_escape(result)
         );
     }
     if let Some(h) = app.updater.hetzner() {
@@ -160,7 +141,7 @@ pub fn metrics(app: &App, req: &Req) -> Reply {
             let _ = writeln!(out, "dyndns_hetzner_rate_limit_remaining {n}");
         }
     }
-    let rows = rows(app);
+    let rows = host_rows(app);
     out.push_str("# HELP dyndns_hosts Registered hosts by state.\n# TYPE dyndns_hosts gauge\n");
     for state in ["online", "lost", "never seen"] {
         let n = rows.iter().filter(|r| r.state == state).count();
@@ -171,6 +152,6 @@ pub fn metrics(app: &App, req: &Req) -> Reply {
     Reply { content_type: "text/plain; version=0.0.4; charset=utf-8", ..Reply::text(200, out) }
 }
 
-fn esc_label(s: &str) -> String {
+fn label_escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }

@@ -1,6 +1,5 @@
 //! What the server knows about each registered host besides its records:
-//! when it last reported, whether it is lost, its last error; and the
-//! housekeeping thread that notices lost hosts and flushes the state file.
+//! when it last reported, whether it is lost, its last error.
 //!
 //! A host is lost when it has not reported for `LOST_CONNECTION_TIMEOUT`,
 //! counted from its last report or from the server's start, whichever is
@@ -11,19 +10,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
-use crate::notify::{self, Message};
-use crate::App;
+use crate::time::unix_now;
 
-/// The state file is written at most this often (and at shutdown).
-pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
-
+/// One host's entry, as the state file keeps it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostState {
     /// Unix seconds of the last authenticated report.
@@ -37,14 +30,14 @@ pub struct HostState {
     pub last_error_at: Option<u64>,
 }
 
+/// Every registered host's entry; shared by all request threads.
 pub struct HostBook {
     hosts: Mutex<HashMap<String, HostState>>,
+    /// When the server started (Unix seconds): nobody is lost for the
+    /// server's own downtime.
     started: u64,
+    /// Changed since the state file was last written.
     dirty: AtomicBool,
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl HostBook {
@@ -62,7 +55,7 @@ impl HostBook {
 
     /// Record an authenticated report. Returns the outage length when the
     /// host was lost.
-    pub fn seen(&self, host: &str) -> Option<u64> {
+    pub fn record_report(&self, host: &str) -> Option<u64> {
         let now = unix_now();
         let mut hosts = self.lock();
         let state = hosts.get_mut(host)?;
@@ -120,51 +113,6 @@ impl HostBook {
     }
 }
 
-/// `3h 12m`, `45s`.
-pub fn human(secs: u64) -> String {
-    match secs {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m {}s", s / 60, s % 60),
-        s if s < 86_400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
-        s => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
-    }
-}
-
-/// Check for lost hosts every `CONNECTION_CHECK_INTERVAL` and flush the
-/// state file when something changed, until `stop` fires; then flush once more.
-pub fn spawn_housekeeping(app: Arc<App>, stop: Receiver<()>) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new().name("housekeeping".into()).spawn(move || {
-        let check_every = app.config.connection_check_interval;
-        let tick = check_every.min(FLUSH_EVERY);
-        let mut next_check = Instant::now() + check_every;
-        while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(tick) {
-            if Instant::now() >= next_check {
-                next_check = Instant::now() + check_every;
-                check_lost(&app);
-            }
-            app.save_state_if_dirty();
-        }
-        app.save_state_if_dirty();
-    })
-}
-
-fn check_lost(app: &App) {
-    let timeout = app.config.lost_connection_timeout.as_secs();
-    for (host, silent) in app.hosts.find_lost(unix_now(), timeout) {
-        log::error!("{host} has not reported for {}; it may be offline", human(silent));
-        app.notifier.send(Message {
-            title: format!("{host} is offline"),
-            body: format!(
-                "{host} has not reported for {} (LOST_CONNECTION_TIMEOUT is {}).",
-                human(silent),
-                human(timeout)
-            ),
-            priority: notify::HIGH,
-            tags: "rotating_light",
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,16 +122,16 @@ mod tests {
         let book = HostBook::new(&["a.example.com".into(), "b.example.com".into()], HashMap::new());
         let start = book.started;
         assert!(book.find_lost(start + 5, 10).is_empty());
-        book.seen("a.example.com");
+        book.record_report("a.example.com");
         assert!(book.find_lost(start + 5, 10).is_empty());
         let lost = book.find_lost(start + 20, 10);
         // b never reported since the start; both are silent for 20 s.
         let names: Vec<&str> = lost.iter().map(|l| l.0.as_str()).collect();
         assert_eq!(names, vec!["a.example.com", "b.example.com"]);
         assert!(book.find_lost(start + 30, 10).is_empty(), "announced once per outage");
-        assert!(book.seen("b.example.com").is_some(), "back online with an outage length");
-        assert_eq!(book.seen("b.example.com"), None);
-        assert_eq!(book.seen("unknown.example.com"), None);
+        assert!(book.record_report("b.example.com").is_some(), "back online with an outage length");
+        assert_eq!(book.record_report("b.example.com"), None);
+        assert_eq!(book.record_report("unknown.example.com"), None);
     }
 
     #[test]
@@ -193,12 +141,5 @@ mod tests {
         let book = HostBook::new(&["a.example.com".into()], loaded);
         assert!(book.find_lost(book.started + 5, 10).is_empty());
         assert_eq!(book.find_lost(book.started + 10, 10).len(), 1);
-    }
-
-    #[test]
-    fn durations_read_well() {
-        assert_eq!(human(42), "42s");
-        assert_eq!(human(3 * 3600 + 12 * 60), "3h 12m");
-        assert_eq!(human(2 * 86_400 + 3600), "2d 1h");
     }
 }

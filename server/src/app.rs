@@ -1,0 +1,303 @@
+//! The shared state of a running server (`App`) and what the endpoints do
+//! with it: decide who may act for which host, record reports, set
+//! addresses and say so (log, host book, notifications), count requests,
+//! notice lost hosts and keep the state file.
+//!
+//! Every request thread holds an `Arc<App>`; each part guards its own data
+//! (see `updater`, `hostbook`, `limiter`, `notify`), so no lock here spans
+//! another part's work or any network I/O.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use subtle::ConstantTimeEq as _;
+
+use crate::config::Config;
+use crate::hetzner::Hetzner;
+use crate::hostbook::HostBook;
+use crate::keys::KeyFile;
+use crate::limiter::{self, Limiter};
+use crate::message::Req;
+use crate::net::RecordType;
+use crate::notify::{self, Message, Notifier};
+use crate::state;
+use crate::time::{duration_text, unix_now};
+use crate::updater::{Backend, Outcome, UpdateError, Updater, WriteLimit};
+
+/// Compared against when a host has no key, so an unknown host costs the
+/// same time as a wrong key: as long as a real key (43 characters).
+const NO_KEY: &str = "no-key-no-key-no-key-no-key-no-key-no-key-x";
+
+/// State shared by all request threads.
+pub struct App {
+    pub config: Config,
+    /// Replaced whole on reload (`SIGHUP`); readers never see half a file.
+    keys: RwLock<KeyFile>,
+    pub updater: Updater,
+    pub hosts: HostBook,
+    pub notifier: Notifier,
+    pub counters: Counters,
+    limiter: Limiter,
+    pub started: Instant,
+}
+
+impl App {
+    /// Everything a running server shares, with the state file loaded.
+    pub fn new(config: Config, keys: KeyFile, notifier: Notifier) -> App {
+        let backend = match (&config.token, config.dry_run) {
+            (Some(token), false) => {
+                Backend::Hetzner(Hetzner::new(&config.api_url, token.clone(), config.hetzner_timeout))
+            }
+            _ => Backend::DryRun,
+        };
+        let write_limit = WriteLimit { burst: config.host_write_burst, per_hour: config.host_writes_per_hour };
+        let updater = Updater::new(
+            backend,
+            &config.registered,
+            config.record_ttl,
+            config.request_cache_ttl,
+            config.zone_cache_ttl,
+            write_limit,
+        );
+        let (saved, warning) = state::load(&config.state_file);
+        if let Some(w) = warning {
+            log::warn!("{w}");
+            notifier.send(Message {
+                title: "dyndns: state file reset".into(),
+                body: w,
+                priority: notify::DEFAULT,
+                tags: "warning",
+            });
+        }
+        let (host_states, records) = state::split(saved);
+        for (host, rtype, c) in records {
+            let Some(rtype) = RecordType::parse(&rtype) else { continue };
+            if config.registered.contains(&host) && RecordType::of(c.ip) == rtype {
+                updater.import(&host, rtype, c.ip, c.confirmed);
+            }
+        }
+        let hosts = HostBook::new(&config.registered, host_states);
+        App {
+            config,
+            keys: RwLock::new(keys),
+            updater,
+            hosts,
+            notifier,
+            counters: Counters::default(),
+            limiter: Limiter::default(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Does `presented` equal the key of `host`? Constant time, and the same
+    /// work for a host without a key.
+    pub fn key_ok(&self, host: &str, presented: &str) -> bool {
+        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
+        let key = keys.get(host);
+        let same = key.unwrap_or(NO_KEY).as_bytes().ct_eq(presented.as_bytes());
+        bool::from(same) && key.is_some()
+    }
+
+    /// Read the key file again (`SIGHUP`): a deleted line revokes that key
+    /// and a changed one rotates it, at once. Registered names still come
+    /// from the environment, and no key is generated here (a revoked host
+    /// stays without one). Logs which hosts changed, never a key; a file
+    /// that cannot be read leaves the keys in use unchanged.
+    pub fn reload_keys(&self) {
+        let path = &self.config.key_file;
+        let fresh = match KeyFile::load(path) {
+            Ok(f) => f,
+            Err(e) => {
+                log::error!("SIGHUP: {e}; keeping the keys in use");
+                return;
+            }
+        };
+        for w in &fresh.warnings {
+            log::warn!("{}: {w}", path.display());
+        }
+        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        let change = keys.changes_to(&fresh);
+        *keys = fresh;
+        drop(keys);
+        log::info!("SIGHUP: reloaded {}: {change}", path.display());
+        for host in self.config.registered.iter().filter(|h| !self.has_key(h)) {
+            log::warn!("{host} is registered but has no key now; it cannot update until a key is added");
+        }
+        self.save_state_if_dirty();
+    }
+
+    fn has_key(&self, host: &str) -> bool {
+        self.keys.read().unwrap_or_else(PoisonError::into_inner).get(host).is_some()
+    }
+
+    /// Are these the admin credentials? Both parts are always compared, so
+    /// timing does not tell which one was wrong.
+    pub fn admin_ok(&self, user: &str, pass: &str) -> bool {
+        self.config.admin.as_ref().is_some_and(|a| {
+            let user_ok = a.username.as_bytes().ct_eq(user.as_bytes());
+            let pass_ok = a.password.expose().as_bytes().ct_eq(pass.as_bytes());
+            bool::from(user_ok & pass_ok)
+        })
+    }
+
+    /// The caller's address (see `Req::client_ip`).
+    pub fn client_ip(&self, req: &Req) -> Option<IpAddr> {
+        req.client_ip(&self.config.trusted_proxies)
+    }
+
+    /// Seconds a source that failed to authenticate too often is still refused.
+    pub fn refused(&self, source: Option<IpAddr>) -> Option<u64> {
+        self.limiter.blocked(source?).map(|d| d.as_secs().max(1))
+    }
+
+    /// Count the outcome of an authentication attempt.
+    pub fn auth_result(&self, source: Option<IpAddr>, ok: bool) {
+        let Some(source) = source else { return };
+        if ok {
+            self.limiter.succeeded(source);
+        } else if self.limiter.failed(source) {
+            log::warn!(
+                "{source}: {} failed authentications within {}s; refused for {}s",
+                limiter::MAX_FAILURES,
+                limiter::WINDOW.as_secs(),
+                limiter::BLOCK.as_secs()
+            );
+        }
+    }
+
+    pub fn registered(&self, host: &str) -> bool {
+        self.config.registered.binary_search_by(|h| h.as_str().cmp(host)).is_ok()
+    }
+
+    /// An authenticated report: the host is alive. Announces the end of an outage.
+    pub fn host_reported(&self, host: &str) {
+        if let Some(outage) = self.hosts.record_report(host) {
+            log::info!("{host} is back online after {}", duration_text(outage));
+            self.notifier.send(Message {
+                title: format!("{host} is back online"),
+                body: format!("{host} reported again after {} of silence.", duration_text(outage)),
+                priority: notify::DEFAULT,
+                tags: "white_check_mark",
+            });
+        }
+    }
+
+    /// Set one record and take note: host book, log, notifications.
+    pub fn set_address(&self, host: &str, ip: IpAddr, deadline: Instant) -> Result<Outcome, UpdateError> {
+        let rtype = RecordType::of(ip);
+        let result = self.updater.update(host, ip, deadline);
+        match &result {
+            Ok(outcome) => {
+                self.hosts.set_error(host, None);
+                self.notifier.clear(&format!("{host}|"));
+                let announce = self.config.notify_on_change || self.config.debug;
+                if announce && *outcome != Outcome::Unchanged {
+                    self.notifier.send(Message {
+                        title: format!("{host} {rtype} is now {ip}"),
+                        body: format!("{host}: {rtype} record {} {ip}.", outcome.as_str()),
+                        priority: notify::DEFAULT,
+                        tags: "globe_with_meridians",
+                    });
+                }
+            }
+            Err(e) => {
+                log::error!("update {host} {rtype} {ip}: {e}");
+                self.hosts.set_error(host, Some(e.to_string()));
+                self.notifier.send_once(
+                    &format!("{host}|{}", e.kind()),
+                    Message {
+                        title: format!("dyndns: update of {host} failed"),
+                        body: format!("{host} {rtype} {ip}: {e}"),
+                        priority: notify::HIGH,
+                        tags: "warning",
+                    },
+                );
+            }
+        }
+        result
+    }
+
+    /// An authenticated request that looks like a misconfigured client:
+    /// remembered as the host's last error, announced once.
+    pub fn rejected(&self, host: &str, kind: &str, text: String) {
+        self.hosts.set_error(host, Some(text.clone()));
+        self.notifier.send_once(
+            &format!("{host}|{kind}"),
+            Message {
+                title: format!("dyndns: rejected an update of {host}"),
+                body: text,
+                priority: notify::HIGH,
+                tags: "warning",
+            },
+        );
+    }
+
+    /// Mark and announce hosts silent for `LOST_CONNECTION_TIMEOUT`.
+    pub fn check_lost(&self) {
+        let timeout = self.config.lost_connection_timeout.as_secs();
+        for (host, silent) in self.hosts.find_lost(unix_now(), timeout) {
+            log::error!("{host} has not reported for {}; it may be offline", duration_text(silent));
+            self.notifier.send(Message {
+                title: format!("{host} is offline"),
+                body: format!(
+                    "{host} has not reported for {} (LOST_CONNECTION_TIMEOUT is {}).",
+                    duration_text(silent),
+                    duration_text(timeout)
+                ),
+                priority: notify::HIGH,
+                tags: "rotating_light",
+            });
+        }
+    }
+
+    /// Write the state file if anything changed since the last write.
+    pub fn save_state_if_dirty(&self) {
+        if !self.hosts.take_dirty() {
+            return;
+        }
+        let mut file = state::StateFile { version: state::VERSION, ..Default::default() };
+        for (host, s) in self.hosts.snapshot() {
+            file.hosts.insert(host, state::HostRecord { state: s, records: Default::default() });
+        }
+        for (host, rtype, ip, confirmed) in self.updater.export() {
+            let entry = file.hosts.entry(host).or_default();
+            entry.records.insert(rtype.as_str().to_string(), state::Confirmed { ip, confirmed });
+        }
+        if let Err(e) = state::save(&self.config.state_file, &file) {
+            self.hosts.mark_dirty();
+            log::error!("STATE_FILE: cannot write {}: {e}", self.config.state_file.display());
+        }
+    }
+}
+
+/// Requests by endpoint and result, for `/metrics`.
+#[derive(Default)]
+pub struct Counters {
+    requests: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+}
+
+impl Counters {
+    pub fn count(&self, endpoint: &'static str, result: &'static str) {
+        let mut map = self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *map.entry((endpoint, result)).or_insert(0) += 1;
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<(&'static str, &'static str), u64> {
+        self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+/// How long a request may wait at most, retries included.
+pub const REQUEST_BUDGET: Duration = Duration::from_secs(15);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stand_in_key_is_as_long_as_a_real_one() {
+        assert_eq!(NO_KEY.len(), crate::keys::new_key().expect("random").len());
+    }
+}

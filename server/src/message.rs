@@ -1,0 +1,201 @@
+//! An HTTP exchange as the handlers see it: `Req`, a request copied out of
+//! tiny_http, and `Reply`, the answer to write back. They live apart from
+//! `http` (the glue that calls the handlers) so that the handlers never
+//! import the module that calls them.
+
+use std::net::IpAddr;
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use crate::dyndns2;
+use crate::net::Cidr;
+
+/// Most `X-Forwarded-For` entries looked at, from the right: a chain of
+/// proxies is short, and a client must not make us walk a long list.
+const MAX_FORWARDED_HOPS: usize = 16;
+
+/// A request copied out of the HTTP library.
+#[derive(Debug, Clone, Default)]
+pub struct Req {
+    pub method: String,
+    /// Path without query, leading slashes collapsed (`//nic/update` → `/nic/update`).
+    pub path: String,
+    pub query: String,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub peer: Option<IpAddr>,
+}
+
+impl Req {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Split a request target into normalized path and query.
+    pub fn split_target(target: &str) -> (String, String) {
+        // absolute-form (`http://host/path`) → origin-form
+        let target = match target.split_once("://") {
+            Some((scheme, rest)) if !scheme.contains('/') => rest.find('/').map_or("/", |i| &rest[i..]),
+            _ => target,
+        };
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let path = format!("/{}", path.trim_start_matches('/'));
+        (path, query.to_string())
+    }
+
+    /// `Authorization: Basic` credentials, if present and decodable.
+    pub fn basic_auth(&self) -> Option<(String, String)> {
+        const LENIENT: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        );
+        let value = self.header("authorization")?;
+        let (scheme, encoded) = value.trim().split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let decoded = LENIENT.decode(encoded.trim()).ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (user, pass) = text.split_once(':')?;
+        Some((user.to_string(), pass.to_string()))
+    }
+
+    /// The caller's address, believing only what is proven.
+    ///
+    /// From a peer that is not a trusted proxy: the peer. From a trusted
+    /// proxy: `X-Forwarded-For` read from the right — each proxy appends the
+    /// address it saw, so the entries to the right were written by our own
+    /// proxies and the first one that is not a trusted proxy is the client;
+    /// anything to its left the client may have sent itself. `X-Real-Ip`
+    /// only when there is no `X-Forwarded-For`. IPv4-mapped IPv6 becomes IPv4.
+    pub fn client_ip(&self, trusted: &[Cidr]) -> Option<IpAddr> {
+        let peer = self.peer.map(|p| p.to_canonical());
+        let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
+        let Some(mut client) = peer.filter(|&p| is_trusted(p)) else { return peer };
+        let mut forwarded = self.headers.iter().filter(|(k, _)| k == "x-forwarded-for").peekable();
+        if forwarded.peek().is_none() {
+            return Some(self.header("x-real-ip").and_then(|v| dyndns2::parse_ip(v).ok()).unwrap_or(client));
+        }
+        let entries: Vec<&str> = forwarded.flat_map(|(_, v)| v.split(',')).collect();
+        for entry in entries.iter().rev().take(MAX_FORWARDED_HOPS) {
+            // An entry that is not an address ends the walk: what is left
+            // of it cannot be trusted either.
+            let Ok(ip) = dyndns2::parse_ip(entry) else { break };
+            client = ip;
+            if !is_trusted(ip) {
+                break;
+            }
+        }
+        Some(client)
+    }
+}
+
+/// An answer to write back.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Reply {
+    pub fn text(status: u16, body: impl Into<String>) -> Reply {
+        Reply { status, content_type: "text/plain; charset=utf-8", body: body.into(), headers: Vec::new() }
+    }
+
+    pub fn json(status: u16, body: &Value) -> Reply {
+        Reply { content_type: "application/json", ..Reply::text(status, body.to_string()) }
+    }
+
+    /// `{"error": message}`.
+    pub fn json_error(status: u16, message: impl Into<String>) -> Reply {
+        Reply::json(status, &json!({"error": message.into()}))
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn method_not_allowed(allow: &'static str, body: &str) -> Reply {
+        Reply::text(405, body).with_header("Allow", allow)
+    }
+}
+
+/// What the request log line says beyond the request and the reply: filled
+/// in by the handler, written by `http`.
+#[derive(Debug, Default)]
+pub struct LogContext {
+    /// The host (or hosts, comma-separated) the request was about.
+    pub host: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_normalized() {
+        assert_eq!(Req::split_target("//nic/update?hostname=a"), ("/nic/update".into(), "hostname=a".into()));
+        assert_eq!(Req::split_target("/update"), ("/update".into(), String::new()));
+        assert_eq!(Req::split_target("http://h:8080/nic/update?x"), ("/nic/update".into(), "x".into()));
+        assert_eq!(Req::split_target("/a?b=c?d"), ("/a".into(), "b=c?d".into()));
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("ip")
+    }
+
+    fn from(peer: &str, headers: &[(&str, &str)]) -> Req {
+        Req {
+            peer: Some(ip(peer)),
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Req::default()
+        }
+    }
+
+    #[test]
+    fn forwarded_for_is_read_from_the_right() {
+        let trusted = [Cidr::parse("127.0.0.0/8").expect("cidr"), Cidr::parse("10.0.0.0/24").expect("cidr")];
+        // The client wrote "6.6.6.6" itself; the proxy appended what it saw.
+        let req = from("127.0.0.1", &[("x-forwarded-for", "6.6.6.6, 198.51.100.7")]);
+        assert_eq!(req.client_ip(&trusted), Some(ip("198.51.100.7")));
+        // Two of our proxies in a row are skipped.
+        let req = from("127.0.0.1", &[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.0.0.5")]);
+        assert_eq!(req.client_ip(&trusted), Some(ip("198.51.100.7")));
+        // Several headers count as one list, in order.
+        let req = from("127.0.0.1", &[("x-forwarded-for", "6.6.6.6"), ("x-forwarded-for", "2001:db8::9")]);
+        assert_eq!(req.client_ip(&trusted), Some(ip("2001:db8::9")));
+        // Garbage stops the walk at the last proven hop.
+        let req = from("127.0.0.1", &[("x-forwarded-for", "198.51.100.1, junk, 10.0.0.5")]);
+        assert_eq!(req.client_ip(&trusted), Some(ip("10.0.0.5")));
+        // X-Real-Ip only without X-Forwarded-For.
+        let req = from("127.0.0.1", &[("x-real-ip", "6.6.6.6"), ("x-forwarded-for", "198.51.100.7")]);
+        assert_eq!(req.client_ip(&trusted), Some(ip("198.51.100.7")));
+        let req = from("::ffff:127.0.0.1", &[("x-real-ip", "2001:db8::5")]);
+        assert_eq!(req.client_ip(&trusted), Some(ip("2001:db8::5")));
+    }
+
+    #[test]
+    fn headers_from_an_untrusted_peer_are_ignored() {
+        let req = from("::ffff:203.0.113.9", &[("x-real-ip", "6.6.6.6"), ("x-forwarded-for", "6.6.6.6")]);
+        assert_eq!(req.client_ip(&[]), Some(ip("203.0.113.9")));
+        assert_eq!(req.client_ip(&[Cidr::parse("127.0.0.1").expect("cidr")]), Some(ip("203.0.113.9")));
+    }
+
+    #[test]
+    fn basic_auth_is_decoded() {
+        let req = from("127.0.0.1", &[("authorization", "Basic aG9tZTprZXk6d2l0aDpjb2xvbnM=")]);
+        assert_eq!(req.basic_auth(), Some(("home".into(), "key:with:colons".into())));
+        let req = from("127.0.0.1", &[("authorization", "basic aG9tZTprZXk")]);
+        assert_eq!(req.basic_auth(), Some(("home".into(), "key".into())), "padding is optional");
+        let req = from("127.0.0.1", &[("authorization", "Bearer x")]);
+        assert_eq!(req.basic_auth(), None);
+        let req = from("127.0.0.1", &[("authorization", "Basic !!!")]);
+        assert_eq!(req.basic_auth(), None);
+    }
+}

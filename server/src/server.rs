@@ -1,0 +1,285 @@
+//! The server's life, owned by one type.
+//!
+//! `Server::start` checks the settings, prepares the keys, binds, and starts
+//! the listener, the housekeeping thread and the notifier, or returns why it
+//! could not. From then on everything that concerns the process as a whole
+//! — a signal, a request to reload the keys, a listener that died — arrives
+//! as an `Event` on one channel, which `main` waits on (`next_event`).
+//! `shutdown` stops taking requests, lets those in flight finish, writes the
+//! state file and delivers queued notifications, each wait bounded, so the
+//! whole stays within the 10 s a container runtime allows.
+
+use std::fmt;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::app::App;
+use crate::config::{Config, ConfigError};
+use crate::http::Listener;
+use crate::keys::{self, KeyFile};
+use crate::notify::{self, Message, Notifier};
+
+/// How long shutdown waits for requests in flight.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long shutdown waits for queued notifications.
+pub const NOTIFY_GRACE: Duration = Duration::from_secs(3);
+/// The state file is written at most this often (and at shutdown).
+pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
+
+/// Something that concerns the whole process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Stop (SIGTERM, SIGINT); the text names the cause for the log.
+    Stop(String),
+    /// Reload the key file (SIGHUP).
+    Reload,
+    /// The server cannot go on (the listener died); exit non-zero.
+    Failed(String),
+}
+
+/// Why the server could not start. Every variant is fatal (exit status 2)
+/// and its text says what to do.
+#[derive(Debug)]
+pub enum StartError {
+    Config(ConfigError),
+    Keys(keys::KeyFileError),
+    /// The listening socket could not be opened.
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Config(e) => write!(f, "{e}"),
+            StartError::Keys(e) => write!(f, "{e}"),
+            StartError::Listen { addr, source } => write!(
+                f,
+                "LISTEN_ADDR/LISTEN_PORT: cannot listen on {addr}: {source}; {}",
+                match source.kind() {
+                    std::io::ErrorKind::AddrInUse =>
+                        "another program uses the port; stop it or set LISTEN_PORT to a free port",
+                    std::io::ErrorKind::PermissionDenied =>
+                        "ports below 1024 need root or CAP_NET_BIND_SERVICE; use a higher LISTEN_PORT",
+                    _ => "check LISTEN_ADDR",
+                }
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl From<ConfigError> for StartError {
+    fn from(e: ConfigError) -> Self {
+        StartError::Config(e)
+    }
+}
+
+impl From<keys::KeyFileError> for StartError {
+    fn from(e: keys::KeyFileError) -> Self {
+        StartError::Keys(e)
+    }
+}
+
+/// A running server.
+pub struct Server {
+    pub app: Arc<App>,
+    listener: Arc<Listener>,
+    addr: SocketAddr,
+    housekeeping: Option<(Sender<()>, JoinHandle<()>)>,
+    /// In a mutex only so that `Server` can be shared between threads.
+    events: Mutex<Receiver<Event>>,
+    events_tx: Sender<Event>,
+}
+
+impl Server {
+    /// Start with a channel of its own (tests; `events()` feeds it).
+    pub fn start(config: Config) -> Result<Server, StartError> {
+        let (tx, rx) = mpsc::channel();
+        Server::start_with_events(config, tx, rx)
+    }
+
+    /// Start, with events arriving on a channel made before the start, so
+    /// that a signal during start-up is not lost.
+    pub fn start_with_events(
+        config: Config,
+        events_tx: Sender<Event>,
+        events: Receiver<Event>,
+    ) -> Result<Server, StartError> {
+        config.check_serve()?;
+        for w in &config.warnings {
+            log::warn!("{w}");
+        }
+        log::info!("dyndns-server {} starting: {}", env!("CARGO_PKG_VERSION"), config.summary());
+        let notifier = Notifier::start(&config);
+        let keys = ensure_keys(&config)?;
+        report_key_problems(&config, &keys, &notifier);
+        let socket =
+            TcpListener::bind(config.listen).map_err(|source| StartError::Listen { addr: config.listen, source })?;
+        let addr = socket.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
+        if config.dry_run {
+            log::warn!("DRY_RUN=1: records are kept in memory and logged as \"would set\"; Hetzner is not called");
+        }
+        let app = Arc::new(App::new(config, keys, notifier));
+        let listener = Arc::new(Listener::start(socket, &app).map_err(|source| StartError::Listen { addr, source })?);
+        let housekeeping = spawn_housekeeping(&app, &listener, events_tx.clone());
+        log::info!("listening on http://{addr}");
+        check_zones_in_background(&app);
+        Ok(Server { app, listener, addr, housekeeping, events: Mutex::new(events), events_tx })
+    }
+
+    /// The address actually bound (port 0 resolved).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Where to send events (a signal thread, a test).
+    pub fn events(&self) -> Sender<Event> {
+        self.events_tx.clone()
+    }
+
+    /// Wait for the next event.
+    pub fn next_event(&self) -> Event {
+        // We hold a sender ourselves, so the channel never disconnects.
+        let events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        events.recv().unwrap_or_else(|_| Event::Stop("event channel closed".into()))
+    }
+
+    /// Stop taking requests, let those in flight finish (up to
+    /// `SHUTDOWN_GRACE`), write the state file, deliver queued
+    /// notifications (up to `NOTIFY_GRACE`), return.
+    pub fn shutdown(self) {
+        self.listener.stop_accepting();
+        let until = Instant::now() + SHUTDOWN_GRACE;
+        while self.listener.in_flight() > 0 {
+            if Instant::now() >= until {
+                log::warn!("requests still running after {}s; stopping anyway", SHUTDOWN_GRACE.as_secs());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if let Some((stop, handle)) = self.housekeeping {
+            let _ = stop.send(());
+            let _ = handle.join();
+        }
+        drop(self.listener);
+        self.app.save_state_if_dirty();
+        self.app.notifier.close(NOTIFY_GRACE);
+    }
+}
+
+/// Load the key file, give every registered host without a key a new one
+/// and save the file if anything was added. Reports what it found.
+pub fn ensure_keys(config: &Config) -> Result<KeyFile, keys::KeyFileError> {
+    let mut file = KeyFile::load(&config.key_file)?;
+    for w in &file.warnings {
+        log::warn!("{}: {w}", config.key_file.display());
+    }
+    let added = file.add_missing(&config.registered).map_err(|source| keys::KeyFileError {
+        path: config.key_file.clone(),
+        action: "generate keys for",
+        source,
+    })?;
+    if !added.is_empty() {
+        file.save(&config.key_file)?;
+        log::info!(
+            "generated keys for {} in {}; print them with `dyndns-server keys`",
+            added.join(", "),
+            config.key_file.display()
+        );
+    }
+    let stale = file.unregistered(&config.registered);
+    if !stale.is_empty() {
+        log::warn!(
+            "{} holds keys of hosts that are not in REGISTERED_FQDNS: {}; they are kept but cannot update (delete the lines to revoke them)",
+            config.key_file.display(),
+            stale.join(", ")
+        );
+    }
+    Ok(file)
+}
+
+/// One notification listing what is wrong in the key file, if anything.
+fn report_key_problems(config: &Config, keys: &KeyFile, notifier: &Notifier) {
+    let mut problems = keys.warnings.clone();
+    let stale = keys.unregistered(&config.registered);
+    if !stale.is_empty() {
+        problems.push(format!("keys of unregistered hosts kept: {}", stale.join(", ")));
+    }
+    if !problems.is_empty() {
+        notifier.send(Message {
+            title: "dyndns: key file problems".into(),
+            body: format!("{}:\n{}", config.key_file.display(), problems.join("\n")),
+            priority: notify::HIGH,
+            tags: "warning",
+        });
+    }
+}
+
+/// Every `FLUSH_EVERY` (or sooner): check that the listener still accepts,
+/// look for lost hosts every `CONNECTION_CHECK_INTERVAL`, write the state
+/// file when something changed; until told to stop. A thread that cannot
+/// start is logged: the server still answers, only without these chores.
+fn spawn_housekeeping(
+    app: &Arc<App>,
+    listener: &Arc<Listener>,
+    events: Sender<Event>,
+) -> Option<(Sender<()>, JoinHandle<()>)> {
+    let (stop_tx, stop) = mpsc::channel::<()>();
+    let (app, listener) = (Arc::clone(app), Arc::clone(listener));
+    let spawned = std::thread::Builder::new().name("housekeeping".into()).spawn(move || {
+        let check_every = app.config.connection_check_interval;
+        let tick = check_every.min(FLUSH_EVERY);
+        let mut next_check = Instant::now() + check_every;
+        let mut reported = false;
+        while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(tick) {
+            if !listener.accepting() && !reported {
+                reported = true;
+                let _ = events.send(Event::Failed("the listener stopped accepting connections".into()));
+            }
+            if Instant::now() >= next_check {
+                next_check = Instant::now() + check_every;
+                app.check_lost();
+            }
+            app.save_state_if_dirty();
+        }
+    });
+    match spawned {
+        Ok(handle) => Some((stop_tx, handle)),
+        Err(e) => {
+            log::error!("cannot start the housekeeping thread (lost-host checks, state file): {e}");
+            None
+        }
+    }
+}
+
+/// Read the zone list once at start: it checks the token, tells the
+/// operator which registered hosts have no zone, and saves the first update
+/// the lookup. Failures are logged, never fatal (Hetzner may be down).
+fn check_zones_in_background(app: &Arc<App>) {
+    let app = Arc::clone(app);
+    let spawned = std::thread::Builder::new().name("zone-check".into()).spawn(move || {
+        let Some(result) = app.updater.prefetch_zones(Instant::now() + Duration::from_secs(30)) else { return };
+        match result {
+            Ok(zones) => {
+                let names: Vec<&str> = zones.iter().map(|z| z.name.as_str()).collect();
+                log::info!("hetzner: token accepted; {} zone(s): {}", zones.len(), names.join(", "));
+                for host in &app.config.registered {
+                    if app.updater.cached_zone(host).is_none() {
+                        log::warn!("{host} is registered but no zone of this Hetzner project contains it; its updates will fail");
+                    }
+                }
+            }
+            Err(e) => log::error!("hetzner: cannot list zones: {e}"),
+        }
+    });
+    if let Err(e) = spawned {
+        log::warn!("cannot start the zone check: {e}");
+    }
+}
