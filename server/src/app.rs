@@ -152,12 +152,11 @@ impl App {
         self.limiter.blocked(source?).map(|d| d.as_secs().max(1))
     }
 
-    /// Count the outcome of an authentication attempt.
+    /// Count the outcome of an authentication attempt (a success erases
+    /// nothing: see `limiter`).
     pub fn auth_result(&self, source: Option<IpAddr>, ok: bool) {
-        let Some(source) = source else { return };
-        if ok {
-            self.limiter.succeeded(source);
-        } else if self.limiter.failed(source) {
+        let Some(source) = source.filter(|_| !ok) else { return };
+        if self.limiter.failed(source) {
             log::warn!(
                 "{source}: {} failed authentications within {}s; refused for {}s",
                 limiter::MAX_FAILURES,

@@ -93,6 +93,11 @@ impl KeyFile {
         }
     }
 
+    /// The text `save` writes.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     pub fn get(&self, fqdn: &str) -> Option<&str> {
         self.keys.get(fqdn).map(String::as_str)
     }

@@ -117,3 +117,120 @@ fn dry_run_serves_and_sigterm_stops_cleanly_with_state_saved() {
     let (code, _, err) = run(&["healthcheck"], &[("LISTEN_PORT", &port)]);
     assert_eq!(code, 1, "nothing listens any more: {err}");
 }
+
+fn signal(child: &std::process::Child, name: &str) {
+    let status = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+}
+
+fn key_of(dir: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(dir.join("keys")).expect("keys");
+    text.split_whitespace().nth(1).expect("key").to_string()
+}
+
+fn nic_update(addr: &str, ip: &str, key: &str) -> String {
+    let answer = http(
+        addr,
+        &format!("GET /nic/update?hostname=home.example.com&myip={ip}&user=home&pass={key} HTTP/1.0\r\n\r\n"),
+    );
+    answer.rsplit("\r\n\r\n").next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn sighup_reloads_the_keys_so_revocation_and_rotation_take_effect_at_once() {
+    let dir = scratch("sighup");
+    let (mut child, addr) = spawn_dry_run(&dir, &[]);
+    let old = key_of(&dir);
+    assert_eq!(nic_update(&addr, "192.0.2.1", &old), "good 192.0.2.1");
+
+    // Rotate: the operator writes a new key into the file and sends SIGHUP.
+    let new = "rotated-key-rotated-key-rotated-key-0123456";
+    std::fs::write(dir.join("keys"), format!("home.example.com {new}\n")).expect("write keys");
+    signal(&child, "HUP");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while nic_update(&addr, "192.0.2.1", &old) != "badauth" {
+        assert!(std::time::Instant::now() < until, "the old key still works after SIGHUP");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(nic_update(&addr, "192.0.2.1", new), "nochg 192.0.2.1");
+    assert!(child.try_wait().expect("wait").is_none(), "SIGHUP must not end the server");
+    assert!(dir.join("dyndns-state.json").exists(), "state saved on reload");
+
+    // Revoke: delete the line.
+    std::fs::write(dir.join("keys"), "# home.example.com revoked\n").expect("write keys");
+    signal(&child, "HUP");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while nic_update(&addr, "192.0.2.1", new) != "badauth" {
+        assert!(std::time::Instant::now() < until, "a revoked key still works after SIGHUP");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    signal(&child, "TERM");
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+}
+
+/// A one-topic ntfy stand-in: the first `drop_first` connections are closed
+/// without an answer, later ones get 200; each delivered `Title` is sent
+/// on the returned channel.
+fn flaky_ntfy(drop_first: usize) -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let (mut title, mut length) = (String::new(), 0usize);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if lower.starts_with("title:") {
+                    title = line[6..].trim().to_string();
+                }
+                line.clear();
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            if n < drop_first {
+                continue; // dropped without an answer
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+            let _ = tx.send(title);
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn queued_notifications_are_delivered_before_the_process_ends() {
+    let dir = scratch("notify-at-exit");
+    // A broken line in the key file is announced at start.
+    std::fs::write(dir.join("keys"), "broken line here\n").expect("keys");
+    let (url, titles) = flaky_ntfy(1);
+    let (mut child, _addr) = spawn_dry_run(&dir, &[("NTFY_URL", &url), ("NTFY_TOPIC", "t")]);
+    // Stop at once: the first delivery failed and its retry is a second away.
+    signal(&child, "TERM");
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    let title = titles.recv_timeout(std::time::Duration::from_millis(500));
+    assert_eq!(title.as_deref(), Ok("dyndns: key file problems"), "the queued message was lost at shutdown");
+}
+
+#[test]
+fn log_file_gets_the_same_lines_as_stdout() {
+    let dir = scratch("log-file");
+    let log = dir.join("logs/dyndns.log");
+    let (mut child, addr) = spawn_dry_run(&dir, &[("LOG_FILE", log.to_str().expect("utf8"))]);
+    assert!(http(&addr, "GET /healthz HTTP/1.0\r\nUser-Agent: probe\r\n\r\n").ends_with("ok"));
+    signal(&child, "TERM");
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    let text = std::fs::read_to_string(&log).expect("log file");
+    for wanted in ["listening on http://", "GET /healthz 200", "agent=\"probe\"", "stopped"] {
+        assert!(text.contains(wanted), "{wanted:?} missing from the log file:\n{text}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&log).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode & 0o007, 0, "the log file is not world-readable: {mode:o}");
+}

@@ -112,6 +112,7 @@ fn key_files_never_lose_a_line() {
         let before: Vec<(String, Option<String>)> =
             registered.iter().map(|h| (h.clone(), kf.get(h).map(str::to_string))).collect();
         kf.add_missing(&registered).expect("random source");
+        assert!(kf.text().starts_with(&text), "a line was lost or changed:\n{text:?}\n→ {:?}", kf.text());
         for (host, old) in before {
             let now = kf.get(&host).expect("every registered host has a key");
             if let Some(old) = old {

@@ -1,5 +1,6 @@
-//! A fake of the DNS endpoints of the Hetzner Cloud API, faithful to
-//! `shared/reference/hetzner-cloud-dns.md`: Bearer auth, zones by id or
+//! A fake of the DNS endpoints of the Hetzner Cloud API, faithful to the
+//! published API documentation (docs.hetzner.cloud, "Zones", "Zone RRSets",
+//! "Actions"): Bearer auth, zones by id or
 //! name, paginated zone lists, RRSets addressed by `(name, type)`, writes
 //! that return an action which is `running` until polled, the documented
 //! error documents (404, 409, 422, 429 …), `RateLimit-*` and
@@ -9,7 +10,6 @@
 //! Every call is counted, so tests assert the API economy of the server.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -33,7 +33,8 @@ pub enum Fault {
     Redirect,
     /// Read the request, then wait this long before answering.
     Hang(Duration),
-    /// Close the connection without answering.
+    /// Drop the connection without any answer (the client sees the
+    /// connection end at once, as when a peer fails).
     Reset,
     /// Accept the write, but its action ends in `error`.
     ActionError,
@@ -68,11 +69,14 @@ struct State {
     remaining: i64,
 }
 
-/// A running fake. Dropping it leaves the thread serving until the process ends.
+/// A running fake; it serves until its last clone is dropped.
 #[derive(Clone)]
 pub struct FakeHetzner {
     state: Arc<Mutex<State>>,
     addr: SocketAddr,
+    /// Kept for its `Drop`, which stops serving; `None` in the copy the
+    /// server's handler holds (no cycle).
+    _server: Option<Arc<tiny_http::Server>>,
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -86,19 +90,18 @@ impl FakeHetzner {
     }
 
     pub fn start_on(addr: &str) -> FakeHetzner {
-        let server = Arc::new(tiny_http::Server::http(addr).expect("bind fake hetzner"));
-        let addr = server.server_addr().to_ip().expect("ip listener");
+        let listener = std::net::TcpListener::bind(addr).expect("bind fake hetzner");
+        let addr = listener.local_addr().expect("ip listener");
         let state =
             Arc::new(Mutex::new(State { next_action: 1000, polls_per_action: 1, remaining: 3600, ..State::default() }));
-        let fake = FakeHetzner { state, addr };
-        let inner = fake.clone();
-        std::thread::spawn(move || {
-            while let Ok(rq) = server.recv() {
-                let fake = inner.clone();
-                std::thread::spawn(move || fake.serve(rq));
-            }
-        });
-        fake
+        let inner = FakeHetzner { state, addr, _server: None };
+        let state = Arc::clone(&inner.state);
+        // Each connection's requests are served on its own thread, so a
+        // request can end its connection (`Fault::Reset`).
+        let handler: tiny_http::Handler = Arc::new(move |rq| inner.serve(rq));
+        let server = tiny_http::Server::with_limits(listener, tiny_http::Limits::default(), Some(handler))
+            .expect("start fake hetzner");
+        FakeHetzner { state, addr, _server: Some(Arc::new(server)) }
     }
 
     /// Base URL to put in `HETZNER_API_URL`.
@@ -161,6 +164,17 @@ impl FakeHetzner {
         lock(&self.state).calls.len()
     }
 
+    /// Wait (up to 10 s) until the zones were listed, e.g. by the server's
+    /// start-up check, so that queued faults meet the calls a test makes.
+    #[track_caller]
+    pub fn wait_for_zone_listing(&self) {
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while !self.calls().iter().any(|c| c.starts_with("GET /v1/zones?") || c == "GET /v1/zones") {
+            assert!(std::time::Instant::now() < until, "no zone listing");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn clear_calls(&self) {
         lock(&self.state).calls.clear();
     }
@@ -200,12 +214,7 @@ impl FakeHetzner {
                 std::thread::sleep(d);
                 (503, error_doc("unavailable", "hung"), vec![])
             }
-            Some(Fault::Reset) => {
-                let mut w = rq.into_writer();
-                let _ = w.flush();
-                drop(w);
-                return;
-            }
+            Some(Fault::Reset) => return rq.abort(),
             Some(Fault::Redirect) => {
                 (301, String::new(), vec![("Location".into(), "https://console.hetzner.com/".into())])
             }

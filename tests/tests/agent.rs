@@ -39,7 +39,7 @@ fn run_once(vars: &[(&str, &str)]) -> (Exit, Duration) {
 }
 
 #[test]
-fn over_ipv4_it_sets_a_and_skips_the_unreachable_family_quietly() {
+fn over_ipv4_it_sets_a_and_an_unreachable_ipv6_is_not_a_failure() {
     let (fake, server) = dual_stack_server();
     let key = server.key(HOME);
     let url = format!("http://127.0.0.1:{}", port(&server));

@@ -44,6 +44,75 @@ fn key_guessing_is_refused_per_source_without_locking_out_others() {
     assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["192.0.2.1".to_string()]));
 }
 
+/// A request through a proxy on the same host (the test client's 127.0.0.1)
+/// that appends the address it saw to `X-Forwarded-For`, as Caddy, HAProxy
+/// and nginx with `$proxy_add_x_forwarded_for` do, and passes the client's
+/// other headers on unchanged.
+fn via_proxy(server: &TestServer, client: &str, forged: &[(&str, &str)], path: &str, key: &str) -> e2e::Resp {
+    let mut forwarded = forged.iter().find(|(k, _)| *k == "X-Forwarded-For").map(|(_, v)| v.to_string());
+    forwarded = Some(match forwarded {
+        Some(f) => format!("{f}, {client}"),
+        None => client.to_string(),
+    });
+    let forwarded = forwarded.unwrap_or_default();
+    let mut headers: Vec<(&str, &str)> = forged.iter().filter(|(k, _)| *k != "X-Forwarded-For").copied().collect();
+    headers.push(("X-Forwarded-For", &forwarded));
+    let auth = e2e::basic("home", key);
+    headers.push(("Authorization", &auth));
+    server.request("GET", path, &headers, None)
+}
+
+#[test]
+fn behind_a_proxy_a_client_cannot_choose_its_address() {
+    let (fake, server) = server(&[]);
+    let key = server.key(HOME);
+    let update = "/nic/update?hostname=home.example.com";
+    // 40 wrong keys, each with another forged X-Real-Ip and X-Forwarded-For:
+    // all count against the address the proxy saw.
+    let mut answers = Vec::new();
+    for i in 0..40 {
+        let forged_ip = format!("198.51.100.{i}");
+        let forged = [("X-Real-Ip", forged_ip.as_str()), ("X-Forwarded-For", forged_ip.as_str())];
+        answers.push(via_proxy(&server, "203.0.113.66", &forged, update, "guess").body);
+    }
+    assert_eq!(answers.iter().filter(|b| *b == "badauth").count(), 10, "{answers:?}");
+    assert!(answers[10..].iter().all(|b| b == "abuse"), "{answers:?}");
+
+    // The attacker sent its failures in a victim's name: the victim is not blocked.
+    let forged = [("X-Forwarded-For", "192.0.2.44")];
+    for _ in 0..10 {
+        via_proxy(&server, "203.0.113.77", &forged, update, "guess");
+    }
+    let r = via_proxy(&server, "192.0.2.44", &[], update, &key);
+    assert_eq!(r.body, "good 192.0.2.44", "the victim's right key works from its own address");
+
+    // An update without myip takes the proven address, not a forged one.
+    let forged = [("X-Real-Ip", "6.6.6.6"), ("X-Forwarded-For", "6.6.6.6")];
+    let r = via_proxy(&server, "192.0.2.45", &forged, update, &key);
+    assert_eq!(r.body, "good 192.0.2.45");
+    let r = via_proxy(&server, "192.0.2.46", &forged, "/ip", &key);
+    assert_eq!(r.body, "192.0.2.46");
+    assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["192.0.2.45".to_string()]));
+}
+
+#[test]
+fn one_valid_key_does_not_reset_the_count_of_guesses_at_other_keys() {
+    let fake = FakeHetzner::start();
+    fake.add_zone("example.com");
+    let server = Setup::new(&fake, "home.example.com,victim.example.com").start();
+    let own = server.key(HOME);
+    let mut answers = Vec::new();
+    for i in 0..30 {
+        // Every third request uses its own valid key, the others guess.
+        let (host, key) = if i % 3 == 0 { (HOME, own.as_str()) } else { ("victim.example.com", "guess") };
+        let body = format!(r#"{{"fqdn": "{host}", "ip": "192.0.2.1"}}"#);
+        answers.push(server.request("POST", "/update", &[("X-Pre-Shared-Key", key)], Some(&body)).status);
+    }
+    let guesses_answered_401 = answers.iter().filter(|s| **s == 401).count();
+    assert_eq!(guesses_answered_401, 10, "{answers:?}");
+    assert_eq!(answers.last(), Some(&429), "{answers:?}");
+}
+
 #[test]
 fn proxy_headers_count_only_from_trusted_proxies() {
     let (_fake, server) = server(&[("TRUSTED_PROXIES", "none")]);
@@ -136,16 +205,6 @@ fn random_requests_always_get_well_formed_answers() {
     }
 }
 
-/// Wait until the start-up zone check has listed the zones (it is one
-/// Hetzner call; faults queued before it would be spent on it).
-fn zones_listed(fake: &FakeHetzner) {
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !fake.calls().iter().any(|c| c.starts_with("GET /v1/zones?") || c == "GET /v1/zones") {
-        assert!(std::time::Instant::now() < until, "no zone listing");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-}
-
 /// Time one request and check its answer.
 #[track_caller]
 fn quick(what: &str, max: std::time::Duration, f: impl FnOnce() -> e2e::Resp) -> e2e::Resp {
@@ -161,7 +220,7 @@ fn nobody_waits_behind_someone_elses_hetzner_call() {
     fake.add_zone("example.com");
     let hosts: Vec<String> = (0..20).map(|i| format!("h{i}.example.com")).collect();
     let server = Setup::new(&fake, &format!("{HOME},{}", hosts.join(","))).start();
-    zones_listed(&fake);
+    fake.wait_for_zone_listing();
     let key = server.key(HOME);
     let body = r#"{"fqdn": "home.example.com", "ip": "192.0.2.1"}"#;
     assert_eq!(server.update(body, &key).json()["status"], "created");
@@ -198,7 +257,7 @@ fn one_host_flooding_changes_cannot_hold_up_others_or_spend_the_api_budget() {
     let fake = FakeHetzner::start();
     fake.add_zone("example.com");
     let server = Setup::new(&fake, &format!("{HOME},other.example.com")).start();
-    zones_listed(&fake);
+    fake.wait_for_zone_listing();
     let other_key = server.key("other.example.com");
     let other = r#"{"fqdn": "other.example.com", "ip": "203.0.113.8"}"#;
     assert_eq!(server.update(other, &other_key).json()["status"], "created");

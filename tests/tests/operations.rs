@@ -109,12 +109,50 @@ fn a_silent_host_is_reported_lost_once_then_back_online() {
     let lost = ntfy.next(WAIT).expect("lost notification");
     assert_eq!(lost.title, "home.example.com is offline");
     assert_eq!(lost.priority, "4");
+    // Two more checks pass (one a second): the outage is not announced again.
+    assert!(ntfy.next(Duration::from_millis(2200)).is_none(), "announced more than once");
 
     update(&server, "192.0.2.1");
     let back = ntfy.next(WAIT).expect("back online");
     assert_eq!(back.title, "home.example.com is back online");
     assert_eq!(back.priority, "3");
     assert!(back.body.contains("after"), "{}", back.body);
+}
+
+#[test]
+fn ntfy_basic_auth_is_sent_as_ntfy_expects() {
+    let fake = fake();
+    let ntfy = FakeNtfy::start();
+    let server = Setup::new(&fake, HOME)
+        .var("NTFY_URL", ntfy.url())
+        .var("NTFY_TOPIC", "dyndns")
+        .var("NTFY_USERNAME", "phil")
+        .var("NTFY_PASSWORD", "pw:with:colons")
+        .var("NOTIFY_ON_CHANGE", "1")
+        .start();
+    update(&server, "192.0.2.1");
+    let m = ntfy.next(WAIT).expect("notification");
+    // base64("phil:pw:with:colons")
+    assert_eq!(m.authorization.as_deref(), Some("Basic cGhpbDpwdzp3aXRoOmNvbG9ucw=="));
+}
+
+#[test]
+fn a_failure_is_announced_again_once_notify_repeat_interval_has_passed() {
+    let fake = fake();
+    let ntfy = FakeNtfy::start();
+    let server = with_ntfy(Setup::new(&fake, HOME), &ntfy).var("NOTIFY_REPEAT_INTERVAL", "1").start();
+    fake.wait_for_zone_listing();
+    let fail = |ip: &str| {
+        fake.fail_next(Fault::Error { status: 403, code: "forbidden" });
+        assert_eq!(update(&server, ip).status, 502);
+    };
+    fail("192.0.2.1");
+    assert_eq!(ntfy.next(WAIT).expect("first").title, "dyndns: update of home.example.com failed");
+    fail("192.0.2.2");
+    assert!(ntfy.next(Duration::from_millis(300)).is_none(), "repeated within the interval");
+    std::thread::sleep(Duration::from_millis(1100));
+    fail("192.0.2.3");
+    assert_eq!(ntfy.next(WAIT).expect("after the interval").title, "dyndns: update of home.example.com failed");
 }
 
 #[test]

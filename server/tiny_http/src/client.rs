@@ -33,6 +33,9 @@ pub struct ClientConnection {
     // set to true if we know that the previous request is the last one
     no_more_requests: bool,
 
+    // patch 9: set when a request was aborted (`Request::abort`)
+    aborted: std::sync::Arc<std::sync::atomic::AtomicBool>,
+
     // true if the connection goes through SSL
     secure: bool,
 
@@ -85,6 +88,7 @@ impl ClientConnection {
             remote_addr,
             next_header_source: first_header,
             no_more_requests: false,
+            aborted: Default::default(),
             secure,
             limits,
             deadline,
@@ -220,7 +224,7 @@ impl ClientConnection {
         std::mem::swap(&mut self.next_header_source, &mut data_source);
 
         // building the next reader
-        let request = crate::request::new_request(
+        let mut request = crate::request::new_request(
             self.secure,
             method,
             path,
@@ -248,6 +252,7 @@ impl ClientConnection {
             }
         })?;
         self.deadline.set(None);
+        request.aborted = Some(self.aborted.clone());
 
         // return the request
         Ok(request)
@@ -294,7 +299,7 @@ impl Iterator for ClientConnection {
 
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
-        if self.no_more_requests {
+        if self.no_more_requests || self.aborted.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
 

@@ -72,6 +72,9 @@ pub struct Request {
 
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
+
+    // patch 9: set by `abort`; the connection ends instead of reading on
+    pub(crate) aborted: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 struct NotifyOnDrop<R> {
@@ -234,6 +237,7 @@ where
         // patch 4: sent above, before the body was read
         must_send_continue: false,
         notify_when_responded: None,
+        aborted: None,
     })
 }
 
@@ -478,6 +482,22 @@ impl fmt::Debug for Request {
             "Request({} {} from {:?})",
             self.method, self.path, self.remote_addr
         )
+    }
+}
+
+impl Request {
+    /// patch 9: end the connection without any answer, as a peer whose
+    /// connection drops does. Only with a handler (`Server::with_limits`),
+    /// where the connection reads on only after the handler returns; the
+    /// connection's sockets are shut down when it ends.
+    pub fn abort(mut self) {
+        if let Some(flag) = &self.aborted {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        drop(self.response_writer.take());
+        if let Some(sender) = self.notify_when_responded.take() {
+            let _ = sender.send(());
+        }
     }
 }
 
