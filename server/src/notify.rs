@@ -10,7 +10,7 @@
 //! thread ends, within a bounded wait (`close`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -43,20 +43,23 @@ pub struct Notifier {
     last_sent: Mutex<HashMap<String, Instant>>,
     /// Messages that could not be delivered (queue full or ntfy failing).
     failures: Arc<AtomicU64>,
+    /// Set by `close`: the thread retries without pausing.
+    closing: Arc<AtomicBool>,
 }
 
 impl Notifier {
     /// Start the notifier thread when ntfy is configured.
     pub fn start(config: &Config) -> Notifier {
         let failures = Arc::new(AtomicU64::new(0));
+        let closing = Arc::new(AtomicBool::new(false));
         let (done_tx, done_rx) = mpsc::channel();
         let tx = config.ntfy.clone().and_then(|ntfy| {
             let (tx, rx) = mpsc::sync_channel(QUEUE);
-            let failures = Arc::clone(&failures);
+            let (failures, closing) = (Arc::clone(&failures), Arc::clone(&closing));
             std::thread::Builder::new()
                 .name("notifier".into())
                 .spawn(move || {
-                    deliver_all(&ntfy, &rx, &failures);
+                    deliver_all(&ntfy, &rx, &failures, &closing);
                     let _ = done_tx.send(());
                 })
                 .map_err(|e| log::error!("cannot start the notifier thread: {e}"))
@@ -70,6 +73,7 @@ impl Notifier {
             repeat: config.notify_repeat_interval,
             last_sent: Mutex::new(HashMap::new()),
             failures,
+            closing,
         }
     }
 
@@ -80,6 +84,7 @@ impl Notifier {
     /// Stop taking messages and wait up to `grace` for the queued ones to
     /// be delivered. Later `send`s are dropped.
     pub fn close(&self, grace: Duration) {
+        self.closing.store(true, Ordering::Relaxed);
         drop(lock(&self.tx).take());
         let Some(done) = lock(&self.done).take() else { return };
         if done.recv_timeout(grace).is_err() {
@@ -140,7 +145,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn deliver_all(ntfy: &Ntfy, rx: &Receiver<Message>, failures: &AtomicU64) {
+fn deliver_all(ntfy: &Ntfy, rx: &Receiver<Message>, failures: &AtomicU64, closing: &AtomicBool) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
@@ -151,7 +156,7 @@ fn deliver_all(ntfy: &Ntfy, rx: &Receiver<Message>, failures: &AtomicU64) {
     for message in rx {
         let mut delivered = false;
         for pause in [0, 1, 2] {
-            std::thread::sleep(Duration::from_secs(pause));
+            pause_unless_closing(Duration::from_secs(pause), closing);
             match post(&agent, ntfy, &message) {
                 Ok(()) => {
                     delivered = true;
@@ -164,6 +169,15 @@ fn deliver_all(ntfy: &Ntfy, rx: &Receiver<Message>, failures: &AtomicU64) {
             failures.fetch_add(1, Ordering::Relaxed);
             log::error!("ntfy: gave up on {:?}", message.title);
         }
+    }
+}
+
+/// Wait `pause` between attempts, cut short at shutdown (the queue is then
+/// tried once more at once, within `close`'s grace).
+fn pause_unless_closing(pause: Duration, closing: &AtomicBool) {
+    let until = std::time::Instant::now() + pause;
+    while !closing.load(Ordering::Relaxed) && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

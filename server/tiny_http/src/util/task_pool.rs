@@ -72,7 +72,12 @@ impl TaskPool {
     pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
         let mut queue = self.sharing.todo.lock().unwrap();
 
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
+        // patch 10: a waiting thread counts as free only until it takes a
+        // task, which it does after we release the lock; so each queued task
+        // needs a waiting thread of its own. Comparing with zero let a burst
+        // queue several tasks for one idle thread, and the rest waited until
+        // some thread finished its connection (seconds).
+        if queue.len() >= self.sharing.waiting_tasks.load(Ordering::Acquire) {
             self.add_thread(Some(code));
         } else {
             queue.push_back(code);

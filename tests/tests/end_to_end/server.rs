@@ -347,11 +347,11 @@ fn the_zone_list_is_read_again_after_zone_cache_ttl() {
 #[test]
 fn a_write_waits_for_its_action_to_finish() {
     let (fake, server) = setup(HOME);
-    fake.set_polls_per_action(3);
+    fake.set_polls_per_action(2);
     let r = server.update(r#"{"fqdn": "home.example.com", "ip": "192.0.2.1"}"#, &server.key(HOME));
     assert_eq!(r.json()["status"], "created");
     let polls = fake.calls().iter().filter(|c| c.starts_with("GET /v1/actions/")).count();
-    assert_eq!(polls, 3, "answered only once the action succeeded: {:?}", fake.calls());
+    assert_eq!(polls, 2, "answered only once the action succeeded: {:?}", fake.calls());
 }
 
 #[test]
@@ -539,7 +539,7 @@ fn dry_run_needs_no_token_and_keeps_records_in_memory() {
 fn invalid_input_hangs_and_resets_end_promptly_and_cache_nothing() {
     let fake = FakeHetzner::start();
     fake.add_zone("example.com");
-    let server = Setup::new(&fake, HOME).var("HETZNER_TIMEOUT", "2").start();
+    let server = Setup::new(&fake, HOME).var("HETZNER_TIMEOUT", "1").start();
     let key = server.key(HOME);
     server.update(r#"{"fqdn": "home.example.com", "ip": "192.0.2.1"}"#, &key);
 
@@ -560,8 +560,8 @@ fn invalid_input_hangs_and_resets_end_promptly_and_cache_nothing() {
     assert_eq!(r.body, "911");
     let held = started.elapsed();
     assert!(
-        held >= std::time::Duration::from_secs(2) && held < std::time::Duration::from_secs(4),
-        "HETZNER_TIMEOUT=2 held {held:?}"
+        held >= std::time::Duration::from_secs(1) && held < std::time::Duration::from_secs(3),
+        "HETZNER_TIMEOUT=1 held {held:?}"
     );
 
     assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["192.0.2.1".to_string()]));

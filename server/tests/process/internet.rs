@@ -2,14 +2,12 @@
 //! pass against the real binary, on loopback, in bounded loops. Every test
 //! checks that the process is still up and answering afterwards.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{http, proc_status, scratch, spawn_dry_run, threads};
+use crate::common::{http, proc_status, scratch, spawn_dry_run, threads};
 
 /// A dry-run server, killed on drop.
 struct Server {
@@ -73,9 +71,17 @@ fn status(answer: &str) -> u16 {
     answer.strip_prefix("HTTP/1.").and_then(|r| r.get(2..5)).and_then(|c| c.parse().ok()).unwrap_or(0)
 }
 
-/// Send `bytes` and read the answer until the server closes.
+/// Send `bytes`, say that nothing more comes, and read the answer until
+/// the server closes. (Without the shutdown, the server reads what is left
+/// of a refused request for up to a second before it closes.)
 fn exchange(mut stream: TcpStream, bytes: &[u8]) -> String {
     let _ = stream.write_all(bytes);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    read_answer(stream)
+}
+
+/// Read until the server closes, sending nothing more.
+fn read_answer(mut stream: TcpStream) -> String {
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
     String::from_utf8_lossy(&answer).into_owned()
@@ -226,10 +232,10 @@ fn slow_and_stalled_clients_do_not_stop_other_answers() {
 
     // Each stalled request ends with 408 and a closed connection.
     for s in stalled {
-        let answer = exchange(s, b"");
+        let answer = read_answer(s);
         assert_eq!(status(&answer), 408, "{answer:?}");
     }
-    let answer = exchange(loris.try_clone().expect("clone"), b"");
+    let answer = read_answer(loris.try_clone().expect("clone"));
     assert_eq!(status(&answer), 408, "{answer:?}");
     // CLIENT_TIMEOUT (2 s) plus the 1 s the server reads what is left
     // after answering; the drip alone would last 40 s. Generous for a busy
@@ -241,8 +247,50 @@ fn slow_and_stalled_clients_do_not_stop_other_answers() {
 }
 
 #[test]
+fn a_burst_of_new_connections_never_waits_for_busy_ones() {
+    let server = Server::start("burst", &[("CLIENT_TIMEOUT", "4")]);
+    // The race this guards against needs the right moment; five rounds.
+    for _ in 0..5 {
+        burst_round(&server);
+    }
+}
+
+fn burst_round(server: &Server) {
+    // Leave idle threads behind, as normal traffic does.
+    let warm: Vec<_> = (0..20)
+        .map(|_| {
+            let addr = server.addr.clone();
+            std::thread::spawn(move || http(&addr, "GET /healthz HTTP/1.0\r\n\r\n"))
+        })
+        .collect();
+    for w in warm {
+        assert!(w.join().expect("thread").ends_with("ok"));
+    }
+    // Then at once: 40 connections that will hold their threads (a head
+    // that never ends), and 10 quick requests behind them.
+    let mut held = Vec::new();
+    let mut quick = Vec::new();
+    for i in 0..50 {
+        let mut s = server.connect();
+        if i < 40 {
+            s.write_all(b"GET /healthz HTTP/1.1\r\nX-Slow: ").expect("write");
+            held.push(s);
+        } else {
+            s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").expect("write");
+            quick.push((Instant::now(), s));
+        }
+    }
+    for (sent, s) in quick {
+        let answer = read_answer(s);
+        assert_eq!(status(&answer), 200, "{answer:?}");
+        assert!(sent.elapsed() < Duration::from_secs(2), "a new connection waited {:?} for a thread", sent.elapsed());
+    }
+    drop(held);
+}
+
+#[test]
 fn idle_connections_make_room_and_close_after_the_client_timeout() {
-    let mut server = Server::start("idle", &[("CLIENT_TIMEOUT", "3"), ("MAX_CONNECTIONS", "100")]);
+    let mut server = Server::start("idle", &[("CLIENT_TIMEOUT", "2"), ("MAX_CONNECTIONS", "100")]);
     let baseline = threads(server.pid());
     let idle: Vec<TcpStream> = (0..1000).map(|_| server.connect()).collect();
     std::thread::sleep(Duration::from_millis(300));
@@ -270,8 +318,9 @@ fn idle_connections_make_room_and_close_after_the_client_timeout() {
     assert_eq!((&last).read(&mut [0u8; 16]).unwrap_or(0), 0, "idle connection still open");
     assert!(Instant::now() < deadline);
     drop(rest);
+    // Their threads end; at most 16 stay for reuse (patch 8).
     let until = Instant::now() + Duration::from_secs(15);
-    while threads(server.pid()) > baseline + 8 {
+    while threads(server.pid()) > baseline + 16 {
         assert!(Instant::now() < until, "threads stay at {}", threads(server.pid()));
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -1,11 +1,9 @@
 //! The `dyndns-server` binary as a process: exit codes, the one-line fatal
 //! messages, the `keys` command and a dry-run start.
 
-mod common;
-
 use std::process::Command;
 
-use common::{http, scratch, spawn_dry_run, BIN};
+use crate::common::{http, scratch, spawn_dry_run, BIN};
 
 /// Run with exactly these variables; returns (status, stdout, stderr).
 fn run(args: &[&str], vars: &[(&str, &str)]) -> (i32, String, String) {

@@ -1,6 +1,5 @@
 //! Helpers shared by the process-level tests: the real `dyndns-server`
 //! binary on a free loopback port, and raw HTTP.
-#![allow(dead_code)] // each test file uses a part
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

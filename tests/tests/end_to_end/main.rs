@@ -1,0 +1,10 @@
+//! The end-to-end tests: the real server in-process against the fake
+//! Hetzner and ntfy services, and the real agent against the server. One
+//! test binary (one link, and the slow waits of one file overlap with the
+//! tests of the others).
+
+mod agent;
+mod hostile;
+mod operations;
+mod server;
+mod settings;
