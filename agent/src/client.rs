@@ -110,11 +110,14 @@ impl Reporter {
         let doc: Option<Value> = serde_json::from_str(&text).ok();
         let field = |k: &str| doc.as_ref().and_then(|d| d.get(k)).and_then(Value::as_str).map(str::to_string);
         if status == 200 {
-            return match (field("status"), field("ip")) {
+            // Only the statuses dyndns-server documents, with an address.
+            let documented = field("status").filter(|s| ["created", "updated", "unchanged"].contains(&s.as_str()));
+            let ip = field("ip").filter(|ip| ip.parse::<std::net::IpAddr>().is_ok());
+            return match (documented, ip) {
                 (Some(status), Some(ip)) => Ok(Accepted { status, ip, rtype: field("type").unwrap_or_default() }),
                 _ => Err(ReportError::Rejected(format!(
                     "{} answered 200 but not as dyndns-server does; check BACKEND_URL",
-                    self.url
+                    crate::config::redact_url(&self.url)
                 ))),
             };
         }
@@ -154,18 +157,25 @@ fn tls_config(config: &Config) -> Result<ureq::tls::TlsConfig, ConfigError> {
 /// Sort a transport error into unreachable / transient / rejected.
 fn classify(e: &ureq::Error, family: Option<Family>) -> ReportError {
     let over = family.map(|f| format!(" over {}", f.name())).unwrap_or_default();
+    let name = family.map_or("IP", Family::name);
+    let record = family.map_or("address", Family::record_type);
     let text = e.to_string();
     match e {
-        ureq::Error::HostNotFound => ReportError::Unreachable(format!("the server has no address{over}")),
-        ureq::Error::ConnectionFailed => ReportError::Unreachable(format!("no way to connect{over}")),
-        ureq::Error::Io(io)
-            if matches!(
-                io.kind(),
-                io::ErrorKind::NetworkUnreachable | io::ErrorKind::HostUnreachable | io::ErrorKind::AddrNotAvailable
-            ) =>
-        {
-            ReportError::Unreachable(format!("cannot reach the server{over}: {io}"))
+        ureq::Error::HostNotFound => {
+            ReportError::Unreachable(format!("the server's name has no {record} record, so it cannot be reached{over}"))
         }
+        ureq::Error::ConnectionFailed => ReportError::Unreachable(format!("no connection to the server{over}")),
+        ureq::Error::Io(io) if io.kind() == io::ErrorKind::AddrNotAvailable => {
+            ReportError::Unreachable(format!("this host has no {name} address to connect from"))
+        }
+        ureq::Error::Io(io)
+            if matches!(io.kind(), io::ErrorKind::NetworkUnreachable | io::ErrorKind::HostUnreachable) =>
+        {
+            ReportError::Unreachable(format!("no {name} route from this host to the server"))
+        }
+        ureq::Error::Io(io) if io.kind() == io::ErrorKind::ConnectionRefused => ReportError::Transient(format!(
+            "the server refused the connection{over} (is it running, is the port right?)"
+        )),
         _ if text.contains("certificate") || text.contains("Certificate") => {
             ReportError::Rejected(format!("TLS{over}: {text}; for a private CA set CA_BUNDLE"))
         }

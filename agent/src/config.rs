@@ -14,7 +14,7 @@ use std::time::Duration;
 mod env;
 
 use env::Env;
-pub use env::{ConfigError, Secret};
+pub use env::{redact_url, ConfigError, Secret};
 
 /// Which address families to report when no `IP` is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,14 +70,15 @@ const ROUTER_PATHS: &[&str] = &["/nic/update", "/v3/update"];
 /// `BACKEND_URL` with or without a trailing slash or `/update` → the update URL.
 pub fn update_url(backend: &str) -> Result<String, ConfigError> {
     let trimmed = backend.trim();
+    let shown = redact_url(trimmed);
     let lower = trimmed.to_ascii_lowercase();
     if !(lower.starts_with("http://") || lower.starts_with("https://")) || url_host(trimmed).is_empty() {
         return Err(ConfigError(format!(
-            "BACKEND_URL={trimmed:?} is not an http(s) URL; use the server's address, e.g. https://dyndns.example.com"
+            "BACKEND_URL={shown:?} is not an http(s) URL; use the server's address, e.g. https://dyndns.example.com"
         )));
     }
     if trimmed.contains(['?', '#', ' ']) {
-        return Err(ConfigError(format!("BACKEND_URL={trimmed:?} must not contain '?', '#' or spaces")));
+        return Err(ConfigError(format!("BACKEND_URL={shown:?} must not contain '?', '#' or spaces")));
     }
     let base = trimmed.trim_end_matches('/');
     let base = ROUTER_PATHS.iter().find_map(|p| base.strip_suffix(p)).unwrap_or(base);
@@ -189,11 +190,16 @@ fn backend_url(env: &mut Env<'_>, backend: Option<String>) -> String {
     let trimmed = backend.trim().trim_end_matches('/');
     if ROUTER_PATHS.iter().any(|p| trimmed.ends_with(p)) {
         env.warn(format!(
-            "BACKEND_URL={backend:?} is a router's dyndns2 URL; the agent uses {url:?} (set BACKEND_URL to the server's address)"
+            "BACKEND_URL={:?} is a router's dyndns2 URL; the agent uses {:?} (set BACKEND_URL to the server's address)",
+            redact_url(&backend),
+            redact_url(&url)
         ));
     }
     if url.starts_with("http://") && !is_local(&url) {
-        env.warn(format!("BACKEND_URL={backend:?} is plain http: the key crosses the network unencrypted; use https"));
+        env.warn(format!(
+            "BACKEND_URL={:?} is plain http: the key crosses the network unencrypted; use https",
+            redact_url(&backend)
+        ));
     }
     url
 }

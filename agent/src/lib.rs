@@ -50,7 +50,12 @@ pub fn run(config: &Config, stop: &Receiver<()>) -> Exit {
             return Exit::Config;
         }
     };
-    debug!("reporting {} to {} every {}s", config.fqdn, config.update_url, config.interval.as_secs());
+    debug!(
+        "reporting {} to {} every {}s",
+        config.fqdn,
+        config::redact_url(&config.update_url),
+        config.interval.as_secs()
+    );
     let mut last: HashMap<Option<Family>, String> = HashMap::new();
     loop {
         let ok = match cycle(config, &reporter, &mut last, stop) {
@@ -129,7 +134,7 @@ fn cycle(
         }
     }
     if accepted == 0 && failed == 0 {
-        error!("{}: could not reach {} over IPv4 or IPv6", config.fqdn, config.update_url);
+        error!("{}: could not reach {} over IPv4 or IPv6", config.fqdn, config::redact_url(&config.update_url));
         return Some(false);
     }
     Some(failed == 0)

@@ -15,8 +15,29 @@ pub fn debug_enabled() -> bool {
     DEBUG.load(Ordering::Relaxed)
 }
 
+/// Most characters of one message (server text included) in a line.
+const MAX_LINE: usize = 600;
+
 pub fn line(level: &str, message: &str) {
-    eprintln!("{} [{level}] {message}", timestamp());
+    eprintln!("{} [{level}] {}", timestamp(), escape(message));
+}
+
+/// The message as one safe line: control characters (newlines, ANSI
+/// escapes — the server's text is part of many messages) become `\xNN`,
+/// and it is cut at `MAX_LINE` characters.
+fn escape(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(MAX_LINE));
+    for c in message.chars().take(MAX_LINE) {
+        if c.is_control() {
+            out.push_str(&format!("\\x{:02x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    if message.chars().nth(MAX_LINE).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` from the system clock (civil-from-days).
@@ -51,6 +72,13 @@ pub(crate) use {debug, error, info, warning};
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn server_text_cannot_break_or_color_a_line() {
+        assert_eq!(super::escape("bad\n2026 [INFO] forged\x1b[31m"), "bad\\x0a2026 [INFO] forged\\x1b[31m");
+        assert_eq!(super::escape("ünïcode ok"), "ünïcode ok");
+        assert_eq!(super::escape(&"x".repeat(700)).chars().count(), super::MAX_LINE + 1);
+    }
+
     #[test]
     fn timestamp_has_the_rfc3339_shape() {
         let t = super::timestamp();

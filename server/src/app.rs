@@ -174,12 +174,15 @@ impl App {
     pub fn host_reported(&self, host: &str) {
         if let Some(outage) = self.hosts.record_report(host) {
             log::info!("{host} is back online after {}", duration_text(outage));
-            self.notifier.send(Message {
-                title: format!("{host} is back online"),
-                body: format!("{host} reported again after {} of silence.", duration_text(outage)),
-                priority: notify::DEFAULT,
-                tags: "white_check_mark",
-            });
+            self.notifier.send_about(
+                host,
+                Message {
+                    title: format!("{host} is back online"),
+                    body: format!("{host} reported again after {} of silence.", duration_text(outage)),
+                    priority: notify::DEFAULT,
+                    tags: "white_check_mark",
+                },
+            );
         }
     }
 
@@ -190,22 +193,28 @@ impl App {
         match &result {
             Ok(outcome) => {
                 self.hosts.set_error(host, None);
-                self.notifier.clear(&format!("{host}|"));
+                if *outcome != Outcome::Unchanged {
+                    self.notifier.recovered(host);
+                }
                 let announce = self.config.notify_on_change || self.config.debug;
                 if announce && *outcome != Outcome::Unchanged {
-                    self.notifier.send(Message {
-                        title: format!("{host} {rtype} is now {ip}"),
-                        body: format!("{host}: {rtype} record {} {ip}.", outcome.as_str()),
-                        priority: notify::DEFAULT,
-                        tags: "globe_with_meridians",
-                    });
+                    self.notifier.send_about(
+                        host,
+                        Message {
+                            title: format!("{host} {rtype} is now {ip}"),
+                            body: format!("{host}: {rtype} record {} {ip}.", outcome.as_str()),
+                            priority: notify::DEFAULT,
+                            tags: "globe_with_meridians",
+                        },
+                    );
                 }
             }
             Err(e) => {
                 log::error!("update {host} {rtype} {ip}: {e}");
                 self.hosts.set_error(host, Some(e.to_string()));
                 self.notifier.send_once(
-                    &format!("{host}|{}", e.kind()),
+                    host,
+                    &e.kind(),
                     Message {
                         title: format!("dyndns: update of {host} failed"),
                         body: format!("{host} {rtype} {ip}: {e}"),
@@ -223,7 +232,8 @@ impl App {
     pub fn rejected(&self, host: &str, kind: &str, text: String) {
         self.hosts.set_error(host, Some(text.clone()));
         self.notifier.send_once(
-            &format!("{host}|{kind}"),
+            host,
+            kind,
             Message {
                 title: format!("dyndns: rejected an update of {host}"),
                 body: text,
@@ -238,16 +248,19 @@ impl App {
         let timeout = self.config.lost_connection_timeout.as_secs();
         for (host, silent) in self.hosts.find_lost(unix_now(), timeout) {
             log::error!("{host} has not reported for {}; it may be offline", duration_text(silent));
-            self.notifier.send(Message {
-                title: format!("{host} is offline"),
-                body: format!(
-                    "{host} has not reported for {} (LOST_CONNECTION_TIMEOUT is {}).",
-                    duration_text(silent),
-                    duration_text(timeout)
-                ),
-                priority: notify::HIGH,
-                tags: "rotating_light",
-            });
+            self.notifier.send_about(
+                &host,
+                Message {
+                    title: format!("{host} is offline"),
+                    body: format!(
+                        "{host} has not reported for {} (LOST_CONNECTION_TIMEOUT is {}).",
+                        duration_text(silent),
+                        duration_text(timeout)
+                    ),
+                    priority: notify::HIGH,
+                    tags: "rotating_light",
+                },
+            );
         }
     }
 

@@ -3,7 +3,12 @@
 //!
 //! The normal path writes a temporary file next to the target, fsyncs it,
 //! renames it over the target and fsyncs the directory, so a crash at any
-//! point leaves either the old or the new complete file. A single file
+//! point leaves either the old or the new complete file. The temporary file
+//! has a random name and is created with `O_CREAT|O_EXCL|O_NOFOLLOW` and mode
+//! 0600, so a link planted where it will be cannot redirect the write, and
+//! nobody can read it while it is written. When the target itself is a
+//! symbolic link (a key file kept elsewhere, a secrets mount), the file it
+//! points to is replaced and the link stays: the operator chose that path. A single file
 //! bind-mounted into a container cannot be renamed over (`EBUSY`/`EXDEV`);
 //! then the new content is written in place. That fallback is only offered
 //! to callers whose new content *starts with* the old content (the key file
@@ -20,8 +25,10 @@ use std::path::{Path, PathBuf};
 /// `append_only`: the caller guarantees `content` starts with the file's
 /// current content, which permits the in-place fallback described above.
 pub fn write(path: &Path, content: &[u8], append_only: bool) -> io::Result<()> {
-    let tmp = temp_path(path);
-    let result = write_new(&tmp, content).and_then(|()| fs::rename(&tmp, path));
+    let target = resolve_links(path)?;
+    let path = target.as_path();
+    let (tmp, file) = create_temp(path)?;
+    let result = fill(file, content).and_then(|()| fs::rename(&tmp, path));
     match result {
         Ok(()) => {
             sync_dir(path);
@@ -39,13 +46,47 @@ pub fn write(path: &Path, content: &[u8], append_only: bool) -> io::Result<()> {
     }
 }
 
-fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+/// The file `path` finally names: links followed (at most 40, as the
+/// kernel does), relative link targets taken from the link's directory.
+fn resolve_links(path: &Path) -> io::Result<PathBuf> {
+    let mut current = path.to_path_buf();
+    for _ in 0..40 {
+        match fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target = fs::read_link(&current)?;
+                current = match current.parent() {
+                    Some(dir) if target.is_relative() => dir.join(target),
+                    _ => target,
+                };
+            }
+            // A regular file, or nothing yet: write here.
+            _ => return Ok(current),
+        }
+    }
+    Err(io::Error::other(format!("{} is a loop of symbolic links", path.display())))
 }
 
-fn write_new(tmp: &Path, content: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(tmp)?;
+/// A new temporary file next to `path` with a random name, created
+/// exclusively (never through an existing file or link), mode 0600.
+fn create_temp(path: &Path) -> io::Result<(PathBuf, File)> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    for _ in 0..8 {
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random).map_err(|e| io::Error::other(format!("the OS random source failed: {e}")))?;
+        let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let tmp = path.with_file_name(format!(".{name}.tmp-{suffix}"));
+        let opened =
+            OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW).mode(0o600).open(&tmp);
+        match opened {
+            Ok(file) => return Ok((tmp, file)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other("could not create a temporary file with a fresh name"))
+}
+
+fn fill(mut file: File, content: &[u8]) -> io::Result<()> {
     file.write_all(content)?;
     file.sync_all()
 }
@@ -97,6 +138,39 @@ mod tests {
         let mode = fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let names: Vec<_> = fs::read_dir(&dir).expect("dir").map(|e| e.expect("entry").file_name()).collect();
+        assert_eq!(names.len(), 1, "left behind: {names:?}");
+    }
+
+    #[test]
+    fn a_planted_link_at_the_old_temporary_name_is_never_written_through() {
+        let dir = scratch("planted");
+        let victim = dir.join("victim");
+        fs::write(&victim, "precious\n").expect("victim");
+        let path = dir.join("keys");
+        // The name the server used to write to, predictable from its PID.
+        std::os::unix::fs::symlink(&victim, dir.join(format!(".keys.tmp-{}", std::process::id()))).expect("link");
+        write(&path, b"a k\n", true).expect("write");
+        assert_eq!(fs::read_to_string(&victim).expect("read"), "precious\n");
+        assert_eq!(fs::read_to_string(&path).expect("read"), "a k\n");
+        // And a link at a random name cannot be guessed; creation is
+        // exclusive in any case.
+        let (tmp, _file) = create_temp(&path).expect("temp");
+        assert!(fs::symlink_metadata(&tmp).expect("meta").file_type().is_file());
+        let mode = fs::metadata(&tmp).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "private from creation");
+    }
+
+    #[test]
+    fn a_linked_file_is_replaced_at_its_target_and_the_link_stays() {
+        let dir = scratch("linked");
+        fs::create_dir_all(dir.join("real")).expect("dir");
+        fs::write(dir.join("real/keys"), "old\n").expect("seed");
+        std::os::unix::fs::symlink("real/keys", dir.join("keys")).expect("link");
+        write(&dir.join("keys"), b"old\nnew\n", true).expect("write");
+        assert!(fs::symlink_metadata(dir.join("keys")).expect("meta").file_type().is_symlink(), "the link stays");
+        assert_eq!(fs::read_to_string(dir.join("real/keys")).expect("read"), "old\nnew\n");
+        let names: Vec<_> =
+            fs::read_dir(dir.join("real")).expect("dir").map(|e| e.expect("entry").file_name()).collect();
         assert_eq!(names.len(), 1, "left behind: {names:?}");
     }
 

@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::env::Env;
+use crate::env::{redact_url, Env};
 pub use crate::env::{ConfigError, Secret};
 use crate::fqdn;
 use crate::net::Cidr;
@@ -107,7 +107,7 @@ impl Config {
             token: hetzner_token(&mut env, dry_run),
             api_url: api_url(&mut env),
             registered: registered_hosts(&mut env),
-            state_file: state_file(&env, &key_file),
+            state_file: state_file(&env, &key_file, dry_run),
             key_file,
             listen: listen_address(&mut env),
             record_ttl: env.number("RECORD_TTL", 60, 60, 2_147_483_647) as u32,
@@ -157,7 +157,7 @@ impl Config {
                     NtfyAuth::Basic { .. } => "basic auth",
                     NtfyAuth::Token(_) => "token",
                 };
-                format!("{} ({auth})", n.topic_url)
+                format!("{} ({auth})", redact_url(&n.topic_url))
             }
             None => "off".into(),
         };
@@ -169,7 +169,7 @@ impl Config {
         format!(
             "listen={} api={} registered=[{}] key_file={} state_file={} ntfy={ntfy} notify_on_change={} lost_after={}s record_ttl={} zone_cache_ttl={}s request_cache_ttl={}s hetzner_timeout={}s client_timeout={}s max_connections={} host_writes={}+{}/h trusted_proxies=[{}] token={} admin={admin} dry_run={} debug={} log_file={log_file}",
             self.listen,
-            self.api_url,
+            redact_url(&self.api_url),
             self.registered.join(","),
             self.key_file.display(),
             self.state_file.display(),
@@ -211,20 +211,34 @@ fn api_url(env: &mut Env<'_>) -> String {
     let url = env.text("HETZNER_API_URL").unwrap_or_else(|| DEFAULT_API_URL.to_string());
     let url = url.trim_end_matches('/').to_string();
     if !(url.starts_with("https://") || url.starts_with("http://")) {
-        env.error(format!("HETZNER_API_URL={url:?} is not an http(s) URL; leave it unset for {DEFAULT_API_URL}"));
+        let shown = redact_url(&url);
+        env.error(format!("HETZNER_API_URL={shown:?} is not an http(s) URL; leave it unset for {DEFAULT_API_URL}"));
     } else if url.contains("dns.hetzner.com") {
         env.error(format!(
-            "HETZNER_API_URL={url:?} is the old DNS API, shut down in May 2026; leave it unset for {DEFAULT_API_URL} and use a Cloud API token"
+            "HETZNER_API_URL={:?} is the old DNS API, shut down in May 2026; leave it unset for {DEFAULT_API_URL} and use a Cloud API token",
+            redact_url(&url)
         ));
     }
     url
 }
 
-fn state_file(env: &Env<'_>, key_file: &std::path::Path) -> PathBuf {
-    env.text("STATE_FILE").map(PathBuf::from).unwrap_or_else(|| {
+/// `STATE_FILE`, or `dyndns-state.json` next to the key file. A dry run
+/// keeps its state apart (`….dry-run.json`): addresses it "wrote" were never
+/// at Hetzner, and a live run must not answer `nochg` from them.
+fn state_file(env: &Env<'_>, key_file: &std::path::Path, dry_run: bool) -> PathBuf {
+    let path = env.text("STATE_FILE").map(PathBuf::from).unwrap_or_else(|| {
         let dir = key_file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
         dir.join("dyndns-state.json")
-    })
+    });
+    if !dry_run {
+        return path;
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dry = match name.strip_suffix(".json") {
+        Some(stem) => format!("{stem}.dry-run.json"),
+        None => format!("{name}.dry-run"),
+    };
+    path.with_file_name(dry)
 }
 
 fn listen_address(env: &mut Env<'_>) -> SocketAddr {
@@ -281,7 +295,7 @@ fn ntfy(env: &mut Env<'_>) -> Option<Ntfy> {
         }
     };
     if !(url.starts_with("https://") || url.starts_with("http://")) {
-        env.error(format!("NTFY_URL={url:?} is not an http(s) URL, e.g. https://ntfy.sh"));
+        env.error(format!("NTFY_URL={:?} is not an http(s) URL, e.g. https://ntfy.sh", redact_url(&url)));
     }
     if topic.contains(['/', '?', '#', ' ']) {
         env.error(format!("NTFY_TOPIC={topic:?} must be a bare topic name"));
@@ -412,6 +426,16 @@ mod tests {
         assert_eq!(c.token.as_ref().map(Secret::expose), Some("tok123"));
         assert!(!format!("{c:?}").contains("tok123"));
         assert!(!c.summary().contains("tok123"));
+        let c = load(&[
+            ("HETZNER_TOKEN", "tok123"),
+            ("HETZNER_API_URL", "https://proxyuser:proxypass@hetzner-proxy.example/v1"),
+            ("NTFY_URL", "https://phil:ntfypass@ntfy.example.com"),
+            ("NTFY_TOPIC", "t"),
+        ])
+        .expect("config");
+        let summary = c.summary();
+        assert!(!summary.contains("proxypass") && !summary.contains("ntfypass"), "{summary}");
+        assert!(summary.contains("https://***@hetzner-proxy.example/v1"), "{summary}");
     }
 
     #[test]
@@ -465,6 +489,8 @@ mod tests {
         assert!(err.0.contains("NTFY_PASSWORD"));
         let c = load(&[("PRE_SHARED_KEY_FILE", "/data/keys")]).expect("config");
         assert_eq!(c.state_file, PathBuf::from("/data/dyndns-state.json"));
+        let c = load(&[("PRE_SHARED_KEY_FILE", "/data/keys"), ("DRY_RUN", "1")]).expect("config");
+        assert_eq!(c.state_file, PathBuf::from("/data/dyndns-state.dry-run.json"), "a dry run keeps its state apart");
     }
 
     #[test]

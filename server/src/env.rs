@@ -57,6 +57,24 @@ pub fn is_placeholder(value: &str) -> bool {
     lower.starts_with("replace-with-") || lower.contains("...") || lower.starts_with("the-43-character-key")
 }
 
+/// A URL as it may be printed: user information (`user:password@`) and
+/// the query (`?auth=…`) replaced by `***`, since either may hold a secret.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, _)) => (r, "?***"),
+        None => (rest, ""),
+    };
+    let end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    let host = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("***@{host}"),
+        None => authority.to_string(),
+    };
+    let scheme = if scheme.is_empty() { String::new() } else { format!("{scheme}://") };
+    format!("{scheme}{host}{path}{query}")
+}
+
 /// Reads settings through a lookup function (the process environment, or a
 /// map in tests) and collects what is wrong.
 pub struct Env<'a> {
@@ -206,6 +224,14 @@ mod tests {
         assert!(r.expect_err("nan").0.contains("TTL=\"5m\" is not a whole number"));
         let (v, r) = with(&[("TTL", "")], |e| e.number("TTL", 60, 60, 100));
         assert!(v == 60 && r.is_ok());
+    }
+
+    #[test]
+    fn urls_are_printed_without_their_secrets() {
+        assert_eq!(redact_url("https://user:pw@ntfy.example.com/topic"), "https://***@ntfy.example.com/topic");
+        assert_eq!(redact_url("https://ntfy.sh/t?auth=secret"), "https://ntfy.sh/t?***");
+        assert_eq!(redact_url("https://api.hetzner.cloud/v1"), "https://api.hetzner.cloud/v1");
+        assert_eq!(redact_url("http://a:b@[::1]:8080"), "http://***@[::1]:8080");
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //! dropped and logged; when ntfy is down a message is tried three times
 //! (0 s, 1 s, 3 s) and then dropped. The same failure of the same host is
 //! announced at most once per `NOTIFY_REPEAT_INTERVAL`, so a revoked token
-//! does not flood the phone. At shutdown the queue is delivered before the
+//! does not flood the phone; only a real recovery (Hetzner accepted a write
+//! for the host) announces the next failure of the same kind sooner — a
+//! cached answer between two bad requests is no recovery. Whatever happens,
+//! one host causes at most `HOST_MESSAGES_PER_HOUR` messages an hour. At shutdown the queue is delivered before the
 //! thread ends, within a bounded wait (`close`).
 
 use std::collections::HashMap;
@@ -18,9 +21,15 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 
 use crate::config::{Config, Ntfy, NtfyAuth};
+use crate::env::redact_url;
 
 /// Messages waiting for the notifier thread.
 const QUEUE: usize = 64;
+
+/// Messages about one host in one hour at most (every kind together).
+pub const HOST_MESSAGES_PER_HOUR: u32 = 10;
+/// Failure kinds of a misconfigured client, which no write cures.
+const CLIENT_KINDS: &[&str] = &["badip", "nohost"];
 
 /// ntfy priorities.
 pub const HIGH: u8 = 4;
@@ -40,7 +49,10 @@ pub struct Notifier {
     /// Signalled by the notifier thread when it has delivered everything.
     done: Mutex<Option<Receiver<()>>>,
     repeat: Duration,
-    last_sent: Mutex<HashMap<String, Instant>>,
+    /// `(host, kind)` → when it was last announced.
+    last_sent: Mutex<HashMap<(String, String), Instant>>,
+    /// host → (start of its hour, messages in it).
+    per_host: Mutex<HashMap<String, (Instant, u32)>>,
     /// Messages that could not be delivered (queue full or ntfy failing).
     failures: Arc<AtomicU64>,
     /// Set by `close`: the thread retries without pausing.
@@ -72,6 +84,7 @@ impl Notifier {
             done: Mutex::new(done),
             repeat: config.notify_repeat_interval,
             last_sent: Mutex::new(HashMap::new()),
+            per_host: Mutex::new(HashMap::new()),
             failures,
             closing,
         }
@@ -115,27 +128,55 @@ impl Notifier {
         }
     }
 
-    /// Queue a message unless the same `key` was sent within
-    /// `NOTIFY_REPEAT_INTERVAL`.
-    pub fn send_once(&self, key: &str, message: Message) {
+    /// Queue a message about `host`, unless the host used up its
+    /// `HOST_MESSAGES_PER_HOUR`.
+    pub fn send_about(&self, host: &str, message: Message) {
+        if !self.enabled() {
+            return;
+        }
+        {
+            let mut per_host = lock(&self.per_host);
+            let (start, count) = per_host.entry(host.to_string()).or_insert((Instant::now(), 0));
+            if start.elapsed() >= Duration::from_secs(3600) {
+                (*start, *count) = (Instant::now(), 0);
+            }
+            *count += 1;
+            if *count > HOST_MESSAGES_PER_HOUR {
+                if *count == HOST_MESSAGES_PER_HOUR + 1 {
+                    log::warn!("ntfy: {host} caused {HOST_MESSAGES_PER_HOUR} messages this hour; holding further ones back until the hour is over");
+                }
+                return;
+            }
+        }
+        self.send(message);
+    }
+
+    /// Queue a failure of `kind` about `host` unless it was announced within
+    /// `NOTIFY_REPEAT_INTERVAL` (and no recovery came between).
+    pub fn send_once(&self, host: &str, kind: &str, message: Message) {
         if !self.enabled() {
             return;
         }
         {
             let mut last = lock(&self.last_sent);
-            if last.get(key).is_some_and(|at| at.elapsed() < self.repeat) {
-                log::debug!("ntfy: not repeating {key}");
+            let key = (host.to_string(), kind.to_string());
+            if last.get(&key).is_some_and(|at| at.elapsed() < self.repeat) {
+                log::debug!("ntfy: not repeating {kind} of {host}");
                 return;
             }
-            last.insert(key.to_string(), Instant::now());
+            last.insert(key, Instant::now());
         }
-        self.send(message);
+        self.send_about(host, message);
     }
 
-    /// Forget `key`, so its next failure is announced again (after recovery).
-    pub fn clear(&self, key_prefix: &str) {
+    /// Hetzner accepted a write for `host`: its update failures are over,
+    /// so the next one is announced at once. A misconfigured client's
+    /// failures stay muted (a write between two bad requests cures nothing).
+    pub fn recovered(&self, host: &str) {
         let mut last = lock(&self.last_sent);
-        last.retain(|k, _| !k.starts_with(key_prefix));
+        if last.keys().any(|(h, _)| h == host) {
+            last.retain(|(h, kind), _| h != host || CLIENT_KINDS.contains(&kind.as_str()));
+        }
     }
 }
 
@@ -200,8 +241,8 @@ fn post(agent: &ureq::Agent, ntfy: &Ntfy, m: &Message) -> Result<(), String> {
     };
     match rq.send(m.body.as_str()) {
         Ok(r) if r.status().is_success() => Ok(()),
-        Ok(r) => Err(format!("{} answered {}", ntfy.topic_url, r.status().as_u16())),
-        Err(e) => Err(format!("cannot reach {}: {e}", ntfy.topic_url)),
+        Ok(r) => Err(format!("{} answered {}", redact_url(&ntfy.topic_url), r.status().as_u16())),
+        Err(e) => Err(format!("cannot reach {}: {e}", redact_url(&ntfy.topic_url))),
     }
 }
 

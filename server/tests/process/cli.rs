@@ -109,7 +109,8 @@ fn dry_run_serves_and_sigterm_stops_cleanly_with_state_saved() {
     let exit = child.wait().expect("wait");
     assert_eq!(exit.code(), Some(0));
     assert!(signalled.elapsed() < std::time::Duration::from_secs(3), "{:?}", signalled.elapsed());
-    let state = std::fs::read_to_string(dir.join("dyndns-state.json")).expect("state written at shutdown");
+    let state = std::fs::read_to_string(dir.join("dyndns-state.dry-run.json")).expect("state written at shutdown");
+    assert!(!dir.join("dyndns-state.json").exists(), "a dry run never writes the live state file");
     assert!(state.contains("192.0.2.77"), "{state}");
 
     let (code, _, err) = run(&["healthcheck"], &[("LISTEN_PORT", &port)]);
@@ -152,7 +153,7 @@ fn sighup_reloads_the_keys_so_revocation_and_rotation_take_effect_at_once() {
     }
     assert_eq!(nic_update(&addr, "192.0.2.1", new), "nochg 192.0.2.1");
     assert!(child.try_wait().expect("wait").is_none(), "SIGHUP must not end the server");
-    assert!(dir.join("dyndns-state.json").exists(), "state saved on reload");
+    assert!(dir.join("dyndns-state.dry-run.json").exists(), "state saved on reload");
 
     // Revoke: delete the line.
     std::fs::write(dir.join("keys"), "# home.example.com revoked\n").expect("write keys");

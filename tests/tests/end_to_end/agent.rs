@@ -115,6 +115,20 @@ fn scripted_server(statuses: Vec<u16>) -> (String, std::sync::Arc<std::sync::ato
 }
 
 #[test]
+fn a_200_with_an_undocumented_status_is_not_a_success() {
+    let server = tiny_http::Server::http("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", server.server_addr().to_ip().expect("ip"));
+    std::thread::spawn(move || {
+        for rq in server.incoming_requests() {
+            let body = r#"{"status":"ok\n\u001b[31mforged","ip":"127.0.0.1"}"#;
+            let _ = rq.respond(tiny_http::Response::from_string(body));
+        }
+    });
+    let (exit, _) = run_once(&[("BACKEND_URL", &url), ("FQDN", HOME), ("PRE_SHARED_KEY", "k"), ("IP_VERSION", "4")]);
+    assert_eq!(exit, Exit::Failed, "only created/updated/unchanged with an address count as success");
+}
+
+#[test]
 fn transient_errors_are_retried_with_backoff_within_the_budget() {
     let (url, count) = scripted_server(vec![503, 502]);
     let (exit, took) = run_once(&[("BACKEND_URL", &url), ("FQDN", HOME), ("PRE_SHARED_KEY", "k"), ("IP_VERSION", "4")]);

@@ -120,6 +120,40 @@ fn a_silent_host_is_reported_lost_once_then_back_online() {
 }
 
 #[test]
+fn a_client_alternating_bad_and_good_requests_cannot_flood_the_phone() {
+    let fake = fake();
+    let ntfy = FakeNtfy::start();
+    let server = with_ntfy(Setup::new(&fake, HOME), &ntfy).start();
+    let key = server.key(HOME);
+    assert_eq!(update(&server, "192.0.2.1").json()["status"], "created");
+    for _ in 0..20 {
+        let bad = server.get_as("/nic/update?hostname=home.example.com&myip=2001:db8::/64", "home", &key);
+        assert_eq!(bad.body, "badip");
+        let good = server.get_as("/nic/update?hostname=home.example.com&myip=192.0.2.1", "home", &key);
+        assert_eq!(good.body, "nochg 192.0.2.1");
+    }
+    assert_eq!(ntfy.next(WAIT).expect("one message").title, "dyndns: rejected an update of home.example.com");
+    assert!(ntfy.next(Duration::from_millis(500)).is_none(), "a cached answer re-armed the announcement");
+}
+
+#[test]
+fn one_host_causes_at_most_ten_messages_an_hour() {
+    let fake = fake();
+    let ntfy = FakeNtfy::start();
+    let server =
+        with_ntfy(Setup::new(&fake, HOME), &ntfy).var("NOTIFY_ON_CHANGE", "1").var("HOST_WRITE_BURST", "100").start();
+    fake.set_polls_per_action(0);
+    for i in 1..=15 {
+        assert_eq!(update(&server, &format!("192.0.2.{i}")).status, 200);
+    }
+    let mut titles = Vec::new();
+    while let Some(m) = ntfy.next(Duration::from_millis(700)) {
+        titles.push(m.title);
+    }
+    assert_eq!(titles.len(), 10, "{titles:?}");
+}
+
+#[test]
 fn ntfy_basic_auth_is_sent_as_ntfy_expects() {
     let fake = fake();
     let ntfy = FakeNtfy::start();
@@ -153,6 +187,18 @@ fn a_failure_is_announced_again_once_notify_repeat_interval_has_passed() {
     std::thread::sleep(Duration::from_millis(1100));
     fail("192.0.2.3");
     assert_eq!(ntfy.next(WAIT).expect("after the interval").title, "dyndns: update of home.example.com failed");
+}
+
+#[test]
+fn a_live_run_never_trusts_what_a_dry_run_wrote() {
+    let fake = fake();
+    let dry = Setup::new(&fake, HOME).without("HETZNER_TOKEN").var("DRY_RUN", "1").start();
+    assert_eq!(update(&dry, "192.0.2.1").json()["status"], "created");
+    let dir = dry.stop();
+    // Live on the same directory: the address was never at Hetzner.
+    let live = Setup::in_dir(&fake, HOME, dir).start();
+    assert_eq!(update(&live, "192.0.2.1").json()["status"], "created");
+    assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["192.0.2.1".to_string()]));
 }
 
 #[test]
