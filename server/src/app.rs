@@ -8,6 +8,7 @@
 //! another part's work or any network I/O.
 
 use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -40,6 +41,8 @@ pub struct App {
     pub notifier: Notifier,
     pub counters: Counters,
     limiter: Limiter,
+    /// Hosts already warned about a private address from the connection.
+    private_warned: Mutex<HashSet<String>>,
     pub started: Instant,
 }
 
@@ -87,6 +90,7 @@ impl App {
             notifier,
             counters: Counters::default(),
             limiter: Limiter::default(),
+            private_warned: Mutex::default(),
             started: Instant::now(),
         }
     }
@@ -106,6 +110,8 @@ impl App {
     /// stays without one). Logs which hosts changed, never a key; a file
     /// that cannot be read leaves the keys in use unchanged.
     pub fn reload_keys(&self) {
+        // State first: once the old key is refused, the state is on disk.
+        self.save_state_if_dirty();
         let path = &self.config.key_file;
         let fresh = match KeyFile::load(path) {
             Ok(f) => f,
@@ -125,7 +131,6 @@ impl App {
         for host in self.config.registered.iter().filter(|h| !self.has_key(h)) {
             log::warn!("{host} is registered but has no key now; it cannot update until a key is added");
         }
-        self.save_state_if_dirty();
     }
 
     fn has_key(&self, host: &str) -> bool {
@@ -182,6 +187,21 @@ impl App {
                     priority: notify::DEFAULT,
                     tags: "white_check_mark",
                 },
+            );
+        }
+    }
+
+    /// An address taken from the connection (no address in the request):
+    /// a private one usually means an unnamed proxy or a container port
+    /// mapping in between, so say so, once per host. It is set anyway.
+    pub fn check_connection_address(&self, host: &str, ip: IpAddr) {
+        if !is_private(ip) {
+            return;
+        }
+        let mut warned = self.private_warned.lock().unwrap_or_else(PoisonError::into_inner);
+        if warned.insert(host.to_string()) {
+            log::warn!(
+                "{host}: setting {ip}, a private address taken from the connection; if a proxy or a container port mapping is in between, name it in TRUSTED_PROXIES (or have the client send its address)"
             );
         }
     }
@@ -284,6 +304,25 @@ impl App {
     }
 }
 
+/// Not a public address: loopback, private (RFC 1918, ULA), link-local,
+/// shared (100.64/10, carrier-grade NAT) or unspecified.
+fn is_private(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback() || v6.is_unspecified() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
 /// Requests by endpoint and result, for `/metrics`.
 #[derive(Default)]
 pub struct Counters {
@@ -307,6 +346,27 @@ pub const REQUEST_BUDGET: Duration = Duration::from_secs(15);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_addresses_are_recognized() {
+        for ip in [
+            "10.88.0.1",
+            "192.168.1.2",
+            "172.16.0.1",
+            "127.0.0.1",
+            "100.64.1.1",
+            "169.254.0.1",
+            "fd00::1",
+            "fe80::1",
+            "::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(is_private(ip.parse().expect("ip")), "{ip}");
+        }
+        for ip in ["203.0.113.9", "100.128.0.1", "2001:db8::1", "172.32.0.1"] {
+            assert!(!is_private(ip.parse().expect("ip")), "{ip}");
+        }
+    }
 
     #[test]
     fn the_stand_in_key_is_as_long_as_a_real_one() {

@@ -117,6 +117,9 @@ fn json_update(app: &App, req: &Req, log: &mut LogContext) -> (Reply, Option<Out
     let Some(ip) = fields.ip.or(source) else {
         return (Reply::json_error(400, "no address given and none could be taken from the connection"), None);
     };
+    if fields.ip.is_none() {
+        app.check_connection_address(&host, ip);
+    }
     let rtype = RecordType::of(ip);
     if let Some(wanted) = fields.rtype.filter(|&w| w != rtype) {
         return (Reply::json_error(400, format!("\"type\" is {wanted} but {ip} is an {rtype} address")), None);
@@ -215,6 +218,9 @@ fn dyndns2_answers(
             let mut a = Addresses::default();
             if let Some(ip) = source {
                 let _ = a.add(ip);
+                for h in hosts.iter().flatten().filter(|h| app.registered(h)) {
+                    app.check_connection_address(h, ip);
+                }
             }
             a
         }

@@ -151,8 +151,51 @@ impl KeyFile {
         Ok(added)
     }
 
+    /// Give `host` a new key: its line is replaced (every other byte of the
+    /// file stays), or appended when it has none. Returns the new key.
+    pub fn rotate(&mut self, host: &str) -> io::Result<String> {
+        let key = new_key()?;
+        let mut replaced = false;
+        let mut text = String::with_capacity(self.text.len() + 64);
+        for line in self.text.split_inclusive('\n') {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let is_host = !replaced
+                && !line.trim_start().starts_with('#')
+                && fields.len() == 2
+                && fqdn::canonical(fields[0]).is_ok_and(|h| h == host);
+            if is_host {
+                let ending = if line.ends_with("\r\n") {
+                    "\r\n"
+                } else if line.ends_with('\n') {
+                    "\n"
+                } else {
+                    ""
+                };
+                text.push_str(&format!("{host} {key}{ending}"));
+                replaced = true;
+            } else {
+                text.push_str(line);
+            }
+        }
+        if !replaced {
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&format!("{host} {key}\n"));
+        }
+        self.text = text;
+        self.keys.insert(host.to_string(), key.clone());
+        Ok(key)
+    }
+
     /// Write the file atomically (see `atomic`).
     pub fn save(&self, path: &Path) -> Result<(), KeyFileError> {
+        self.save_as(path, true)
+    }
+
+    /// Write the file atomically; `append_only` when the new text starts
+    /// with the old (see `atomic::write`), false after a rotation.
+    pub fn save_as(&self, path: &Path, append_only: bool) -> Result<(), KeyFileError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| KeyFileError {
                 path: dir.to_path_buf(),
@@ -160,7 +203,7 @@ impl KeyFile {
                 source,
             })?;
         }
-        atomic::write(path, self.text.as_bytes(), true).map_err(|source| KeyFileError {
+        atomic::write(path, self.text.as_bytes(), append_only).map_err(|source| KeyFileError {
             path: path.to_path_buf(),
             action: "write",
             source,
@@ -209,6 +252,16 @@ mod tests {
         let again = KeyFile::parse(&kf.text);
         assert_eq!(again.get("new.example.com"), Some(new));
         assert!(kf.add_missing(&registered).expect("random").is_empty());
+    }
+
+    #[test]
+    fn rotation_replaces_one_line_and_keeps_the_rest() {
+        let mut kf = KeyFile::parse("# mine\r\nA.example.com old1\r\nb.example.com old2\nbroken line here\n");
+        let new = kf.rotate("a.example.com").expect("random");
+        assert_eq!(kf.text(), format!("# mine\r\na.example.com {new}\r\nb.example.com old2\nbroken line here\n"));
+        assert_eq!(KeyFile::parse(kf.text()).get("a.example.com"), Some(new.as_str()));
+        let c = kf.rotate("c.example.com").expect("random");
+        assert!(kf.text().ends_with(&format!("broken line here\nc.example.com {c}\n")));
     }
 
     #[test]

@@ -10,13 +10,17 @@ const HELP: &str = "dyndns-server: dynamic DNS for domains hosted at Hetzner
 usage:
   dyndns-server              serve (settings from the environment, see README)
   dyndns-server keys         generate missing keys, print `fqdn key` lines, exit
+  dyndns-server keys rotate HOST
+                             give HOST a new key, print it, exit (then send
+                             SIGHUP to a running server: the old key stops working)
   dyndns-server healthcheck  exit 0 when GET /healthz on LISTEN_PORT answers 200
   dyndns-server --version    print the version
 
 DRY_RUN=1 runs without a Hetzner token.";
 
 fn main() -> ExitCode {
-    let arg = std::env::args().nth(1);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = args.first().cloned();
     match arg.as_deref() {
         Some("-h" | "--help" | "help") => {
             println!("{HELP}");
@@ -26,9 +30,15 @@ fn main() -> ExitCode {
             println!("dyndns-server {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        None | Some("keys" | "healthcheck") => {}
-        Some(other) => {
-            eprintln!("dyndns-server: unknown argument {other:?}; see --help");
+        Some("keys") if args.len() == 1 || (args.len() == 3 && args[1] == "rotate") => {}
+        Some("keys") => {
+            eprintln!("dyndns-server: usage: dyndns-server keys [rotate HOST]");
+            return ExitCode::from(2);
+        }
+        None => {}
+        Some("healthcheck") if args.len() == 1 => {}
+        Some(_) => {
+            eprintln!("dyndns-server: unknown arguments {:?}; see --help", args.join(" "));
             return ExitCode::from(2);
         }
     }
@@ -47,7 +57,10 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     if arg.as_deref() == Some("keys") {
-        return print_keys(&config);
+        return match args.get(2) {
+            Some(host) => rotate_key(&config, host),
+            None => print_keys(&config),
+        };
     }
     serve(config)
 }
@@ -109,6 +122,36 @@ fn print_keys(config: &Config) -> ExitCode {
             println!("{host} {key}");
         }
     }
+    ExitCode::SUCCESS
+}
+
+/// `dyndns-server keys rotate HOST`: a new key for one registered host,
+/// written atomically, printed as `fqdn key`.
+fn rotate_key(config: &Config, host: &str) -> ExitCode {
+    let host = match dyndns_server::fqdn::canonical(host) {
+        Ok(h) if config.registered.contains(&h) => h,
+        Ok(h) => {
+            log::error!("{h} is not in REGISTERED_FQDNS; only registered hosts get keys");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            log::error!("{host:?} is not a host name: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut keys = match dyndns_server::ensure_keys(config) {
+        Ok(k) => k,
+        Err(e) => return fatal(&e),
+    };
+    let key = match keys.rotate(&host) {
+        Ok(k) => k,
+        Err(e) => return fatal(&format!("cannot make a new key: {e}")),
+    };
+    if let Err(e) = keys.save_as(&config.key_file, false) {
+        return fatal(&e);
+    }
+    log::info!("{host} has a new key; send SIGHUP to a running server so that the old one stops working");
+    println!("{host} {key}");
     ExitCode::SUCCESS
 }
 

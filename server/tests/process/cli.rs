@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::common::{http, scratch, spawn_dry_run, BIN};
+use crate::common::{http, scratch, spawn_dry_run, spawn_dry_run_with_log, BIN};
 
 /// Run with exactly these variables; returns (status, stdout, stderr).
 fn run(args: &[&str], vars: &[(&str, &str)]) -> (i32, String, String) {
@@ -74,6 +74,29 @@ fn keys_prints_only_key_lines_on_stdout_and_keeps_them() {
     assert!(!err.contains(lines[0].split(' ').nth(1).unwrap_or("?")), "a key was logged");
     let (_, again, _) = run(&["keys"], &vars);
     assert_eq!(again, out, "keys are stable");
+}
+
+#[test]
+fn keys_rotate_replaces_one_key_and_prints_it() {
+    let dir = scratch("rotate");
+    let keys = dir.join("keys").display().to_string();
+    let vars = [("PRE_SHARED_KEY_FILE", keys.as_str()), ("REGISTERED_FQDNS", "b.example.com,a.example.com")];
+    let (_, before, _) = run(&["keys"], &vars);
+    let (code, out, err) = run(&["keys", "rotate", "A.example.com."], &vars);
+    assert_eq!(code, 0, "{err}");
+    let new = out.trim().strip_prefix("a.example.com ").expect("a line for the host").to_string();
+    assert_eq!(new.len(), 43);
+    assert!(err.contains("SIGHUP") && !err.contains(&new), "{err}");
+    let (_, after, _) = run(&["keys"], &vars);
+    let old_b = before.lines().find(|l| l.starts_with("b.")).expect("b");
+    assert!(after.contains(old_b), "the other host keeps its key");
+    assert!(after.contains(&format!("a.example.com {new}")));
+    assert!(!after.contains(before.lines().next().unwrap_or("?")), "the old key is gone");
+    let (code, _, err) = run(&["keys", "rotate", "c.example.com"], &vars);
+    assert_eq!(code, 2);
+    assert!(err.contains("not in REGISTERED_FQDNS"), "{err}");
+    let (code, _, err) = run(&["keys", "bogus"], &vars);
+    assert_eq!(code, 2, "{err}");
 }
 
 #[test]
@@ -232,4 +255,21 @@ fn log_file_gets_the_same_lines_as_stdout() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&log).expect("meta").permissions().mode() & 0o777;
     assert_eq!(mode & 0o007, 0, "the log file is not world-readable: {mode:o}");
+}
+
+#[test]
+fn a_private_address_from_the_connection_is_warned_about_once() {
+    let dir = scratch("private");
+    let (mut child, addr, log) = spawn_dry_run_with_log(&dir, &[]);
+    let key = key_of(&dir);
+    for _ in 0..3 {
+        let answer =
+            http(&addr, &format!("GET /nic/update?hostname=home.example.com&user=home&pass={key} HTTP/1.0\r\n\r\n"));
+        assert!(answer.ends_with(" 127.0.0.1"), "{answer}");
+    }
+    signal(&child, "TERM");
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    let lines: Vec<String> = log.iter().collect();
+    let warnings = lines.iter().filter(|l| l.contains("a private address taken from the connection")).count();
+    assert_eq!(warnings, 1, "{lines:#?}");
 }

@@ -28,9 +28,43 @@ pub fn proc_status(pid: u32, field: &str) -> usize {
         .unwrap_or_else(|| panic!("no {field} line"))
 }
 
+/// A child process killed (and reaped) when dropped, so a failing test
+/// never leaves a server running (it would also hold the test's output
+/// pipe open).
+pub struct Proc(pub std::process::Child);
+
+impl std::ops::Deref for Proc {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A dry-run server process on a free port, with room for 4096 open files
 /// and `extra` settings; returns it and its address.
-pub fn spawn_dry_run(dir: &std::path::Path, extra: &[(&str, &str)]) -> (std::process::Child, String) {
+pub fn spawn_dry_run(dir: &std::path::Path, extra: &[(&str, &str)]) -> (Proc, String) {
+    let (child, addr, _log) = spawn_dry_run_with_log(dir, extra);
+    (child, addr)
+}
+
+/// Like `spawn_dry_run`, and every later line of its stdout on a channel.
+pub fn spawn_dry_run_with_log(
+    dir: &std::path::Path,
+    extra: &[(&str, &str)],
+) -> (Proc, String, std::sync::mpsc::Receiver<String>) {
     let keys = dir.join("keys").display().to_string();
     let mut child = Command::new("sh")
         .args(["-c", &format!("ulimit -n 4096 2>/dev/null; exec {BIN}")])
@@ -54,8 +88,13 @@ pub fn spawn_dry_run(dir: &std::path::Path, extra: &[(&str, &str)]) -> (std::pro
         .find_map(|l| l.split("listening on http://").nth(1).map(str::to_string))
         .expect("listening line");
     // Keep draining stdout so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (Proc(child), addr, rx)
 }
 
 /// A raw HTTP/1.0 request; returns the whole answer.

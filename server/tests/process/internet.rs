@@ -2,16 +2,16 @@
 //! pass against the real binary, on loopback, in bounded loops. Every test
 //! checks that the process is still up and answering afterwards.
 
+use crate::common::Proc;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use crate::common::{http, proc_status, scratch, spawn_dry_run, threads};
 
 /// A dry-run server, killed on drop.
 struct Server {
-    child: Child,
+    child: Proc,
     addr: String,
     dir: std::path::PathBuf,
 }

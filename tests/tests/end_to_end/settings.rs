@@ -87,3 +87,27 @@ fn the_rest_of_secrets_example_is_accepted_as_written() {
     let config = server_config(&vars).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.registered, vec!["home.example.com", "nas.example.com"]);
 }
+
+#[test]
+fn keys_state_and_secrets_never_reach_git_or_an_image() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    // What the Quick start and a local run write into the checkout.
+    for path in
+        ["pre-shared-key", "dyndns-state.json", "dyndns-state.dry-run.json", ".secrets", "target/x", ".keys.tmp-1a2b"]
+    {
+        let ignored = std::process::Command::new("git")
+            .args(["check-ignore", "-q", "--no-index", path])
+            .current_dir(root)
+            .status()
+            .map(|s| s.success());
+        // Without git (a source tarball) there is nothing to check.
+        if let Ok(ignored) = ignored {
+            assert!(ignored, "{path} is not in .gitignore");
+        }
+    }
+    let docker = std::fs::read_to_string(format!("{root}/.dockerignore")).expect(".dockerignore");
+    let lines: Vec<&str> = docker.lines().map(str::trim).collect();
+    for pattern in [".git", "target", ".secrets", "pre-shared-key", "dyndns-state*.json*"] {
+        assert!(lines.contains(&pattern), "{pattern} is not in .dockerignore");
+    }
+}
