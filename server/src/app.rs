@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq as _;
 
 use crate::config::Config;
 use crate::hetzner::Hetzner;
-use crate::hostbook::HostBook;
+use crate::hostbook::HostStates;
 use crate::keys::KeyFile;
 use crate::limiter::{self, Limiter};
 use crate::message::Req;
@@ -37,7 +37,7 @@ pub struct App {
     /// Replaced whole on reload (`SIGHUP`); readers never see half a file.
     keys: RwLock<KeyFile>,
     pub updater: Updater,
-    pub hosts: HostBook,
+    pub hosts: HostStates,
     pub notifier: Notifier,
     pub counters: Counters,
     limiter: Limiter,
@@ -81,7 +81,7 @@ impl App {
                 updater.import(&host, rtype, c.ip, c.confirmed);
             }
         }
-        let hosts = HostBook::new(&config.registered, host_states);
+        let hosts = HostStates::new(&config.registered, host_states);
         App {
             config,
             keys: RwLock::new(keys),

@@ -31,7 +31,7 @@ pub struct HostState {
 }
 
 /// Every registered host's entry; shared by all request threads.
-pub struct HostBook {
+pub struct HostStates {
     hosts: Mutex<HashMap<String, HostState>>,
     /// When the server started (Unix seconds): nobody is lost for the
     /// server's own downtime.
@@ -40,11 +40,11 @@ pub struct HostBook {
     dirty: AtomicBool,
 }
 
-impl HostBook {
+impl HostStates {
     /// The registered hosts, with what the state file remembered of them.
-    pub fn new(registered: &[String], mut loaded: HashMap<String, HostState>) -> HostBook {
+    pub fn new(registered: &[String], mut loaded: HashMap<String, HostState>) -> HostStates {
         let hosts = registered.iter().map(|h| (h.clone(), loaded.remove(h).unwrap_or_default())).collect();
-        HostBook { hosts: Mutex::new(hosts), started: unix_now(), dirty: AtomicBool::new(false) }
+        HostStates { hosts: Mutex::new(hosts), started: unix_now(), dirty: AtomicBool::new(false) }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, HostState>> {
@@ -119,7 +119,7 @@ mod tests {
 
     #[test]
     fn lost_once_per_outage_then_back_online() {
-        let book = HostBook::new(&["a.example.com".into(), "b.example.com".into()], HashMap::new());
+        let book = HostStates::new(&["a.example.com".into(), "b.example.com".into()], HashMap::new());
         let start = book.started;
         assert!(book.find_lost(start + 5, 10).is_empty());
         book.record_report("a.example.com");
@@ -138,7 +138,7 @@ mod tests {
     fn remembered_hosts_are_not_blamed_for_server_downtime() {
         let mut loaded = HashMap::new();
         loaded.insert("a.example.com".to_string(), HostState { last_seen: Some(1), ..HostState::default() });
-        let book = HostBook::new(&["a.example.com".into()], loaded);
+        let book = HostStates::new(&["a.example.com".into()], loaded);
         assert!(book.find_lost(book.started + 5, 10).is_empty());
         assert_eq!(book.find_lost(book.started + 10, 10).len(), 1);
     }
