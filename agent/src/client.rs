@@ -182,3 +182,31 @@ fn classify(e: &ureq::Error, family: Option<Family>) -> ReportError {
         _ => ReportError::Transient(format!("cannot reach the server{over}: {text}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: io::ErrorKind) -> ureq::Error {
+        ureq::Error::Io(io::Error::from(kind))
+    }
+
+    #[test]
+    fn network_errors_are_explained_in_words() {
+        let v6 = Some(Family::V6);
+        assert_eq!(
+            classify(&io(io::ErrorKind::AddrNotAvailable), v6),
+            ReportError::Unreachable("this host has no IPv6 address to connect from".into())
+        );
+        assert_eq!(
+            classify(&io(io::ErrorKind::NetworkUnreachable), v6),
+            ReportError::Unreachable("no IPv6 route from this host to the server".into())
+        );
+        assert_eq!(
+            classify(&ureq::Error::HostNotFound, Some(Family::V4)),
+            ReportError::Unreachable("the server's name has no A record, so it cannot be reached over IPv4".into())
+        );
+        let refused = classify(&io(io::ErrorKind::ConnectionRefused), None).to_string();
+        assert!(refused.contains("refused the connection") && !refused.contains("os error"), "{refused}");
+    }
+}

@@ -191,14 +191,8 @@ impl FakeHetzner {
             let _ = rq.respond(tiny_http::Response::from_string(count));
             return;
         }
-        // `/hang/N/SECS` (outside /v1, for the benchmark process): the next N
-        // calls hang SECS seconds each, instead of the faults queued so far.
         if let Some(rest) = url.strip_prefix("/hang/") {
-            let (n, secs) = rest.split_once('/').unwrap_or((rest, "5"));
-            lock(&self.state).faults.clear();
-            for _ in 0..n.parse::<u32>().unwrap_or(0) {
-                self.fail_next(Fault::Hang(Duration::from_secs(secs.parse().unwrap_or(5))));
-            }
+            self.queue_hangs(rest);
             let _ = rq.respond(tiny_http::Response::from_string("ok"));
             return;
         }
@@ -255,6 +249,16 @@ impl FakeHetzner {
             response.add_header(tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).expect("header"));
         }
         let _ = rq.respond(response);
+    }
+
+    /// `/hang/N/SECS` (outside /v1, for the benchmark process): the next N
+    /// calls hang SECS seconds each, instead of the faults queued so far.
+    fn queue_hangs(&self, rest: &str) {
+        let (n, secs) = rest.split_once('/').unwrap_or((rest, "5"));
+        lock(&self.state).faults.clear();
+        for _ in 0..n.parse::<u32>().unwrap_or(0) {
+            self.fail_next(Fault::Hang(Duration::from_secs(secs.parse().unwrap_or(5))));
+        }
     }
 
     fn route(&self, method: &str, url: &str, body: &str, auth: Option<&str>) -> (u16, String, Vec<(String, String)>) {
