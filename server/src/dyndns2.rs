@@ -78,7 +78,9 @@ impl Params {
             .filter(|p| !p.is_empty())
             .map(|pair| {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                (percent_decode(k).to_ascii_lowercase(), percent_decode(v))
+                let mut key = percent_decode(k);
+                key.make_ascii_lowercase();
+                (key, percent_decode(v))
             })
             .collect();
         Params(pairs)
@@ -192,6 +194,9 @@ fn clip(value: &str) -> String {
 /// `%XX` and `+` decoding. Invalid escapes stay as they are; bytes that are
 /// not UTF-8 become U+FFFD.
 pub fn percent_decode(s: &str) -> String {
+    if !s.contains(['%', '+']) {
+        return s.to_string();
+    }
     let plus_as_space = s.replace('+', " ");
     percent_encoding::percent_decode_str(&plus_as_space).decode_utf8_lossy().into_owned()
 }

@@ -51,6 +51,10 @@ impl fmt::Display for NameError {
 pub fn canonical(input: &str) -> Result<String, NameError> {
     let trimmed = input.trim();
     let trimmed = trimmed.strip_suffix('.').unwrap_or(trimmed);
+    // Fast path for what clients nearly always send: already canonical.
+    if is_canonical(trimmed) {
+        return Ok(trimmed.to_string());
+    }
     if trimmed.is_empty() {
         return Err(NameError::Empty);
     }
@@ -83,6 +87,15 @@ pub fn canonical(input: &str) -> Result<String, NameError> {
         return Err(NameError::NumericTld);
     }
     Ok(out)
+}
+
+/// Is `name` already in canonical form (lower-case ASCII, valid labels,
+/// qualified, a letter in the last label)? One pass, no allocation.
+fn is_canonical(name: &str) -> bool {
+    name.len() <= 253
+        && name.contains('.')
+        && name.split('.').all(valid_label)
+        && name.rsplit('.').next().is_some_and(|tld| tld.bytes().any(|b| b.is_ascii_lowercase()))
 }
 
 fn valid_label(label: &str) -> bool {

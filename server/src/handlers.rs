@@ -6,6 +6,7 @@
 //! request never reaches Hetzner and gets the same answer for a registered
 //! and an unregistered host.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -190,8 +191,14 @@ fn nic_update(app: &App, req: &Req, log: &mut LogContext) -> (Reply, Vec<Answer>
     let reply = if answers == [Answer::BadAuth] {
         Reply::text(401, Answer::BadAuth.to_string()).with_header("WWW-Authenticate", "Basic realm=\"dyndns\"")
     } else {
-        let body: Vec<String> = answers.iter().map(Answer::to_string).collect();
-        Reply::text(200, body.join("\n"))
+        let mut body = String::with_capacity(32 * answers.len());
+        for (i, answer) in answers.iter().enumerate() {
+            if i > 0 {
+                body.push('\n');
+            }
+            let _ = write!(body, "{answer}");
+        }
+        Reply::text(200, body)
     };
     (reply, answers)
 }
@@ -210,7 +217,10 @@ fn dyndns2_answers(
     }
     let (user, pass) = req.basic_auth().or_else(|| params.credentials()).ok_or(Answer::BadAuth)?;
     let hosts = requested_hosts(params, &user)?;
-    log.host = Some(hosts.iter().flatten().cloned().collect::<Vec<_>>().join(","));
+    log.host = Some(match hosts.as_slice() {
+        [Some(one)] => one.clone(),
+        _ => hosts.iter().flatten().map(String::as_str).collect::<Vec<_>>().join(","),
+    });
     authenticate(app, &user, &pass, &hosts, source)?;
     let addresses = match params.addresses() {
         Ok(Some(a)) => a,
@@ -280,9 +290,12 @@ fn authenticate(
         app.auth_result(source, true);
         return Ok(());
     }
-    let user = user.trim().trim_end_matches('.').to_lowercase();
+    let user = user.trim().trim_end_matches('.');
     let all_ok = hosts.iter().all(|h| {
-        h.as_deref().is_some_and(|h| (user == h || user == fqdn::first_label(h)) && app.key_ok(h, pass.trim()))
+        h.as_deref().is_some_and(|h| {
+            (user.eq_ignore_ascii_case(h) || user.eq_ignore_ascii_case(fqdn::first_label(h)))
+                && app.key_ok(h, pass.trim())
+        })
     });
     app.auth_result(source, all_ok);
     if all_ok {
@@ -306,7 +319,13 @@ fn update_host(app: &App, host: &str, addresses: &Addresses, deadline: Instant) 
             Err(e) => failure = Some(e),
         }
     }
-    let list = ips.iter().map(IpAddr::to_string).collect::<Vec<_>>().join(",");
+    let mut list = String::with_capacity(64);
+    for (i, ip) in ips.iter().enumerate() {
+        if i > 0 {
+            list.push(',');
+        }
+        let _ = write!(list, "{ip}");
+    }
     match failure {
         // The protocol's code for a client that sends too much.
         Some(UpdateError::TooManyWrites(_)) => Answer::Abuse,

@@ -9,7 +9,7 @@
 //! restarts, and "back online" follows it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
@@ -38,13 +38,17 @@ pub struct HostStates {
     started: u64,
     /// Changed since the state file was last written.
     dirty: AtomicBool,
+    /// Hosts whose `last_error` is set (changed under the lock only).
+    with_errors: AtomicUsize,
 }
 
 impl HostStates {
     /// The registered hosts, with what the state file remembered of them.
     pub fn new(registered: &[String], mut loaded: HashMap<String, HostState>) -> HostStates {
-        let hosts = registered.iter().map(|h| (h.clone(), loaded.remove(h).unwrap_or_default())).collect();
-        HostStates { hosts: Mutex::new(hosts), started: unix_now(), dirty: AtomicBool::new(false) }
+        let hosts: HashMap<String, HostState> =
+            registered.iter().map(|h| (h.clone(), loaded.remove(h).unwrap_or_default())).collect();
+        let with_errors = AtomicUsize::new(hosts.values().filter(|s| s.last_error.is_some()).count());
+        HostStates { hosts: Mutex::new(hosts), started: unix_now(), dirty: AtomicBool::new(false), with_errors }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, HostState>> {
@@ -68,9 +72,19 @@ impl HostStates {
 
     /// Record the outcome of an update: `Some(error)` or `None` for success.
     pub fn set_error(&self, host: &str, error: Option<String>) {
+        // Every successful request clears; without any error on record
+        // that needs no lock.
+        if error.is_none() && self.with_errors.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         let mut hosts = self.lock();
         if let Some(state) = hosts.get_mut(host) {
             if state.last_error != error {
+                match (&state.last_error, &error) {
+                    (None, Some(_)) => self.with_errors.fetch_add(1, Ordering::Relaxed),
+                    (Some(_), None) => self.with_errors.fetch_sub(1, Ordering::Relaxed),
+                    _ => 0,
+                };
                 state.last_error_at = error.as_ref().map(|_| unix_now());
                 state.last_error = error;
                 self.dirty.store(true, Ordering::Relaxed);

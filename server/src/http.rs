@@ -82,7 +82,10 @@ fn serve(app: &App, mut rq: tiny_http::Request) {
     let started = Instant::now();
     let req = copy_request(&mut rq);
     let (reply, context) = answer(&req, |req, context| handlers::handle(app, req, context));
-    let line = format!(
+    // Formatted once, by the logger, on this thread (see `logging`).
+    let level = if reply.status >= 500 { log::Level::Warn } else { log::Level::Info };
+    log::log!(
+        level,
         "{} {} {} {}ms host={} agent=\"{}\"",
         Escaped(&req.method, 16),
         Escaped(&req.path, 100),
@@ -91,13 +94,11 @@ fn serve(app: &App, mut rq: tiny_http::Request) {
         Escaped(context.host.as_deref().unwrap_or("-"), 200),
         Escaped(req.header("user-agent").unwrap_or("-"), 80),
     );
-    if reply.status >= 500 {
-        log::warn!("{line}");
-    } else {
-        log::info!("{line}");
-    }
     let mut response = tiny_http::Response::from_data(reply.body.into_bytes()).with_status_code(reply.status);
-    for (name, value) in std::iter::once(("Content-Type", reply.content_type.to_string())).chain(reply.headers) {
+    if let Some(h) = content_type(reply.content_type) {
+        response.add_header(h);
+    }
+    for (name, value) in reply.headers {
         if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
             response.add_header(h);
         }
@@ -107,12 +108,42 @@ fn serve(app: &App, mut rq: tiny_http::Request) {
     }
 }
 
+/// The `Content-Type` header, parsed once per type (every answer has one).
+fn content_type(value: &'static str) -> Option<tiny_http::Header> {
+    static CACHE: std::sync::OnceLock<Vec<(&'static str, tiny_http::Header)>> = std::sync::OnceLock::new();
+    let known = CACHE.get_or_init(|| {
+        ["text/plain; charset=utf-8", "application/json"]
+            .into_iter()
+            .filter_map(|v| Some((v, tiny_http::Header::from_bytes(&b"Content-Type"[..], v.as_bytes()).ok()?)))
+            .collect()
+    });
+    match known.iter().find(|(v, _)| *v == value) {
+        Some((_, h)) => Some(h.clone()),
+        None => tiny_http::Header::from_bytes(&b"Content-Type"[..], value.as_bytes()).ok(),
+    }
+}
+
+/// The request headers any handler reads, in lower case; the others are
+/// not copied (fewer allocations on every request).
+const USED_HEADERS: &[&str] = &[
+    "authorization",
+    "x-pre-shared-key",
+    "content-type",
+    "accept",
+    "user-agent",
+    "x-forwarded-for",
+    "x-real-ip",
+];
+
 fn copy_request(rq: &mut tiny_http::Request) -> Req {
     let (path, query) = Req::split_target(rq.url());
     let headers = rq
         .headers()
         .iter()
-        .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_string()))
+        .filter_map(|h| {
+            let name = USED_HEADERS.iter().find(|n| h.field.as_str().as_str().eq_ignore_ascii_case(n))?;
+            Some(((*name).to_string(), h.value.as_str().to_string()))
+        })
         .collect();
     // The body is already in memory, at most MAX_BODY bytes (the layer
     // below answered 413 to anything larger without reading it).

@@ -16,6 +16,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -70,9 +71,19 @@ impl Table {
     }
 }
 
-#[derive(Default)]
 pub struct Limiter {
     table: Mutex<Table>,
+    /// When the latest block ends, in milliseconds since `epoch` (0: none
+    /// yet): while it lies in the past nobody is blocked, and `blocked`
+    /// answers without taking the table's lock (every request asks).
+    blocks_end: AtomicU64,
+    epoch: Instant,
+}
+
+impl Default for Limiter {
+    fn default() -> Limiter {
+        Limiter { table: Mutex::default(), blocks_end: AtomicU64::new(0), epoch: Instant::now() }
+    }
 }
 
 fn key(ip: IpAddr) -> IpAddr {
@@ -94,6 +105,9 @@ impl Limiter {
     }
 
     fn blocked_at(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+        if self.millis(now) >= self.blocks_end.load(Ordering::Relaxed) {
+            return None;
+        }
         let until = self.lock().entries.get(&key(ip))?.blocked_until?;
         until.checked_duration_since(now).filter(|d| !d.is_zero())
     }
@@ -117,9 +131,15 @@ impl Limiter {
         e.failures += 1;
         if e.failures >= MAX_FAILURES && e.blocked_until.is_none() {
             e.blocked_until = Some(now + BLOCK);
+            // Rounded up, so the fast path never ends a block early.
+            self.blocks_end.fetch_max(self.millis(now + BLOCK) + 1, Ordering::Relaxed);
             return true;
         }
         false
+    }
+
+    fn millis(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_millis() as u64
     }
 
     /// Sources tracked now.

@@ -1,44 +1,194 @@
-//! Log set-up: simplelog to stdout, and to a rotating file when `LOG_FILE`
+//! Log set-up: one line per record on stdout (stderr for commands whose
+//! stdout is their output, `keys`), and in a rotating file when `LOG_FILE`
 //! is set. Log levels: INFO is one line per request and per Hetzner write;
 //! DEBUG adds internals. No level ever shows a key, the token, an
 //! `Authorization` header or a query string (which may carry `pass=`).
+//!
+//! Request threads never wait for each other or for a write to finish: a
+//! record is formatted on its own thread, outside any lock, and handed to
+//! one writer thread through a bounded queue; the writer batches what has
+//! queued up and flushes when the queue is empty. Lines are never dropped:
+//! a full queue (the output is stuck) makes the logging thread wait, as a
+//! blocking write would. `flush` (end of `main`) waits until every queued
+//! line is written. Only our own crate and the HTTP layer's
+//! connection-limit and accept errors are logged: rustls and ureq debug
+//! output could show headers.
 
-use simplelog::{CombinedLogger, ConfigBuilder, LevelFilter, SharedLogger, WriteLogger};
+use std::fmt::Write as _;
+use std::io::Write;
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
 
 use crate::config::Config;
+
+/// Lines waiting for the writer thread.
+const QUEUE: usize = 4096;
+
+enum Entry {
+    Line(String),
+    /// Answered once everything before it is written.
+    Flush(SyncSender<()>),
+}
+
+struct Logger {
+    level: LevelFilter,
+    tx: SyncSender<Entry>,
+}
+
+static LOGGER: OnceLock<Logger> = OnceLock::new();
+
+impl Log for Logger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        let target = metadata.target();
+        metadata.level() <= self.level && (target.starts_with("dyndns_server") || target.starts_with("tiny_http"))
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let mut line = String::with_capacity(160);
+        timestamp(&mut line, SystemTime::now());
+        let _ = write!(line, " [{}] {}", level_name(record.level()), record.args());
+        line.push('\n');
+        let _ = self.tx.send(Entry::Line(line));
+    }
+
+    fn flush(&self) {
+        let (done_tx, done) = mpsc::sync_channel(1);
+        if self.tx.send(Entry::Flush(done_tx)).is_ok() {
+            let _ = done.recv();
+        }
+    }
+}
+
+fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::Error => "ERROR",
+        Level::Warn => "WARN",
+        Level::Info => "INFO",
+        Level::Debug => "DEBUG",
+        Level::Trace => "TRACE",
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC), by the civil-from-days algorithm.
+fn timestamp(out: &mut String, now: SystemTime) {
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let (secs, millis) = (since.as_secs(), since.subsec_millis());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    );
+}
 
 /// Install the logger; `to_stderr` for commands whose stdout is their
 /// output (`keys`). A second call in one process (tests) is a no-op.
 pub fn init(config: &Config, to_stderr: bool) -> Result<(), String> {
-    let level = if config.debug { LevelFilter::Debug } else { LevelFilter::Info };
-    let log_config = ConfigBuilder::new()
-        .set_time_format_rfc3339()
-        .set_target_level(LevelFilter::Off)
-        .set_thread_level(LevelFilter::Off)
-        // Only our own crate and the HTTP layer's connection-limit and accept
-        // errors: rustls and ureq debug output could show headers.
-        .add_filter_allow_str("dyndns_server")
-        .add_filter_allow_str("tiny_http")
-        .build();
-    let console: Box<dyn SharedLogger> = if to_stderr {
-        WriteLogger::new(level, log_config.clone(), std::io::stderr())
-    } else {
-        WriteLogger::new(level, log_config.clone(), std::io::stdout())
-    };
-    let mut loggers = vec![console];
+    if LOGGER.get().is_some() {
+        return Ok(());
+    }
+    let mut file: Option<Box<dyn Write + Send>> = None;
     if let Some(path) = &config.log_file {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| format!("LOG_FILE: cannot create {}: {e}", dir.display()))?;
         }
-        let file = file_rotate::FileRotate::new(
+        file = Some(Box::new(file_rotate::FileRotate::new(
             path,
             file_rotate::suffix::AppendCount::new(config.log_backup_count),
             file_rotate::ContentLimit::Bytes(config.log_max_bytes as usize),
             file_rotate::compression::Compression::None,
             Some(0o640),
-        );
-        loggers.push(WriteLogger::new(level, log_config, file));
+        )));
     }
-    let _ = CombinedLogger::init(loggers);
+    let console: Box<dyn Write + Send> =
+        if to_stderr { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout()) };
+    let (tx, rx) = mpsc::sync_channel(QUEUE);
+    std::thread::Builder::new()
+        .name("log-writer".into())
+        .spawn(move || write_all(&rx, console, file))
+        .map_err(|e| format!("cannot start the log writer thread: {e}"))?;
+    let level = if config.debug { LevelFilter::Debug } else { LevelFilter::Info };
+    let logger = LOGGER.get_or_init(|| Logger { level, tx });
+    if log::set_logger(logger).is_ok() {
+        log::set_max_level(level);
+    }
     Ok(())
+}
+
+/// Wait until every line logged so far is written (before the process
+/// exits).
+pub fn flush() {
+    if let Some(logger) = LOGGER.get() {
+        logger.flush();
+    }
+}
+
+/// How long the writer gathers lines after a wake-up: one wake-up (and so
+/// one futex call for a logging thread) per batch instead of per line.
+const BATCH: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The writer thread: sleep until a line arrives, write it and whatever
+/// follows within `BATCH`, flush, repeat.
+fn write_all(rx: &Receiver<Entry>, console: Box<dyn Write + Send>, mut file: Option<Box<dyn Write + Send>>) {
+    let mut console = std::io::BufWriter::with_capacity(16 * 1024, console);
+    while let Ok(first) = rx.recv() {
+        let mut waiting = Vec::new();
+        let mut next = Some(first);
+        while let Some(entry) = next {
+            match entry {
+                Entry::Line(line) => {
+                    let _ = console.write_all(line.as_bytes());
+                    if let Some(f) = file.as_mut() {
+                        let _ = f.write_all(line.as_bytes());
+                    }
+                }
+                Entry::Flush(done) => waiting.push(done),
+            }
+            next = rx.try_recv().ok();
+            if next.is_none() && waiting.is_empty() {
+                std::thread::sleep(BATCH);
+                next = rx.try_recv().ok();
+            }
+        }
+        let _ = console.flush();
+        if let Some(f) = file.as_mut() {
+            let _ = f.flush();
+        }
+        for done in waiting {
+            let _ = done.send(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_milliseconds() {
+        let mut out = String::new();
+        timestamp(&mut out, UNIX_EPOCH + Duration::from_millis(1_795_597_327_045));
+        assert_eq!(out, "2026-11-25T09:02:07.045Z");
+        out.clear();
+        timestamp(&mut out, UNIX_EPOCH + Duration::from_secs(951_782_400)); // a leap day
+        assert_eq!(out, "2000-02-29T00:00:00.000Z");
+    }
 }

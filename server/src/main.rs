@@ -19,6 +19,12 @@ usage:
 DRY_RUN=1 runs without a Hetzner token.";
 
 fn main() -> ExitCode {
+    let code = run();
+    dyndns_server::logging::flush();
+    code
+}
+
+fn run() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = args.first().cloned();
     match arg.as_deref() {

@@ -206,9 +206,18 @@ pub struct Updater {
     request_cache_ttl: Duration,
     write_limit: WriteLimit,
     zones: ZoneCache,
-    cache: Mutex<HashMap<(String, RecordType), Confirmed>>,
+    /// host → its confirmed A and AAAA (looked up by `&str`: no
+    /// allocation on the cached path).
+    cache: Mutex<HashMap<String, [Option<Confirmed>; 2]>>,
     gates: HashMap<String, Gate>,
     other_hosts_gate: Gate,
+}
+
+fn slot(rtype: RecordType) -> usize {
+    match rtype {
+        RecordType::A => 0,
+        RecordType::Aaaa => 1,
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -245,13 +254,17 @@ impl Updater {
 
     /// The last confirmed address of a record, if any.
     pub fn confirmed(&self, fqdn: &str, rtype: RecordType) -> Option<IpAddr> {
-        lock(&self.cache).get(&(fqdn.to_string(), rtype)).map(|c| c.ip)
+        self.cached(fqdn, rtype).map(|c| c.ip)
+    }
+
+    fn cached(&self, fqdn: &str, rtype: RecordType) -> Option<Confirmed> {
+        lock(&self.cache).get(fqdn).and_then(|r| r[slot(rtype)])
     }
 
     /// A cached answer for an unchanged address, without any lock but the
     /// cache's. Dry-run records never expire (they are the only copy).
-    fn cached_unchanged(&self, key: &(String, RecordType), ip: IpAddr) -> Option<Confirmed> {
-        let entry = *lock(&self.cache).get(key)?;
+    fn cached_unchanged(&self, fqdn: &str, rtype: RecordType, ip: IpAddr) -> Option<Confirmed> {
+        let entry = self.cached(fqdn, rtype)?;
         let fresh =
             matches!(self.backend, Backend::DryRun) || entry.at.is_some_and(|at| at.elapsed() < self.request_cache_ttl);
         (entry.ip == ip && fresh).then_some(entry)
@@ -260,17 +273,16 @@ impl Updater {
     /// Make the `fqdn` record of `ip`'s family hold exactly `ip`.
     pub fn update(&self, fqdn: &str, ip: IpAddr, deadline: Instant) -> Result<Outcome, UpdateError> {
         let rtype = RecordType::of(ip);
-        let key = (fqdn.to_string(), rtype);
-        if self.cached_unchanged(&key, ip).is_some() {
+        if self.cached_unchanged(fqdn, rtype, ip).is_some() {
             return Ok(Outcome::Unchanged);
         }
         let gate = self.gates.get(fqdn).unwrap_or(&self.other_hosts_gate);
         let _inside = gate.enter(deadline)?;
         // Another request for this host may have written it while we waited.
-        if self.cached_unchanged(&key, ip).is_some() {
+        if self.cached_unchanged(fqdn, rtype, ip).is_some() {
             return Ok(Outcome::Unchanged);
         }
-        let known = lock(&self.cache).get(&key).map(|c| c.ip);
+        let known = self.cached(fqdn, rtype).map(|c| c.ip);
         // A known, unchanged address only needs a read: no write token.
         if known != Some(ip) {
             gate.take_write(self.write_limit)?;
@@ -285,15 +297,8 @@ impl Updater {
             }
             Backend::Hetzner(api) => self.write(api, fqdn, rtype, ip, known, deadline),
         };
-        let mut cache = lock(&self.cache);
-        match &result {
-            Ok(_) => {
-                cache.insert(key, Confirmed { ip, at: Some(Instant::now()), unix: unix_now() });
-            }
-            Err(_) => {
-                cache.remove(&key);
-            }
-        }
+        let confirmed = result.is_ok().then(|| Confirmed { ip, at: Some(Instant::now()), unix: unix_now() });
+        lock(&self.cache).entry(fqdn.to_string()).or_default()[slot(rtype)] = confirmed;
         result
     }
 
@@ -350,7 +355,14 @@ impl Updater {
 
     /// Every confirmed address, for the state file: (host, type, ip, unix time).
     pub fn export(&self) -> Vec<(String, RecordType, IpAddr, u64)> {
-        let mut all: Vec<_> = lock(&self.cache).iter().map(|((h, t), c)| (h.clone(), *t, c.ip, c.unix)).collect();
+        let mut all: Vec<_> = lock(&self.cache)
+            .iter()
+            .flat_map(|(h, r)| {
+                [RecordType::A, RecordType::Aaaa]
+                    .into_iter()
+                    .filter_map(move |t| r[slot(t)].map(|c| (h.clone(), t, c.ip, c.unix)))
+            })
+            .collect();
         all.sort();
         all
     }
@@ -360,7 +372,7 @@ impl Updater {
     pub fn import(&self, host: &str, rtype: RecordType, ip: IpAddr, unix: u64) {
         let age = Duration::from_secs(unix_now().saturating_sub(unix));
         let at = (age < self.request_cache_ttl).then(|| Instant::now().checked_sub(age)).flatten();
-        lock(&self.cache).insert((host.to_string(), rtype), Confirmed { ip, at, unix });
+        lock(&self.cache).entry(host.to_string()).or_default()[slot(rtype)] = Some(Confirmed { ip, at, unix });
     }
 
     /// Fill the zone cache (at start, so the first update does not pay for
