@@ -125,15 +125,8 @@ fn content_type(value: &'static str) -> Option<tiny_http::Header> {
 
 /// The request headers any handler reads, in lower case; the others are
 /// not copied (fewer allocations on every request).
-const USED_HEADERS: &[&str] = &[
-    "authorization",
-    "x-pre-shared-key",
-    "content-type",
-    "accept",
-    "user-agent",
-    "x-forwarded-for",
-    "x-real-ip",
-];
+const USED_HEADERS: &[&str] =
+    &["authorization", "x-pre-shared-key", "content-type", "accept", "user-agent", "x-forwarded-for", "x-real-ip"];
 
 fn copy_request(rq: &mut tiny_http::Request) -> Req {
     let (path, query) = Req::split_target(rq.url());
