@@ -159,6 +159,11 @@ pub struct Escaped<'a>(pub &'a str, pub usize);
 
 impl std::fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The usual case, written in one piece: short plain ASCII.
+        let plain = |b: &u8| (b' '..=b'~').contains(b) && *b != b'"' && *b != b'\\';
+        if self.0.len() <= self.1 && self.0.bytes().all(|b| plain(&b)) {
+            return f.write_str(self.0);
+        }
         let mut chars = self.0.chars();
         for c in chars.by_ref().take(self.1) {
             match c {
