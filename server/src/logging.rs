@@ -109,13 +109,7 @@ pub fn init(config: &Config, to_stderr: bool) -> Result<(), String> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| format!("LOG_FILE: cannot create {}: {e}", dir.display()))?;
         }
-        file = Some(Box::new(file_rotate::FileRotate::new(
-            path,
-            file_rotate::suffix::AppendCount::new(config.log_backup_count),
-            file_rotate::ContentLimit::Bytes(config.log_max_bytes as usize),
-            file_rotate::compression::Compression::None,
-            Some(0o640),
-        )));
+        file = Some(Box::new(RotatingFile::new(path.clone(), config.log_max_bytes, config.log_backup_count)));
     }
     let console: Box<dyn Write + Send> =
         if to_stderr { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout()) };
@@ -177,10 +171,100 @@ fn write_all(rx: &Receiver<Entry>, console: Box<dyn Write + Send>, mut file: Opt
     }
 }
 
+/// `LOG_FILE` with size-based rotation: before a line would take the file
+/// past `LOG_MAX_BYTES`, `path.N-1` becomes `path.N` … and `path` becomes
+/// `path.1`, keeping `LOG_BACKUP_COUNT` old files (0: the file starts over),
+/// and a new file is opened with mode 0640. Errors are not fatal: logging
+/// must never stop the server (stdout still has every line).
+struct RotatingFile {
+    path: std::path::PathBuf,
+    max: u64,
+    backups: usize,
+    file: Option<std::fs::File>,
+    size: u64,
+}
+
+impl RotatingFile {
+    fn new(path: std::path::PathBuf, max: u64, backups: usize) -> RotatingFile {
+        RotatingFile { path, max, backups, file: None, size: 0 }
+    }
+
+    fn backup(&self, n: usize) -> std::path::PathBuf {
+        let mut name = self.path.clone().into_os_string();
+        name.push(format!(".{n}"));
+        name.into()
+    }
+
+    fn rotate(&mut self) {
+        self.file = None;
+        if self.backups == 0 {
+            let _ = std::fs::remove_file(&self.path);
+        } else {
+            for n in (1..self.backups).rev() {
+                let _ = std::fs::rename(self.backup(n), self.backup(n + 1));
+            }
+            let _ = std::fs::rename(&self.path, self.backup(1));
+        }
+        self.size = 0;
+    }
+
+    fn open(&mut self) -> std::io::Result<&mut std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        if self.file.is_none() {
+            let file = std::fs::OpenOptions::new().append(true).create(true).mode(0o640).open(&self.path)?;
+            self.size = file.metadata().map_or(0, |m| m.len());
+            self.file = Some(file);
+        }
+        self.file.as_mut().ok_or_else(|| std::io::Error::other("no log file"))
+    }
+}
+
+impl Write for RotatingFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.open()?;
+        if self.size > 0 && self.size + buf.len() as u64 > self.max {
+            self.rotate();
+        }
+        self.open()?.write_all(buf)?;
+        self.size += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.file.as_mut() {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn the_log_file_rotates_by_size_and_keeps_the_backup_count() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("dyndns-logrotate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("dyndns.log");
+        let mut file = RotatingFile::new(path.clone(), 100, 2);
+        for i in 0..10 {
+            file.write_all(format!("line {i:02} {}\n", "x".repeat(30)).as_bytes()).expect("write");
+        }
+        let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+        // 40-byte lines, 100 bytes a file: two lines each, newest in `path`.
+        assert_eq!(read(&path).lines().count(), 2);
+        assert!(read(&path).starts_with("line 08"));
+        assert!(read(&dir.join("dyndns.log.1")).starts_with("line 06"));
+        assert!(read(&dir.join("dyndns.log.2")).starts_with("line 04"));
+        assert!(!dir.join("dyndns.log.3").exists(), "only LOG_BACKUP_COUNT old files");
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn timestamps_are_rfc3339_utc_with_milliseconds() {
