@@ -3,7 +3,12 @@
 //! crate. `DEBUG` is set once at start and only read afterwards.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
+
+// The server's clock helpers, one file for both (the agent uses one of them).
+#[allow(dead_code)]
+#[path = "../../server/src/time.rs"]
+mod time;
 
 static DEBUG: AtomicBool = AtomicBool::new(false);
 
@@ -40,20 +45,11 @@ fn escape(message: &str) -> String {
     out
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` from the system clock (civil-from-days).
+/// `YYYY-MM-DDTHH:MM:SSZ` from the system clock.
 fn timestamp() -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    let mut out = String::with_capacity(20);
+    time::utc_text(&mut out, SystemTime::now(), false);
+    out
 }
 
 macro_rules! info {

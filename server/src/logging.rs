@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
@@ -51,7 +51,7 @@ impl Log for Logger {
             return;
         }
         let mut line = String::with_capacity(160);
-        timestamp(&mut line, SystemTime::now());
+        crate::time::utc_text(&mut line, SystemTime::now(), true);
         let _ = write!(line, " [{}] {}", level_name(record.level()), record.args());
         line.push('\n');
         let _ = self.tx.send(Entry::Line(line));
@@ -73,29 +73,6 @@ fn level_name(level: Level) -> &'static str {
         Level::Debug => "DEBUG",
         Level::Trace => "TRACE",
     }
-}
-
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC), by the civil-from-days algorithm.
-fn timestamp(out: &mut String, now: SystemTime) {
-    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let (secs, millis) = (since.as_secs(), since.subsec_millis());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    );
 }
 
 /// Install the logger; `to_stderr` for commands whose stdout is their
@@ -241,7 +218,6 @@ impl Write for RotatingFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn the_log_file_rotates_by_size_and_keeps_the_backup_count() {
@@ -264,15 +240,5 @@ mod tests {
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o640);
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn timestamps_are_rfc3339_utc_with_milliseconds() {
-        let mut out = String::new();
-        timestamp(&mut out, UNIX_EPOCH + Duration::from_millis(1_795_597_327_045));
-        assert_eq!(out, "2026-11-25T09:02:07.045Z");
-        out.clear();
-        timestamp(&mut out, UNIX_EPOCH + Duration::from_secs(951_782_400)); // a leap day
-        assert_eq!(out, "2000-02-29T00:00:00.000Z");
     }
 }

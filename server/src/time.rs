@@ -1,5 +1,7 @@
-//! Wall-clock time as the state file and the status page show it.
+//! Wall-clock time as the state file, the status page and the logs show
+//! it. The agent compiles this file too (`#[path]` in `agent/src/log.rs`).
 
+use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
@@ -17,9 +19,41 @@ pub fn duration_text(secs: u64) -> String {
     }
 }
 
+/// `YYYY-MM-DDTHH:MM:SSZ`, or `…SS.mmmZ` with `millis` (UTC), appended to
+/// `out`; the civil-from-days algorithm, no time zone database.
+pub fn utc_text(out: &mut String, now: SystemTime, millis: bool) {
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let _ = write!(out, "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60);
+    if millis {
+        let _ = write!(out, ".{:03}", since.subsec_millis());
+    }
+    out.push('Z');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utc_text_is_rfc3339() {
+        let mut out = String::new();
+        utc_text(&mut out, UNIX_EPOCH + std::time::Duration::from_millis(1_795_597_327_045), true);
+        assert_eq!(out, "2026-11-25T09:02:07.045Z");
+        out.clear();
+        utc_text(&mut out, UNIX_EPOCH + std::time::Duration::from_secs(951_782_400), false); // a leap day
+        assert_eq!(out, "2000-02-29T00:00:00Z");
+    }
 
     #[test]
     fn durations_read_well() {
