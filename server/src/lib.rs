@@ -4,7 +4,8 @@
 //! The modules, callers first; every arrow points down, none back:
 //!
 //! ```text
-//! main ─ server (life: start, events, shutdown) ─ config ─ env
+//! main ─ logging (one writer thread) ─ config
+//!  └ server (life: start, events, shutdown) ─ config ─ env
 //!          └ http (tiny_http glue) ─ handlers ─ pages
 //!                                      └ message (Req, Reply)
 //!                                      └ app (App: auth, reports, state file)
@@ -14,8 +15,10 @@
 //! ```
 //!
 //! `message` holds `Req` and `Reply` apart from `http` so that the handlers
-//! do not import the module that calls them. `Server::start` returns a
-//! handle, so tests run the real server in-process on port 0.
+//! do not import the module that calls them. The agent compiles `env` and
+//! `time` too, so both programs share one set of settings rules and clock.
+//! `Server::start` returns a handle, so tests run the real server
+//! in-process on port 0.
 #![forbid(unsafe_code)]
 
 pub mod app;
