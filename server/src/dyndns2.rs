@@ -6,6 +6,7 @@
 //! fails: what it cannot decode it keeps as it is, and bad values are
 //! reported by the functions that interpret them.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -69,24 +70,27 @@ impl fmt::Display for Answer {
 
 /// Decoded query (or form body) parameters, in order.
 #[derive(Debug, Default, Clone)]
-pub struct Params(Vec<(String, String)>);
+pub struct Params<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
 
-impl Params {
-    pub fn parse(query: &str) -> Params {
+impl<'a> Params<'a> {
+    /// Borrowed from `query` where nothing needed decoding (the usual case).
+    pub fn parse(query: &'a str) -> Params<'a> {
         let pairs = query
             .split('&')
             .filter(|p| !p.is_empty())
             .map(|pair| {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                let mut key = percent_decode(k);
-                key.make_ascii_lowercase();
-                (key, percent_decode(v))
+                let mut key = decode(k);
+                if key.bytes().any(|b| b.is_ascii_uppercase()) {
+                    key.to_mut().make_ascii_lowercase();
+                }
+                (key, decode(v))
             })
             .collect();
         Params(pairs)
     }
 
-    pub fn extend(&mut self, other: Params) {
+    pub fn extend(&mut self, other: Params<'a>) {
         self.0.extend(other.0);
     }
 
@@ -95,8 +99,8 @@ impl Params {
         self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim()).filter(|v| !v.is_empty())
     }
 
-    fn all<'a>(&'a self, names: &'a [&str]) -> impl Iterator<Item = &'a str> {
-        self.0.iter().filter(move |(k, _)| names.contains(&k.as_str())).map(|(_, v)| v.as_str())
+    fn all<'s>(&'s self, names: &'s [&str]) -> impl Iterator<Item = &'s str> {
+        self.0.iter().filter(move |(k, _)| names.contains(&k.as_ref())).map(|(_, v)| v.as_ref())
     }
 
     /// The host names of `hostname` (comma-separated; empty items dropped).
@@ -194,11 +198,16 @@ fn clip(value: &str) -> String {
 /// `%XX` and `+` decoding. Invalid escapes stay as they are; bytes that are
 /// not UTF-8 become U+FFFD.
 pub fn percent_decode(s: &str) -> String {
+    decode(s).into_owned()
+}
+
+/// `percent_decode`, borrowing when there is nothing to decode.
+fn decode(s: &str) -> Cow<'_, str> {
     if !s.contains(['%', '+']) {
-        return s.to_string();
+        return Cow::Borrowed(s);
     }
     let plus_as_space = s.replace('+', " ");
-    percent_encoding::percent_decode_str(&plus_as_space).decode_utf8_lossy().into_owned()
+    Cow::Owned(percent_encoding::percent_decode_str(&plus_as_space).decode_utf8_lossy().into_owned())
 }
 
 #[cfg(test)]

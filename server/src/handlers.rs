@@ -211,11 +211,11 @@ fn nic_update(app: &App, req: &Req, log: &mut LogContext) -> (Reply, Vec<Answer>
     if req.method != "GET" && req.method != "POST" {
         return (Reply::method_not_allowed("GET, POST", "badagent"), Vec::new());
     }
+    let form = req.method == "POST"
+        && req.header("content-type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    let form_text = if form { String::from_utf8_lossy(&req.body) } else { std::borrow::Cow::Borrowed("") };
     let mut params = Params::parse(&req.query);
-    let form = req.header("content-type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
-    if req.method == "POST" && form {
-        params.extend(Params::parse(&String::from_utf8_lossy(&req.body)));
-    }
+    params.extend(Params::parse(&form_text));
     let source = app.client_ip(req);
     let answers = match dyndns2_answers(app, req, &params, source, log) {
         Ok(answers) => answers,
@@ -240,7 +240,7 @@ fn nic_update(app: &App, req: &Req, log: &mut LogContext) -> (Reply, Vec<Answer>
 fn dyndns2_answers(
     app: &App,
     req: &Req,
-    params: &Params,
+    params: &Params<'_>,
     source: Option<IpAddr>,
     log: &mut LogContext,
 ) -> Result<Vec<Answer>, Answer> {
@@ -295,7 +295,7 @@ fn dyndns2_answers(
 
 /// The `hostname` list in canonical form (`None` for a name that is not
 /// one), or the user name when it is a full name and no list was sent.
-fn requested_hosts(params: &Params, user: &str) -> Result<Vec<Option<String>>, Answer> {
+fn requested_hosts(params: &Params<'_>, user: &str) -> Result<Vec<Option<String>>, Answer> {
     let mut names = params.hostnames();
     if names.is_empty() {
         // Some clients send only the user name; accept it when it is a full name.

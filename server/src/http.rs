@@ -135,7 +135,7 @@ fn copy_request(rq: &mut tiny_http::Request) -> Req {
         .iter()
         .filter_map(|h| {
             let name = USED_HEADERS.iter().find(|n| h.field.as_str().as_str().eq_ignore_ascii_case(n))?;
-            Some(((*name).to_string(), h.value.as_str().to_string()))
+            Some((*name, h.value.as_str().to_string()))
         })
         .collect();
     // The body is already in memory, at most MAX_BODY bytes (the layer

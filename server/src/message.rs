@@ -22,15 +22,15 @@ pub struct Req {
     /// Path without query, leading slashes collapsed (`//nic/update` → `/nic/update`).
     pub path: String,
     pub query: String,
-    /// Header names in lower case.
-    pub headers: Vec<(String, String)>,
+    /// The headers a handler reads (`http::USED_HEADERS`), names in lower case.
+    pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
     pub peer: Option<IpAddr>,
 }
 
 impl Req {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
     }
 
     /// Split a request target into normalized path and query.
@@ -75,7 +75,7 @@ impl Req {
         let peer = self.peer.map(|p| p.to_canonical());
         let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
         let Some(mut client) = peer.filter(|&p| is_trusted(p)) else { return peer };
-        let mut forwarded = self.headers.iter().filter(|(k, _)| k == "x-forwarded-for").peekable();
+        let mut forwarded = self.headers.iter().filter(|(k, _)| *k == "x-forwarded-for").peekable();
         if forwarded.peek().is_none() {
             return Some(self.header("x-real-ip").and_then(|v| dyndns2::parse_ip(v).ok()).unwrap_or(client));
         }
@@ -150,10 +150,10 @@ mod tests {
         text.parse().expect("ip")
     }
 
-    fn from(peer: &str, headers: &[(&str, &str)]) -> Req {
+    fn from(peer: &str, headers: &[(&'static str, &str)]) -> Req {
         Req {
             peer: Some(ip(peer)),
-            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            headers: headers.iter().map(|(k, v)| (*k, v.to_string())).collect(),
             ..Req::default()
         }
     }

@@ -125,7 +125,7 @@ fn key_files_never_lose_a_line() {
 #[test]
 fn basic_auth_round_trips_and_noise_never_panics() {
     let mut rng = fastrand::Rng::with_seed(5);
-    let with_auth = |value: String| Req { headers: vec![("authorization".into(), value)], ..Req::default() };
+    let with_auth = |value: String| Req { headers: vec![("authorization", value)], ..Req::default() };
     for _ in 0..CASES {
         let user = noise(&mut rng, 8).replace(':', "");
         let pass = noise(&mut rng, 12);

@@ -106,7 +106,9 @@ impl ClientConnection {
     ///  at the first byte of the new line. patch 2: at most `limit` bytes,
     ///  no control characters but horizontal tab.
     fn read_next_line(&mut self, limit: usize, received: &mut usize) -> Result<AsciiString, LineError> {
-        let mut buf = Vec::new();
+        // patch 11: most head lines fit; growing from empty reallocated
+        // several times per line.
+        let mut buf = Vec::with_capacity(128.min(limit + 1));
         let mut prev_byte_was_cr = false;
         let mut invalid = false;
 
