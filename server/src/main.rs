@@ -1,4 +1,4 @@
-//! `dyndns-server [keys|healthcheck|--help|--version]`: parse the settings,
+//! `dyndns-server [keys [rotate HOST]|healthcheck|--help|--version]`: parse the settings,
 //! run, map errors to exit codes (2 = a setting or file the operator must fix).
 
 use std::process::ExitCode;
@@ -16,6 +16,7 @@ usage:
   dyndns-server healthcheck  exit 0 when GET /healthz on LISTEN_PORT answers 200
   dyndns-server --version    print the version
 
+signals: SIGTERM/SIGINT stop cleanly; SIGHUP re-reads the key file.
 DRY_RUN=1 runs without a Hetzner token.";
 
 fn main() -> ExitCode {
