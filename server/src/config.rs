@@ -36,6 +36,8 @@ pub struct Config {
     /// Canonical names (see `fqdn`), sorted, no duplicates.
     pub registered: Vec<String>,
     pub key_file: PathBuf,
+    /// `PRE_SHARED_KEY_FILE` was not set (`/pre-shared-key` is used).
+    pub key_file_is_default: bool,
     pub listen: SocketAddr,
     pub record_ttl: u32,
     pub zone_cache_ttl: Duration,
@@ -108,6 +110,7 @@ impl Config {
             api_url: api_url(&mut env),
             registered: registered_hosts(&mut env),
             state_file: state_file(&env, &key_file, dry_run),
+            key_file_is_default: env.text("PRE_SHARED_KEY_FILE").is_none(),
             key_file,
             listen: listen_address(&mut env),
             record_ttl: env.number("RECORD_TTL", 60, 60, 2_147_483_647) as u32,

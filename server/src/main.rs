@@ -120,6 +120,18 @@ fn serve(config: Config) -> ExitCode {
 }
 
 fn print_keys(config: &Config) -> ExitCode {
+    if config.registered.is_empty() {
+        log::error!(
+            "REGISTERED_FQDNS is empty, so no host has a key; set it (and PRE_SHARED_KEY_FILE) as for the server"
+        );
+        return ExitCode::from(2);
+    }
+    if config.key_file_is_default {
+        log::warn!(
+            "PRE_SHARED_KEY_FILE is not set: using {}; set it to the server's key file, or the keys printed are not the server's",
+            config.key_file.display()
+        );
+    }
     let keys = match dyndns_server::ensure_keys(config) {
         Ok(k) => k,
         Err(e) => return fatal(&e),

@@ -77,6 +77,15 @@ fn keys_prints_only_key_lines_on_stdout_and_keeps_them() {
 }
 
 #[test]
+fn keys_without_settings_says_what_is_missing() {
+    let (code, out, err) = run(&["keys"], &[]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.is_empty() && err.contains("REGISTERED_FQDNS is empty"), "{err}");
+    // (Without PRE_SHARED_KEY_FILE it warns that it uses /pre-shared-key;
+    // not run here, since as root that would write to /.)
+}
+
+#[test]
 fn keys_rotate_replaces_one_key_and_prints_it() {
     let dir = scratch("rotate");
     let keys = dir.join("keys").display().to_string();
