@@ -13,6 +13,7 @@ use std::time::Duration;
 #[path = "../../server/src/env.rs"]
 mod env;
 
+use env::url_host;
 use env::Env;
 pub use env::{redact_url, ConfigError, Secret};
 
@@ -84,17 +85,6 @@ pub fn update_url(backend: &str) -> Result<String, ConfigError> {
     let base = ROUTER_PATHS.iter().find_map(|p| base.strip_suffix(p)).unwrap_or(base);
     let base = base.strip_suffix("/update").unwrap_or(base).trim_end_matches('/');
     Ok(format!("{base}/update"))
-}
-
-/// The host part of an http(s) URL: no user info, no port, no brackets.
-fn url_host(url: &str) -> &str {
-    let rest = url.split_once("://").map_or("", |(_, r)| r);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    if let Some(v6) = host_port.strip_prefix('[') {
-        return v6.split(']').next().unwrap_or("");
-    }
-    host_port.split(':').next().unwrap_or("")
 }
 
 /// Does the URL name this machine (so plain http never leaves it)?

@@ -57,22 +57,42 @@ pub fn is_placeholder(value: &str) -> bool {
     lower.starts_with("replace-with-") || lower.contains("...") || lower.starts_with("the-43-character-key")
 }
 
+/// `scheme://authority rest` of a URL: the scheme (if any), the authority
+/// (up to the first `/`, `?` or `#`) and the rest.
+fn url_parts(url: &str) -> (Option<&str>, &str, &str) {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    (scheme, &rest[..end], &rest[end..])
+}
+
+/// The host of an http(s) URL: no user info, no port, no brackets; empty
+/// when there is no `scheme://`.
+pub fn url_host(url: &str) -> &str {
+    let (Some(_), authority, _) = url_parts(url) else { return "" };
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(v6) = host_port.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or("");
+    }
+    host_port.split(':').next().unwrap_or("")
+}
+
 /// A URL as it may be printed: user information (`user:password@`) and
 /// the query (`?auth=…`) replaced by `***`, since either may hold a secret.
 pub fn redact_url(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let (rest, query) = match rest.split_once('?') {
-        Some((r, _)) => (r, "?***"),
-        None => (rest, ""),
-    };
-    let end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(end);
+    let (scheme, authority, rest) = url_parts(url);
+    let scheme = scheme.map(|s| format!("{s}://")).unwrap_or_default();
     let host = match authority.rsplit_once('@') {
         Some((_, host)) => format!("***@{host}"),
         None => authority.to_string(),
     };
-    let scheme = if scheme.is_empty() { String::new() } else { format!("{scheme}://") };
-    format!("{scheme}{host}{path}{query}")
+    let rest = match rest.split_once('?') {
+        Some((path, _)) => format!("{path}?***"),
+        None => rest.to_string(),
+    };
+    format!("{scheme}{host}{rest}")
 }
 
 /// Reads settings through a lookup function (the process environment, or a
@@ -232,6 +252,10 @@ mod tests {
         assert_eq!(redact_url("https://ntfy.sh/t?auth=secret"), "https://ntfy.sh/t?***");
         assert_eq!(redact_url("https://api.hetzner.cloud/v1"), "https://api.hetzner.cloud/v1");
         assert_eq!(redact_url("http://a:b@[::1]:8080"), "http://***@[::1]:8080");
+        assert_eq!(redact_url("https://u:p@h?x=1#f"), "https://***@h?***");
+        assert_eq!(url_host("http://localhost@attacker.example/x"), "attacker.example");
+        assert_eq!(url_host("http://[::1]:8080/"), "::1");
+        assert_eq!(url_host("dyndns.example.com"), "");
     }
 
     #[test]

@@ -193,9 +193,13 @@ struct Action {
     error: Option<ErrorDoc>,
 }
 
+/// The body of a non-2xx answer: Hetzner's error document, or any other
+/// JSON (then only the status code tells what happened).
 #[derive(Deserialize)]
-struct ErrorAnswer {
-    error: ErrorDoc,
+#[serde(untagged)]
+enum ErrorAnswer {
+    Hetzner { error: ErrorDoc },
+    Other(IgnoredAny),
 }
 
 #[derive(Deserialize)]
@@ -427,14 +431,13 @@ impl Hetzner {
             return (Ok(text), reset_at);
         }
         let err = match parse_answer::<ErrorAnswer>(&text, status) {
-            Ok(doc) => ApiError::Api {
+            Ok(ErrorAnswer::Hetzner { error }) => ApiError::Api {
                 status,
-                code: Some(doc.error.code).filter(|c| !c.is_empty()).unwrap_or_else(|| format!("http_{status}")),
-                message: doc.error.message,
+                code: Some(error.code).filter(|c| !c.is_empty()).unwrap_or_else(|| format!("http_{status}")),
+                message: error.message,
                 correlation_id,
             },
-            // JSON without an error object: still Hetzner's status.
-            Err(ApiError::Malformed { detail, .. }) if detail.starts_with("an unexpected document") => {
+            Ok(ErrorAnswer::Other(_)) => {
                 ApiError::Api { status, code: format!("http_{status}"), message: String::new(), correlation_id }
             }
             Err(e) => e,
@@ -525,6 +528,10 @@ mod tests {
             parse_answer(r#"{"action":{"id":3,"status":"error","error":{"code":"x","message":"y"}}}"#, 200)
                 .expect("action");
         assert_eq!((action.action.id, action.action.error.map(|e| e.code)), (3, Some("x".into())));
+        let error = parse_answer::<ErrorAnswer>(r#"{"error":{"code":"locked","message":"m"}}"#, 423).ok();
+        assert!(matches!(error, Some(ErrorAnswer::Hetzner { error }) if error.code == "locked"));
+        assert!(matches!(parse_answer::<ErrorAnswer>("[1]", 502).ok(), Some(ErrorAnswer::Other(_))));
+        assert!(parse_answer::<ErrorAnswer>("<html>", 502).is_err(), "not JSON stays Malformed");
     }
 
     #[test]

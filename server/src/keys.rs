@@ -46,6 +46,33 @@ impl fmt::Display for KeyFileError {
     }
 }
 
+/// What one line of the key file holds; `parse` and `rotate` read lines
+/// by the same rules.
+enum Line<'a> {
+    /// Empty, or a `#` comment.
+    Blank,
+    /// Not two fields: how many there are.
+    Fields(usize),
+    BadName(&'a str, fqdn::NameError),
+    /// A canonical host name and its key.
+    Key(String, &'a str),
+}
+
+impl<'a> Line<'a> {
+    fn of(raw: &'a str) -> Line<'a> {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            return Line::Blank;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [name, key] = fields[..] else { return Line::Fields(fields.len()) };
+        match fqdn::canonical(name) {
+            Ok(host) => Line::Key(host, key),
+            Err(err) => Line::BadName(name, err),
+        }
+    }
+}
+
 impl KeyFile {
     /// Parse key file text. Never fails: what cannot be used is reported in
     /// `warnings` and kept in the text.
@@ -54,32 +81,20 @@ impl KeyFile {
         let mut warnings = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let line_no = i + 1;
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let [name, key] = fields[..] else {
-                warnings.push(format!(
-                    "line {line_no}: expected `fqdn key`, found {} field(s); the line is kept but ignored",
-                    fields.len()
-                ));
-                continue;
-            };
-            let name = match fqdn::canonical(name) {
-                Ok(n) => n,
-                Err(err) => {
-                    warnings.push(format!(
-                        "line {line_no}: {name:?} is not a host name ({err}); the line is kept but ignored"
-                    ));
-                    continue;
+            match Line::of(raw) {
+                Line::Blank => {}
+                Line::Fields(n) => warnings.push(format!(
+                    "line {line_no}: expected `fqdn key`, found {n} field(s); the line is kept but ignored"
+                )),
+                Line::BadName(name, err) => warnings
+                    .push(format!("line {line_no}: {name:?} is not a host name ({err}); the line is kept but ignored")),
+                Line::Key(name, _) if keys.contains_key(&name) => {
+                    warnings.push(format!("line {line_no}: a second key for {name}; the first one is used"));
                 }
-            };
-            if keys.contains_key(&name) {
-                warnings.push(format!("line {line_no}: a second key for {name}; the first one is used"));
-                continue;
+                Line::Key(name, key) => {
+                    keys.insert(name, key.to_string());
+                }
             }
-            keys.insert(name, key.to_string());
         }
         KeyFile { text: text.to_string(), keys, warnings }
     }
@@ -141,14 +156,19 @@ impl KeyFile {
                 continue;
             }
             let key = new_key()?;
-            if !self.text.is_empty() && !self.text.ends_with('\n') {
-                self.text.push('\n');
-            }
-            self.text.push_str(&format!("{host} {key}\n"));
+            self.append(host, &key);
             self.keys.insert(host.clone(), key);
             added.push(host.clone());
         }
         Ok(added)
+    }
+
+    /// Append a `host key` line, after a line break if the text lacks one.
+    fn append(&mut self, host: &str, key: &str) {
+        if !self.text.is_empty() && !self.text.ends_with('\n') {
+            self.text.push('\n');
+        }
+        self.text.push_str(&format!("{host} {key}\n"));
     }
 
     /// Give `host` a new key: its line is replaced (every other byte of the
@@ -158,11 +178,7 @@ impl KeyFile {
         let mut replaced = false;
         let mut text = String::with_capacity(self.text.len() + 64);
         for line in self.text.split_inclusive('\n') {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let is_host = !replaced
-                && !line.trim_start().starts_with('#')
-                && fields.len() == 2
-                && fqdn::canonical(fields[0]).is_ok_and(|h| h == host);
+            let is_host = !replaced && matches!(Line::of(line), Line::Key(name, _) if name == host);
             if is_host {
                 let ending = if line.ends_with("\r\n") {
                     "\r\n"
@@ -177,13 +193,10 @@ impl KeyFile {
                 text.push_str(line);
             }
         }
-        if !replaced {
-            if !text.is_empty() && !text.ends_with('\n') {
-                text.push('\n');
-            }
-            text.push_str(&format!("{host} {key}\n"));
-        }
         self.text = text;
+        if !replaced {
+            self.append(host, &key);
+        }
         self.keys.insert(host.to_string(), key.clone());
         Ok(key)
     }
