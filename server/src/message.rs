@@ -181,6 +181,20 @@ mod tests {
     }
 
     #[test]
+    fn a_long_forwarded_chain_is_walked_only_so_far() {
+        let trusted = [Cidr::parse("10.0.0.0/8").expect("cidr"), Cidr::parse("127.0.0.1").expect("cidr")];
+        // 1000 hops of our own proxies: the walk stops after 16 and does
+        // not reach the forged address at the far left.
+        let chain = std::iter::once("6.6.6.6".to_string())
+            .chain((0..1000).map(|i| format!("10.0.{}.{}", i / 256, i % 256)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let req = from("127.0.0.1", &[("x-forwarded-for", &chain)]);
+        let client = req.client_ip(&trusted).expect("an address");
+        assert_eq!(client.to_string(), "10.0.3.216", "the 16th entry from the right, not 6.6.6.6");
+    }
+
+    #[test]
     fn headers_from_an_untrusted_peer_are_ignored() {
         let req = from("::ffff:203.0.113.9", &[("x-real-ip", "6.6.6.6"), ("x-forwarded-for", "6.6.6.6")]);
         assert_eq!(req.client_ip(&[]), Some(ip("203.0.113.9")));

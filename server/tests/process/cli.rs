@@ -104,6 +104,9 @@ fn keys_rotate_replaces_one_key_and_prints_it() {
     let (code, _, err) = run(&["keys", "rotate", "c.example.com"], &vars);
     assert_eq!(code, 2);
     assert!(err.contains("not in REGISTERED_FQDNS"), "{err}");
+    let (code, _, err) = run(&["keys", "rotate", &format!("a\n{}.example.com", "x".repeat(300))], &vars);
+    assert_eq!(code, 2);
+    assert!(err.contains("is not a host name") && err.lines().count() == 1, "{err}");
     let (code, _, err) = run(&["keys", "bogus"], &vars);
     assert_eq!(code, 2, "{err}");
 }
