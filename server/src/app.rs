@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,7 @@ use crate::net::RecordType;
 use crate::notify::{self, Message, Notifier};
 use crate::state;
 use crate::time::{duration_text, unix_now};
-use crate::updater::{Backend, Outcome, UpdateError, Updater, WriteLimit};
+use crate::updater::{Backend, Drift, DriftAction, Outcome, Repair, UpdateError, Updater, WriteLimit};
 
 /// Compared against when a host has no key, so an unknown host costs the
 /// same time as a wrong key: as long as a real key (43 characters).
@@ -43,7 +44,21 @@ pub struct App {
     limiter: Limiter,
     /// Hosts already warned about a private address from the connection.
     private_warned: Mutex<HashSet<String>>,
+    /// Zone → when its last reconcile finished (Unix seconds) and the
+    /// records it compared.
+    reconciled: Mutex<BTreeMap<String, ZoneReconcile>>,
     pub started: Instant,
+}
+
+/// The last reconcile of one zone, for `/status` and `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct ZoneReconcile {
+    /// Unix seconds of its end; 0 when it has not completed yet.
+    pub at: u64,
+    pub hosts: usize,
+    pub drift: usize,
+    /// Why the last attempt failed, if it did.
+    pub error: Option<String>,
 }
 
 impl App {
@@ -51,7 +66,7 @@ impl App {
     pub fn new(config: Config, keys: KeyFile, notifier: Notifier) -> App {
         let backend = match (&config.token, config.dry_run) {
             (Some(token), false) => {
-                Backend::Hetzner(Hetzner::new(&config.api_url, token.clone(), config.hetzner_timeout))
+                Backend::Hetzner(Box::new(Hetzner::new(&config.api_url, token.clone(), config.hetzner_timeout)))
             }
             _ => Backend::DryRun,
         };
@@ -62,6 +77,7 @@ impl App {
             config.record_ttl,
             config.request_cache_ttl,
             config.zone_cache_ttl,
+            config.reconcile_interval,
             write_limit,
         );
         let (saved, warning) = state::load(&config.state_file);
@@ -91,6 +107,7 @@ impl App {
             counters: Counters::default(),
             limiter: Limiter::default(),
             private_warned: Mutex::default(),
+            reconciled: Mutex::default(),
             started: Instant::now(),
         }
     }
@@ -284,6 +301,110 @@ impl App {
         }
     }
 
+    /// Reconcile every zone that holds registered hosts (see
+    /// `Updater::reconcile`): one listing per 100 records, drift set back
+    /// unless `RECONCILE_REPAIR=0` or the host is lost. Deferred while the
+    /// Hetzner API budget is below its reserve.
+    pub fn reconcile_all(&self, deadline: Instant) {
+        let Some(api) = self.updater.hetzner() else { return };
+        let zones = match self.updater.hosts_by_zone(&self.config.registered, deadline) {
+            Ok(zones) => zones,
+            Err(e) => {
+                log::warn!("reconcile: cannot list the zones: {e}");
+                return;
+            }
+        };
+        let repair = |host: &str| {
+            if self.hosts.is_lost(host) {
+                Repair::HostLost
+            } else if self.config.reconcile_repair {
+                Repair::Yes
+            } else {
+                Repair::ReportOnly
+            }
+        };
+        for (zone, hosts) in zones {
+            let name = zone.name.clone();
+            if api.budget_low() {
+                self.counters.reconcile_deferred.fetch_add(1, Ordering::Relaxed);
+                log::warn!(
+                    "reconcile of {name} deferred: the Hetzner API budget is below its reserve ({} of {} left); address changes still go through",
+                    api.rate_remaining().unwrap_or(0),
+                    api.rate_limit()
+                );
+                continue;
+            }
+            let result = self.updater.reconcile(&zone, &hosts, &repair, deadline);
+            let mut entry = ZoneReconcile { hosts: hosts.len(), ..ZoneReconcile::default() };
+            match result {
+                Ok(drift) => {
+                    entry.at = unix_now();
+                    entry.drift = drift.len();
+                    log::debug!("reconcile of {name}: {} host(s), {} drifted", hosts.len(), drift.len());
+                    for d in drift {
+                        self.drifted(d);
+                    }
+                }
+                Err(e) => {
+                    log::error!("reconcile of {name}: {e}");
+                    entry.error = Some(e.to_string());
+                    entry.at = self.last_reconcile(&name).map_or(0, |r| r.at);
+                }
+            }
+            self.reconciled.lock().unwrap_or_else(PoisonError::into_inner).insert(name, entry);
+        }
+    }
+
+    fn last_reconcile(&self, zone: &str) -> Option<ZoneReconcile> {
+        self.reconciled.lock().unwrap_or_else(PoisonError::into_inner).get(zone).cloned()
+    }
+
+    /// Every zone's last reconcile, by zone name.
+    pub fn reconciles(&self) -> BTreeMap<String, ZoneReconcile> {
+        self.reconciled.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Log, count and announce one drifted record.
+    fn drifted(&self, d: Drift) {
+        self.counters.count_drift(d.action.as_str());
+        let (host, rtype, expected) = (&d.host, d.rtype, d.expected);
+        let found = match &d.found {
+            Some(values) => values.join(","),
+            None => "nothing (deleted)".into(),
+        };
+        let text = match &d.action {
+            DriftAction::Restored => format!("{host} was changed outside the server: {found} → restored {expected}"),
+            DriftAction::Recreated => format!("{host} {rtype} was deleted outside the server → re-created with {expected}"),
+            DriftAction::Reported => format!(
+                "{host} {rtype} was changed outside the server: it holds {found}, the server set {expected}; not restored (RECONCILE_REPAIR=0)"
+            ),
+            DriftAction::LeftLost => format!(
+                "{host} {rtype} was changed outside the server: it holds {found}, the server set {expected}; left alone, the host is lost"
+            ),
+            DriftAction::Failed(e) => {
+                format!("{host} {rtype} was changed outside the server ({found}); restoring {expected} failed: {e}")
+            }
+        };
+        match &d.action {
+            DriftAction::LeftLost => log::info!("reconcile: {text}"),
+            DriftAction::Failed(_) => log::error!("reconcile: {text}"),
+            _ => log::warn!("reconcile: {text}"),
+        }
+        if d.action == DriftAction::LeftLost {
+            return;
+        }
+        let failed = matches!(d.action, DriftAction::Failed(_));
+        self.notifier.send_about(
+            host,
+            Message {
+                title: format!("{host} {rtype} was changed outside the server"),
+                body: text,
+                priority: if failed { notify::HIGH } else { notify::DEFAULT },
+                tags: "warning",
+            },
+        );
+    }
+
     /// Write the state file if anything changed since the last write.
     pub fn save_state_if_dirty(&self) {
         if !self.hosts.take_dirty() {
@@ -323,13 +444,24 @@ fn is_private(ip: IpAddr) -> bool {
     }
 }
 
-/// Requests by endpoint and result, for `/metrics`.
+/// Requests by endpoint and result, drift by action, for `/metrics`.
 #[derive(Default)]
 pub struct Counters {
     requests: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    drift: Mutex<BTreeMap<&'static str, u64>>,
+    /// Zone reconciles skipped because the API budget was low.
+    pub reconcile_deferred: AtomicU64,
 }
 
 impl Counters {
+    fn count_drift(&self, action: &'static str) {
+        *self.drift.lock().unwrap_or_else(PoisonError::into_inner).entry(action).or_insert(0) += 1;
+    }
+
+    pub fn drift(&self) -> BTreeMap<&'static str, u64> {
+        self.drift.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
     pub fn count(&self, endpoint: &'static str, result: &'static str) {
         let mut map = self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         *map.entry((endpoint, result)).or_insert(0) += 1;

@@ -69,6 +69,11 @@ pub struct Config {
     /// may cause at once, and refilled per hour.
     pub host_write_burst: u32,
     pub host_writes_per_hour: u32,
+    /// `RECONCILE_INTERVAL`: how often every zone's A and AAAA records are
+    /// listed and compared; zero turns reconciles off.
+    pub reconcile_interval: Duration,
+    /// `RECONCILE_REPAIR`: set drifted records back (or only report them).
+    pub reconcile_repair: bool,
     /// Problems that did not stop the server, to be logged once logging is up.
     pub warnings: Vec<String>,
 }
@@ -134,6 +139,8 @@ impl Config {
             max_connections: env.number("MAX_CONNECTIONS", 512, 16, 65_536) as usize,
             host_write_burst: env.number("HOST_WRITE_BURST", 10, 1, 1000) as u32,
             host_writes_per_hour: env.number("HOST_WRITES_PER_HOUR", 12, 1, 3600) as u32,
+            reconcile_interval: reconcile_interval(&mut env),
+            reconcile_repair: env.flag("RECONCILE_REPAIR", true),
             warnings: Vec::new(),
         };
         let (mut config, warnings) = env.finish(config)?;
@@ -170,7 +177,7 @@ impl Config {
         });
         let proxies: Vec<String> = self.trusted_proxies.iter().map(Cidr::to_string).collect();
         format!(
-            "listen={} api={} registered=[{}] key_file={} state_file={} ntfy={ntfy} notify_on_change={} lost_after={}s record_ttl={} zone_cache_ttl={}s request_cache_ttl={}s hetzner_timeout={}s client_timeout={}s max_connections={} host_writes={}+{}/h trusted_proxies=[{}] token={} admin={admin} dry_run={} debug={} log_file={log_file}",
+            "listen={} api={} registered=[{}] key_file={} state_file={} ntfy={ntfy} notify_on_change={} lost_after={}s record_ttl={} zone_cache_ttl={}s request_cache_ttl={}s hetzner_timeout={}s client_timeout={}s max_connections={} host_writes={}+{}/h reconcile={}s repair={} trusted_proxies=[{}] token={} admin={admin} dry_run={} debug={} log_file={log_file}",
             self.listen,
             redact_url(&self.api_url),
             self.registered.join(","),
@@ -186,12 +193,29 @@ impl Config {
             self.max_connections,
             self.host_write_burst,
             self.host_writes_per_hour,
+            self.reconcile_interval.as_secs(),
+            u8::from(self.reconcile_repair),
             proxies.join(","),
             if self.token.is_some() { "set" } else { "unset" },
             u8::from(self.dry_run),
             u8::from(self.debug),
         )
     }
+}
+
+/// Shortest `RECONCILE_INTERVAL` that does not warn: each reconcile costs
+/// one call per 100 records of every zone with registered hosts.
+const RECONCILE_WARN_BELOW: u64 = 60;
+
+fn reconcile_interval(env: &mut Env<'_>) -> Duration {
+    let secs = env.number("RECONCILE_INTERVAL", 900, 0, 86_400);
+    if (1..RECONCILE_WARN_BELOW).contains(&secs) {
+        env.warn(format!(
+            "RECONCILE_INTERVAL={secs} lists every zone {} times an hour; each listing page is one of the project's 3600 Hetzner API calls an hour (900, the default, is 4 times)",
+            3600 / secs
+        ));
+    }
+    Duration::from_secs(secs)
 }
 
 fn seconds(env: &mut Env<'_>, name: &str, default: u64, min: u64, max: u64) -> Duration {

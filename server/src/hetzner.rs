@@ -8,9 +8,9 @@
 //! while the deadline permits, honouring `RateLimit-Reset`. Error answers are
 //! read, so the operator sees Hetzner's own code, message and correlation id.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -25,8 +25,13 @@ use crate::time::unix_now;
 const USER_AGENT: &str = concat!("dyndns-server/", env!("CARGO_PKG_VERSION"));
 /// Attempts per call, the first included.
 const MAX_ATTEMPTS: u32 = 4;
-/// Largest response body we read (a zone page of 50 zones is ~30 KiB).
+/// Largest response body we read (a zone page of 50 zones is ~30 KiB, a
+/// page of 100 RRSets about as much).
 const MAX_BODY: u64 = 1 << 20;
+/// The first look at an action after a write. Hetzner's DNS actions run for
+/// a moment; looking at once would mostly find them `running` and cost a
+/// call more.
+pub const FIRST_POLL: Duration = Duration::from_millis(500);
 
 /// A zone of the project.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +125,116 @@ pub struct RRSet {
     pub values: Vec<String>,
 }
 
+/// One RRSet of a zone listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub name: String,
+    pub rtype: RecordType,
+    pub values: Vec<String>,
+}
+
+/// What a call is for, to count the API budget by purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// One zone or one RRSet.
+    Read,
+    /// A change (create, set, add or remove records).
+    Write,
+    /// Following an action.
+    Poll,
+    /// A paginated listing (zones, or the RRSets of a zone).
+    List,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Read, Kind::Write, Kind::Poll, Kind::List];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Read => "read",
+            Kind::Write => "write",
+            Kind::Poll => "poll",
+            Kind::List => "list",
+        }
+    }
+}
+
+/// Part of Hetzner's limit kept back for writes: below it, reads that only
+/// confirm what the server believes (reconciles, per-host reads) wait.
+pub const RESERVE_PERCENT: i64 = 10;
+/// The limit Hetzner documents, until an answer says otherwise.
+const DEFAULT_LIMIT: i64 = 3600;
+
+/// The project's API budget as Hetzner's `RateLimit-*` headers tell it, and
+/// the calls of the last hour by kind.
+struct Budget {
+    limit: AtomicI64,
+    /// `RateLimit-Remaining` of the last answer, -1 before the first.
+    remaining: AtomicI64,
+    /// `RateLimit-Reset` of the last answer (Unix seconds), 0 before.
+    reset: AtomicU64,
+    /// When the last answer was read (Unix seconds).
+    seen: AtomicU64,
+    /// Calls per minute of the last hour: (minute since the epoch, counts by kind).
+    minutes: Mutex<VecDeque<(u64, [u32; 4])>>,
+}
+
+impl Budget {
+    fn new() -> Budget {
+        Budget {
+            limit: AtomicI64::new(DEFAULT_LIMIT),
+            remaining: AtomicI64::new(-1),
+            reset: AtomicU64::new(0),
+            seen: AtomicU64::new(0),
+            minutes: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn count(&self, kind: Kind, now: u64) {
+        let minute = now / 60;
+        let mut minutes = self.minutes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while minutes.front().is_some_and(|(m, _)| *m + 60 <= minute) {
+            minutes.pop_front();
+        }
+        if minutes.back().is_none_or(|(m, _)| *m != minute) {
+            minutes.push_back((minute, [0; 4]));
+        }
+        if let Some((_, counts)) = minutes.back_mut() {
+            counts[kind as usize] += 1;
+        }
+    }
+
+    fn last_hour(&self, now: u64) -> [u32; 4] {
+        let minute = now / 60;
+        let minutes = self.minutes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut total = [0; 4];
+        for (_, counts) in minutes.iter().filter(|(m, _)| *m + 60 > minute) {
+            for (t, c) in total.iter_mut().zip(counts) {
+                *t += c;
+            }
+        }
+        total
+    }
+
+    /// What is left now: the last `RateLimit-Remaining`, refilled at the
+    /// documented rate (the limit per hour) since it was read, and full
+    /// once `RateLimit-Reset` has passed.
+    fn remaining(&self, now: u64) -> Option<i64> {
+        let remaining = self.remaining.load(Ordering::Relaxed);
+        if remaining < 0 {
+            return None;
+        }
+        let limit = self.limit.load(Ordering::Relaxed);
+        let reset = self.reset.load(Ordering::Relaxed);
+        if reset != 0 && now >= reset {
+            return Some(limit);
+        }
+        let elapsed = now.saturating_sub(self.seen.load(Ordering::Relaxed));
+        let refill = i64::try_from(elapsed).unwrap_or(i64::MAX).saturating_mul(limit) / 3600;
+        Some(remaining.saturating_add(refill).min(limit))
+    }
+}
+
 // The documents Hetzner answers with, as far as we read them.
 
 #[derive(Deserialize)]
@@ -173,6 +288,22 @@ struct RecordDoc {
     value: String,
 }
 
+#[derive(Deserialize)]
+struct RRSetsPage {
+    rrsets: Vec<ListedDoc>,
+    #[serde(default)]
+    meta: Option<Meta>,
+}
+
+#[derive(Deserialize)]
+struct ListedDoc {
+    name: String,
+    #[serde(rename = "type")]
+    rtype: String,
+    #[serde(default)]
+    records: Vec<RecordDoc>,
+}
+
 /// The answer to a write: the action to wait for (some answers carry none).
 #[derive(Deserialize)]
 struct WriteAnswer {
@@ -217,8 +348,7 @@ pub struct Hetzner {
     token: Secret,
     /// The longest one call may take (`HETZNER_TIMEOUT`).
     timeout: Duration,
-    /// `RateLimit-Remaining` of the last answer, -1 before the first.
-    rate_remaining: AtomicI64,
+    budget: Budget,
     /// Calls by outcome, for `/metrics`.
     calls: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -238,14 +368,31 @@ impl Hetzner {
             base: base.trim_end_matches('/').to_string(),
             token,
             timeout,
-            rate_remaining: AtomicI64::new(-1),
+            budget: Budget::new(),
             calls: Mutex::new(BTreeMap::new()),
         }
     }
 
-    /// `RateLimit-Remaining` as last seen, if any answer carried it.
+    /// Requests left in the project's budget now (see `Budget::remaining`),
+    /// if any answer carried `RateLimit-Remaining`.
     pub fn rate_remaining(&self) -> Option<i64> {
-        Some(self.rate_remaining.load(Ordering::Relaxed)).filter(|&n| n >= 0)
+        self.budget.remaining(unix_now())
+    }
+
+    /// `RateLimit-Limit` as last seen (3600 before any answer).
+    pub fn rate_limit(&self) -> i64 {
+        self.budget.limit.load(Ordering::Relaxed)
+    }
+
+    /// Is the budget below its reserve (`RESERVE_PERCENT` of the limit)?
+    /// Then only writes should be made.
+    pub fn budget_low(&self) -> bool {
+        self.rate_remaining().is_some_and(|n| n < self.rate_limit() * RESERVE_PERCENT / 100)
+    }
+
+    /// Calls made in the last hour, by kind (in `Kind::ALL` order).
+    pub fn calls_last_hour(&self) -> [u32; 4] {
+        self.budget.last_hour(unix_now())
     }
 
     /// Calls so far by outcome (`success`, `client_error`, `rate_limited`,
@@ -263,7 +410,8 @@ impl Hetzner {
         let mut zones = Vec::new();
         let mut page = 1u64;
         for _ in 0..200 {
-            let doc: ZonesPage = self.call("GET", &format!("/zones?page={page}&per_page=50"), None, deadline)?;
+            let path = format!("/zones?page={page}&per_page=50");
+            let doc: ZonesPage = self.call(Kind::List, "GET", &path, None, deadline)?;
             zones.extend(doc.zones.into_iter().map(Zone::from));
             match doc.meta.and_then(|m| m.pagination).and_then(|p| p.next_page) {
                 Some(next) if next > page => page = next,
@@ -275,7 +423,7 @@ impl Hetzner {
 
     /// One zone by name; `None` when the project has no such zone.
     pub fn get_zone(&self, name: &str, deadline: Instant) -> Result<Option<Zone>, ApiError> {
-        match self.call::<OneZone>("GET", &format!("/zones/{name}"), None, deadline) {
+        match self.call::<OneZone>(Kind::Read, "GET", &format!("/zones/{name}"), None, deadline) {
             Ok(doc) => Ok(Some(doc.zone.into())),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
@@ -290,7 +438,8 @@ impl Hetzner {
         rtype: RecordType,
         deadline: Instant,
     ) -> Result<Option<RRSet>, ApiError> {
-        match self.call::<OneRRSet>("GET", &format!("/zones/{zone}/rrsets/{name}/{rtype}"), None, deadline) {
+        let path = format!("/zones/{zone}/rrsets/{name}/{rtype}");
+        match self.call::<OneRRSet>(Kind::Read, "GET", &path, None, deadline) {
             Ok(doc) => Ok(Some(RRSet { values: doc.rrset.records.into_iter().map(|r| r.value).collect() })),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
@@ -308,7 +457,8 @@ impl Hetzner {
         deadline: Instant,
     ) -> Result<(), ApiError> {
         let body = json!({"name": name, "type": rtype.as_str(), "ttl": ttl, "records": [{"value": value}]});
-        let answer: WriteAnswer = self.call("POST", &format!("/zones/{zone}/rrsets"), Some(&body), deadline)?;
+        let answer: WriteAnswer =
+            self.call(Kind::Write, "POST", &format!("/zones/{zone}/rrsets"), Some(&body), deadline)?;
         self.wait_action(answer.action, deadline)
     }
 
@@ -323,15 +473,39 @@ impl Hetzner {
     ) -> Result<(), ApiError> {
         let body = json!({"records": [{"value": value}]});
         let path = format!("/zones/{zone}/rrsets/{name}/{rtype}/actions/set_records");
-        let answer: WriteAnswer = self.call("POST", &path, Some(&body), deadline)?;
+        let answer: WriteAnswer = self.call(Kind::Write, "POST", &path, Some(&body), deadline)?;
         self.wait_action(answer.action, deadline)
     }
 
+    /// Every A and AAAA RRSet of a zone, in pages of 100 (one call per
+    /// page, however many hosts the zone holds).
+    pub fn list_address_rrsets(&self, zone: u64, deadline: Instant) -> Result<Vec<Listed>, ApiError> {
+        let mut all = Vec::new();
+        let mut page = 1u64;
+        for _ in 0..1000 {
+            let path = format!("/zones/{zone}/rrsets?type=A&type=AAAA&page={page}&per_page=100");
+            let doc: RRSetsPage = self.call(Kind::List, "GET", &path, None, deadline)?;
+            all.extend(doc.rrsets.into_iter().filter_map(|r| {
+                Some(Listed {
+                    name: r.name,
+                    rtype: RecordType::parse(&r.rtype)?,
+                    values: r.records.into_iter().map(|v| v.value).collect(),
+                })
+            }));
+            match doc.meta.and_then(|m| m.pagination).and_then(|p| p.next_page) {
+                Some(next) if next > page => page = next,
+                _ => break,
+            }
+        }
+        Ok(all)
+    }
+
     /// Follow an action until it leaves `running`, polling the global
-    /// `/actions/{id}` (resource-local action URLs are deprecated).
+    /// `/actions/{id}` (resource-local action URLs are deprecated): first
+    /// after `FIRST_POLL`, then at doubling intervals up to 2 s.
     fn wait_action(&self, action: Option<Action>, deadline: Instant) -> Result<(), ApiError> {
         let Some(mut action) = action else { return Ok(()) };
-        let mut pause = Duration::from_millis(250);
+        let mut pause = FIRST_POLL;
         loop {
             match action.status.as_str() {
                 "success" => return Ok(()),
@@ -347,7 +521,8 @@ impl Hetzner {
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_secs(2));
-            action = self.call::<OneAction>("GET", &format!("/actions/{}", action.id), None, deadline)?.action;
+            let path = format!("/actions/{}", action.id);
+            action = self.call::<OneAction>(Kind::Poll, "GET", &path, None, deadline)?.action;
         }
     }
 
@@ -355,6 +530,7 @@ impl Hetzner {
     /// read as `T`.
     fn call<T: DeserializeOwned>(
         &self,
+        kind: Kind,
         method: &str,
         path: &str,
         body: Option<&Value>,
@@ -363,6 +539,7 @@ impl Hetzner {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            self.budget.count(kind, unix_now());
             let (result, reset_at) = self.call_once(method, path, body, deadline);
             let err = match result.and_then(|text| parse_answer::<T>(&text, 200)) {
                 Ok(doc) => return Ok(doc),
@@ -409,10 +586,16 @@ impl Hetzner {
             _ => "server_error",
         });
         let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-        if let Some(n) = header("ratelimit-remaining").and_then(|v| v.parse::<i64>().ok()) {
-            self.rate_remaining.store(n, Ordering::Relaxed);
-        }
         let reset_at = header("ratelimit-reset").and_then(|v| v.parse::<u64>().ok());
+        if let Some(n) = header("ratelimit-remaining").and_then(|v| v.parse::<i64>().ok()) {
+            let budget = &self.budget;
+            if let Some(limit) = header("ratelimit-limit").and_then(|v| v.parse::<i64>().ok()).filter(|&l| l > 0) {
+                budget.limit.store(limit, Ordering::Relaxed);
+            }
+            budget.reset.store(reset_at.unwrap_or(0), Ordering::Relaxed);
+            budget.seen.store(unix_now(), Ordering::Relaxed);
+            budget.remaining.store(n.max(0), Ordering::Relaxed);
+        }
         let correlation_id = header("x-correlation-id");
         if (300..400).contains(&status) {
             let location = header("location").unwrap_or_default();
@@ -532,6 +715,25 @@ mod tests {
         assert!(matches!(error, Some(ErrorAnswer::Hetzner { error }) if error.code == "locked"));
         assert!(matches!(parse_answer::<ErrorAnswer>("[1]", 502).ok(), Some(ErrorAnswer::Other(_))));
         assert!(parse_answer::<ErrorAnswer>("<html>", 502).is_err(), "not JSON stays Malformed");
+    }
+
+    #[test]
+    fn the_budget_refills_at_the_documented_rate_and_counts_the_last_hour() {
+        let b = Budget::new();
+        assert_eq!(b.remaining(1000), None, "unknown before the first answer");
+        b.remaining.store(100, Ordering::Relaxed);
+        b.seen.store(1000, Ordering::Relaxed);
+        b.reset.store(1000 + 3500, Ordering::Relaxed);
+        assert_eq!(b.remaining(1000), Some(100));
+        assert_eq!(b.remaining(1260), Some(360), "one call a second for 3600 an hour");
+        assert_eq!(b.remaining(9000), Some(3600), "full after the reset");
+        // Minutes since the epoch: 2000, 2000, 2002, 2050, 2050.
+        let at = [(0, Kind::Read), (30, Kind::Write), (120, Kind::Poll), (3000, Kind::List), (3000, Kind::List)];
+        for (t, kind) in at {
+            b.count(kind, 120_000 + t);
+        }
+        assert_eq!(b.last_hour(120_000 + 3000), [1, 1, 1, 2]);
+        assert_eq!(b.last_hour(120_000 + 3660), [0, 0, 1, 2], "older than an hour is gone");
     }
 
     #[test]

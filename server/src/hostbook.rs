@@ -92,6 +92,10 @@ impl HostStates {
         }
     }
 
+    pub fn is_lost(&self, host: &str) -> bool {
+        self.lock().get(host).is_some_and(|s| s.lost)
+    }
+
     /// Mark hosts silent for longer than `timeout` as lost; returns the newly
     /// lost ones with how long they have been silent.
     pub fn find_lost(&self, now: u64, timeout: u64) -> Vec<(String, u64)> {

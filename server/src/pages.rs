@@ -5,10 +5,12 @@
 //! `METRICS_PUBLIC=1`. Neither ever shows a key.
 
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
 
 use serde_json::{json, Value};
 
 use crate::app::App;
+use crate::hetzner::{Kind, RESERVE_PERCENT};
 use crate::message::{Reply, Req};
 use crate::net::RecordType;
 use crate::time::{duration_text, unix_now};
@@ -79,9 +81,43 @@ pub fn status(app: &App, req: &Req) -> Reply {
         "uptime_seconds": app.started.elapsed().as_secs(),
         "dry_run": app.config.dry_run,
         "hetzner_rate_limit_remaining": app.updater.hetzner().and_then(|h| h.rate_remaining()),
+        "hetzner": api_budget(app),
+        "reconcile": reconcile_doc(app, now),
         "hosts": hosts,
     });
     Reply { content_type: "application/json", ..Reply::text(200, doc.to_string()) }
+}
+
+/// The API budget: what is left, the reserve, the calls of the last hour.
+fn api_budget(app: &App) -> Value {
+    let Some(h) = app.updater.hetzner() else { return Value::Null };
+    let calls = h.calls_last_hour();
+    let by_kind: serde_json::Map<String, Value> =
+        Kind::ALL.iter().zip(calls).map(|(k, n)| (k.as_str().to_string(), json!(n))).collect();
+    json!({
+        "rate_limit": h.rate_limit(),
+        "rate_limit_remaining": h.rate_remaining(),
+        "reserve": h.rate_limit() * RESERVE_PERCENT / 100,
+        "budget_low": h.budget_low(),
+        "calls_last_hour": by_kind,
+    })
+}
+
+fn reconcile_doc(app: &App, now: u64) -> Value {
+    let zones: Vec<Value> = app
+        .reconciles()
+        .into_iter()
+        .map(|(zone, r)| {
+            let last = (r.at > 0).then_some(r.at);
+            json!({"zone": zone, "last_run": last, "last_run_ago": last.map(|t| duration_text(now.saturating_sub(t))),
+                   "hosts": r.hosts, "drift": r.drift, "error": r.error})
+        })
+        .collect();
+    json!({
+        "interval_seconds": app.config.reconcile_interval.as_secs(),
+        "repair": app.config.reconcile_repair,
+        "zones": zones,
+    })
 }
 
 fn html_escape(s: &str) -> String {
@@ -114,7 +150,27 @@ fn html(app: &App, rows: &[HostRow], now: u64) -> String {
             html_escape(r.last_error.as_deref().unwrap_or("")),
         );
     }
-    out.push_str("</table></body></html>\n");
+    out.push_str("</table>");
+    if let Some(h) = app.updater.hetzner() {
+        let calls = h.calls_last_hour();
+        let _ = write!(
+            out,
+            "<p>Hetzner API: {} of {} calls left; last hour: {}</p>",
+            h.rate_remaining().map_or("?".into(), |n| n.to_string()),
+            h.rate_limit(),
+            Kind::ALL.iter().zip(calls).map(|(k, n)| format!("{n} {}", k.as_str())).collect::<Vec<_>>().join(", ")
+        );
+    }
+    for (zone, r) in app.reconciles() {
+        let _ = write!(
+            out,
+            "<p>zone {}: reconciled {}{}</p>",
+            html_escape(&zone),
+            if r.at > 0 { format!("{} ago", duration_text(now.saturating_sub(r.at))) } else { "never".into() },
+            r.error.map(|e| format!(" — last attempt failed: {}", html_escape(&e))).unwrap_or_default()
+        );
+    }
+    out.push_str("</body></html>\n");
     out
 }
 
@@ -137,8 +193,35 @@ pub fn metrics(app: &App, req: &Req) -> Reply {
             let _ = writeln!(out, "dyndns_hetzner_api_calls_total{{outcome=\"{outcome}\"}} {n}");
         }
         if let Some(n) = h.rate_remaining() {
-            out.push_str("# HELP dyndns_hetzner_rate_limit_remaining RateLimit-Remaining of the last Hetzner answer.\n# TYPE dyndns_hetzner_rate_limit_remaining gauge\n");
+            out.push_str("# HELP dyndns_hetzner_rate_limit_remaining Hetzner API calls left: RateLimit-Remaining of the last answer, refilled since.\n# TYPE dyndns_hetzner_rate_limit_remaining gauge\n");
             let _ = writeln!(out, "dyndns_hetzner_rate_limit_remaining {n}");
+        }
+        out.push_str("# HELP dyndns_hetzner_rate_limit RateLimit-Limit of the project (calls per hour).\n# TYPE dyndns_hetzner_rate_limit gauge\n");
+        let _ = writeln!(out, "dyndns_hetzner_rate_limit {}", h.rate_limit());
+        out.push_str("# HELP dyndns_hetzner_calls_last_hour Calls to the Hetzner API in the last hour by kind.\n# TYPE dyndns_hetzner_calls_last_hour gauge\n");
+        for (kind, n) in Kind::ALL.iter().zip(h.calls_last_hour()) {
+            let _ = writeln!(out, "dyndns_hetzner_calls_last_hour{{kind=\"{}\"}} {n}", kind.as_str());
+        }
+        out.push_str("# HELP dyndns_reconcile_last_run_timestamp_seconds When the last reconcile of a zone finished.\n# TYPE dyndns_reconcile_last_run_timestamp_seconds gauge\n");
+        for (zone, r) in app.reconciles() {
+            let _ = writeln!(
+                out,
+                "dyndns_reconcile_last_run_timestamp_seconds{{zone=\"{}\"}} {}",
+                label_escape(&zone),
+                r.at
+            );
+        }
+        out.push_str("# HELP dyndns_reconcile_deferred_total Zone reconciles put off because the API budget was low.\n# TYPE dyndns_reconcile_deferred_total counter\n");
+        let _ = writeln!(
+            out,
+            "dyndns_reconcile_deferred_total {}",
+            app.counters.reconcile_deferred.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP dyndns_drift_total Records found changed outside the server, by what was done.\n# TYPE dyndns_drift_total counter\n");
+        let drift = app.counters.drift();
+        for action in ["restored", "recreated", "reported", "left_lost", "failed"] {
+            let _ =
+                writeln!(out, "dyndns_drift_total{{action=\"{action}\"}} {}", drift.get(action).copied().unwrap_or(0));
         }
     }
     let rows = host_rows(app);

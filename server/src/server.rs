@@ -93,6 +93,10 @@ pub struct Server {
     listener: Arc<Listener>,
     addr: SocketAddr,
     housekeeping: Option<(Sender<()>, JoinHandle<()>)>,
+    /// Dropped at shutdown, which ends the reconcile thread after the
+    /// zone it is working on (it is not waited for: its calls are bounded
+    /// by their deadline, and nothing it does needs to reach the disk).
+    reconcile_stop: Option<Sender<()>>,
     /// In a mutex only so that `Server` can be shared between threads.
     events: Mutex<Receiver<Event>>,
     events_tx: Sender<Event>,
@@ -131,7 +135,8 @@ impl Server {
         let housekeeping = spawn_housekeeping(&app, &listener, events_tx.clone());
         log::info!("listening on http://{addr}");
         check_zones_in_background(&app);
-        Ok(Server { app, listener, addr, housekeeping, events: Mutex::new(events), events_tx })
+        let reconcile_stop = spawn_reconcile(&app);
+        Ok(Server { app, listener, addr, housekeeping, reconcile_stop, events: Mutex::new(events), events_tx })
     }
 
     /// The address actually bound (port 0 resolved).
@@ -164,6 +169,7 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        drop(self.reconcile_stop);
         if let Some((stop, handle)) = self.housekeeping {
             let _ = stop.send(());
             let _ = handle.join();
@@ -254,6 +260,35 @@ fn spawn_housekeeping(
         Ok(handle) => Some((stop_tx, handle)),
         Err(e) => {
             log::error!("cannot start the housekeeping thread (lost-host checks, state file): {e}");
+            None
+        }
+    }
+}
+
+/// How long one reconcile of all zones may take at most.
+const RECONCILE_BUDGET: Duration = Duration::from_secs(120);
+
+/// Reconcile every zone at start and then every `RECONCILE_INTERVAL`
+/// (unless it is 0, or in a dry run), until the returned sender is dropped.
+fn spawn_reconcile(app: &Arc<App>) -> Option<Sender<()>> {
+    let interval = app.config.reconcile_interval;
+    if interval.is_zero() || app.updater.hetzner().is_none() {
+        return None;
+    }
+    let (stop_tx, stop) = mpsc::channel::<()>();
+    let app = Arc::clone(app);
+    let spawned = std::thread::Builder::new().name("reconcile".into()).spawn(move || loop {
+        let started = Instant::now();
+        app.reconcile_all(started + RECONCILE_BUDGET.min(interval.max(Duration::from_secs(30))));
+        let wait = interval.saturating_sub(started.elapsed());
+        if !matches!(stop.recv_timeout(wait), Err(RecvTimeoutError::Timeout)) {
+            return;
+        }
+    });
+    match spawned {
+        Ok(_) => Some(stop_tx),
+        Err(e) => {
+            log::error!("cannot start the reconcile thread (drift repair, API economy): {e}");
             None
         }
     }

@@ -25,7 +25,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::fqdn;
-use crate::hetzner::{ApiError, Hetzner, Zone};
+use crate::hetzner::{ApiError, Hetzner, Listed, Zone};
 use crate::net::RecordType;
 use crate::time::unix_now;
 
@@ -129,7 +129,7 @@ struct Confirmed {
 
 /// Where records go: Hetzner, or nowhere (dry run, records kept in memory).
 pub enum Backend {
-    Hetzner(Hetzner),
+    Hetzner(Box<Hetzner>),
     DryRun,
 }
 
@@ -204,6 +204,10 @@ pub struct Updater {
     backend: Backend,
     record_ttl: u32,
     request_cache_ttl: Duration,
+    /// How long a confirmation is trusted: `REQUEST_CACHE_TTL`, or two
+    /// `RECONCILE_INTERVAL`s when reconciles run (each one confirms every
+    /// record of its zone anew, so one missed reconcile costs nothing).
+    fresh_for: Duration,
     write_limit: WriteLimit,
     zones: ZoneCache,
     /// host → its confirmed A and AAAA (looked up by `&str`: no
@@ -231,12 +235,14 @@ impl Updater {
         record_ttl: u32,
         request_cache_ttl: Duration,
         zone_cache_ttl: Duration,
+        reconcile_interval: Duration,
         write_limit: WriteLimit,
     ) -> Updater {
         Updater {
             backend,
             record_ttl,
             request_cache_ttl,
+            fresh_for: request_cache_ttl.max(reconcile_interval * 2),
             write_limit,
             zones: ZoneCache { ttl: zone_cache_ttl, state: Mutex::new(ZoneState::default()), fetching: Mutex::new(()) },
             cache: Mutex::new(HashMap::new()),
@@ -265,9 +271,13 @@ impl Updater {
     /// cache's. Dry-run records never expire (they are the only copy).
     fn cached_unchanged(&self, fqdn: &str, rtype: RecordType, ip: IpAddr) -> Option<Confirmed> {
         let entry = self.cached(fqdn, rtype)?;
-        let fresh =
-            matches!(self.backend, Backend::DryRun) || entry.at.is_some_and(|at| at.elapsed() < self.request_cache_ttl);
+        let fresh = matches!(self.backend, Backend::DryRun) || entry.at.is_some_and(|at| at.elapsed() < self.fresh_for);
         (entry.ip == ip && fresh).then_some(entry)
+    }
+
+    fn set_cached(&self, fqdn: &str, rtype: RecordType, ip: Option<IpAddr>) {
+        let confirmed = ip.map(|ip| Confirmed { ip, at: Some(Instant::now()), unix: unix_now() });
+        lock(&self.cache).entry(fqdn.to_string()).or_default()[slot(rtype)] = confirmed;
     }
 
     /// Make the `fqdn` record of `ip`'s family hold exactly `ip`.
@@ -283,7 +293,13 @@ impl Updater {
             return Ok(Outcome::Unchanged);
         }
         let known = self.cached(fqdn, rtype).map(|c| c.ip);
-        // A known, unchanged address only needs a read: no write token.
+        // A known, unchanged address only needs a read: no write token. With
+        // the API budget below its reserve that read waits (the address was
+        // confirmed before; reconciles resume with the budget).
+        if known == Some(ip) && self.hetzner().is_some_and(Hetzner::budget_low) {
+            log::info!("{fqdn} {rtype} {ip}: not read back, the Hetzner API budget is below its reserve");
+            return Ok(Outcome::Unchanged);
+        }
         if known != Some(ip) {
             gate.take_write(self.write_limit)?;
         }
@@ -297,8 +313,7 @@ impl Updater {
             }
             Backend::Hetzner(api) => self.write(api, fqdn, rtype, ip, known, deadline),
         };
-        let confirmed = result.is_ok().then(|| Confirmed { ip, at: Some(Instant::now()), unix: unix_now() });
-        lock(&self.cache).entry(fqdn.to_string()).or_default()[slot(rtype)] = confirmed;
+        self.set_cached(fqdn, rtype, result.is_ok().then_some(ip));
         result
     }
 
@@ -375,6 +390,117 @@ impl Updater {
         lock(&self.cache).entry(host.to_string()).or_default()[slot(rtype)] = Some(Confirmed { ip, at, unix });
     }
 
+    /// Compare every record of `hosts` (all in `zone`) with one listing of
+    /// the zone's A and AAAA RRSets. A record that holds the confirmed
+    /// address is confirmed anew (so unchanged reports cost no call); one
+    /// the server knew nothing about is learned. A record that differs from
+    /// the confirmed address, or was deleted, is drift: `repair` decides per
+    /// host whether to set it back. Returns the drift found, in host order.
+    pub fn reconcile(
+        &self,
+        zone: &Zone,
+        hosts: &[&str],
+        repair: &dyn Fn(&str) -> Repair,
+        deadline: Instant,
+    ) -> Result<Vec<Drift>, ApiError> {
+        let Some(api) = self.hetzner() else { return Ok(Vec::new()) };
+        let listed_at = Instant::now();
+        let listing = api.list_address_rrsets(zone.id, deadline)?;
+        let mut by_name: HashMap<(&str, RecordType), &Listed> = HashMap::new();
+        for r in &listing {
+            by_name.insert((r.name.as_str(), r.rtype), r);
+        }
+        let mut drift = Vec::new();
+        for &host in hosts {
+            let name = fqdn::rr_name(host, &zone.name);
+            for rtype in [RecordType::A, RecordType::Aaaa] {
+                let found = by_name.get(&(name.as_str(), rtype)).map(|r| r.values.clone());
+                let single = found.as_deref().and_then(single_address);
+                let Some(expected) = self.cached(host, rtype) else {
+                    // Nothing known: learn the record as it is.
+                    if let Some(ip) = single.filter(|ip| RecordType::of(*ip) == rtype) {
+                        self.set_cached(host, rtype, Some(ip));
+                    }
+                    continue;
+                };
+                if single == Some(expected.ip) {
+                    self.confirm_if_unchanged(host, rtype, expected, listed_at);
+                    continue;
+                }
+                if let Some(d) =
+                    self.drifted(api, zone, host, rtype, expected, found, repair(host), listed_at, deadline)
+                {
+                    drift.push(d);
+                }
+            }
+        }
+        Ok(drift)
+    }
+
+    /// Refresh a confirmation, unless an update changed it after the listing.
+    fn confirm_if_unchanged(&self, host: &str, rtype: RecordType, seen: Confirmed, listed_at: Instant) {
+        let mut cache = lock(&self.cache);
+        if let Some(entry) = cache.get_mut(host).and_then(|r| r[slot(rtype)].as_mut()) {
+            if entry.ip == seen.ip && entry.at.is_none_or(|at| at <= listed_at) {
+                *entry = Confirmed { ip: seen.ip, at: Some(Instant::now()), unix: unix_now() };
+            }
+        }
+    }
+
+    /// Handle one record that differs from its confirmed address, under the
+    /// host's gate (no update of the host runs meanwhile). `None` when an
+    /// update of the host changed the record after the listing.
+    #[allow(clippy::too_many_arguments)]
+    fn drifted(
+        &self,
+        api: &Hetzner,
+        zone: &Zone,
+        host: &str,
+        rtype: RecordType,
+        expected: Confirmed,
+        found: Option<Vec<String>>,
+        repair: Repair,
+        listed_at: Instant,
+        deadline: Instant,
+    ) -> Option<Drift> {
+        let gate = self.gates.get(host).unwrap_or(&self.other_hosts_gate);
+        let _inside = gate.enter(deadline).ok()?;
+        let now = self.cached(host, rtype);
+        if now.map(|c| c.ip) != Some(expected.ip) || now.and_then(|c| c.at).is_some_and(|at| at > listed_at) {
+            return None;
+        }
+        let single = found.as_deref().and_then(single_address).filter(|ip| RecordType::of(*ip) == rtype);
+        let mut drift =
+            Drift { host: host.to_string(), rtype, expected: expected.ip, found, action: DriftAction::Reported };
+        if repair != Repair::Yes {
+            // The record is what it is now: the next report of the host's
+            // own address is a change, and writes it.
+            self.set_cached(host, rtype, single);
+            drift.action = if repair == Repair::HostLost { DriftAction::LeftLost } else { DriftAction::Reported };
+            return Some(drift);
+        }
+        let name = fqdn::rr_name(host, &zone.name);
+        let value = expected.ip.to_string();
+        let result = match &drift.found {
+            Some(_) => api.set_records(zone.id, &name, rtype, &value, deadline).map(|()| DriftAction::Restored),
+            None => api
+                .create_rrset(zone.id, &name, rtype, self.record_ttl, &value, deadline)
+                .map(|()| DriftAction::Recreated),
+        };
+        match result {
+            Ok(action) => {
+                self.set_cached(host, rtype, Some(expected.ip));
+                drift.action = action;
+            }
+            Err(e) => {
+                // Unknown state: the next report reads the truth.
+                self.set_cached(host, rtype, None);
+                drift.action = DriftAction::Failed(e.to_string());
+            }
+        }
+        Some(drift)
+    }
+
     /// Fill the zone cache (at start, so the first update does not pay for
     /// it); returns the zones or the error.
     pub fn prefetch_zones(&self, deadline: Instant) -> Option<Result<Vec<Zone>, ApiError>> {
@@ -382,9 +508,91 @@ impl Updater {
         Some(self.zones.refresh(api, deadline, None))
     }
 
+    /// `hosts` grouped by their zone (hosts no zone holds are left out),
+    /// from the zone list, fetched again once it is older than
+    /// `ZONE_CACHE_TTL` (a stale list serves while Hetzner fails).
+    pub fn hosts_by_zone<'h>(
+        &self,
+        hosts: &'h [String],
+        deadline: Instant,
+    ) -> Result<Vec<(Zone, Vec<&'h str>)>, ApiError> {
+        let Some(api) = self.hetzner() else { return Ok(Vec::new()) };
+        let (fetched, mut zones) = {
+            let state = lock(&self.zones.state);
+            (state.fetched, state.zones.clone())
+        };
+        if fetched.is_none_or(|at| at.elapsed() >= self.zones.ttl) {
+            match self.zones.refresh(api, deadline, fetched) {
+                Ok(fresh) => zones = fresh,
+                Err(e) if fetched.is_none() => return Err(e),
+                Err(e) => log::warn!("hetzner: cannot list zones ({e}); using the list from before"),
+            }
+        }
+        let mut grouped: Vec<(Zone, Vec<&str>)> = Vec::new();
+        for host in hosts {
+            let Some(zone) = best_zone(&zones, host) else { continue };
+            match grouped.iter_mut().find(|(z, _)| z.id == zone.id) {
+                Some((_, list)) => list.push(host),
+                None => grouped.push((zone, vec![host])),
+            }
+        }
+        grouped.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        Ok(grouped)
+    }
+
     /// The zone of `fqdn` from the cache, if known.
     pub fn cached_zone(&self, fqdn: &str) -> Option<Zone> {
         best_zone(&lock(&self.zones.state).zones, fqdn)
+    }
+}
+
+/// The only address an RRSet holds, if it holds exactly one.
+fn single_address(values: &[String]) -> Option<IpAddr> {
+    match values {
+        [one] => one.parse().ok(),
+        _ => None,
+    }
+}
+
+/// What the reconcile may do about a host's drifted record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repair {
+    Yes,
+    /// `RECONCILE_REPAIR=0`: only report.
+    ReportOnly,
+    /// The host is lost: its address may really be gone; leave it.
+    HostLost,
+}
+
+/// A record found different from the address the server last confirmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    pub host: String,
+    pub rtype: RecordType,
+    pub expected: IpAddr,
+    /// The values found; `None` when the RRSet was deleted.
+    pub found: Option<Vec<String>>,
+    pub action: DriftAction,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriftAction {
+    Restored,
+    Recreated,
+    Reported,
+    LeftLost,
+    Failed(String),
+}
+
+impl DriftAction {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DriftAction::Restored => "restored",
+            DriftAction::Recreated => "recreated",
+            DriftAction::Reported => "reported",
+            DriftAction::LeftLost => "left_lost",
+            DriftAction::Failed(_) => "failed",
+        }
     }
 }
 
@@ -516,7 +724,7 @@ mod tests {
     fn dry_run_keeps_records_in_memory() {
         let hosts = vec!["home.example.com".to_string()];
         let limit = WriteLimit { burst: 10, per_hour: 12 };
-        let u = Updater::new(Backend::DryRun, &hosts, 60, Duration::ZERO, Duration::ZERO, limit);
+        let u = Updater::new(Backend::DryRun, &hosts, 60, Duration::ZERO, Duration::ZERO, Duration::ZERO, limit);
         let deadline = Instant::now() + Duration::from_secs(1);
         let ip: IpAddr = "192.0.2.1".parse().expect("ip");
         let ip2: IpAddr = "192.0.2.2".parse().expect("ip");

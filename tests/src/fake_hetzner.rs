@@ -67,6 +67,8 @@ struct State {
     polls_per_action: u32,
     calls: Vec<String>,
     remaining: i64,
+    /// `RateLimit-Reset` to send (Unix seconds); `None`: one second ahead.
+    reset_at: Option<u64>,
 }
 
 /// A running fake; it serves until its last clone is dropped.
@@ -144,6 +146,19 @@ impl FakeHetzner {
         s.rrsets.get(&(id, name.into(), rtype.into())).and_then(|r| r.ttl)
     }
 
+    /// Make the project's budget `remaining` calls (counting down with every
+    /// call from there), refilled fully at `reset_in` seconds from now.
+    pub fn set_rate_limit(&self, remaining: i64, reset_in: u64) {
+        let mut s = lock(&self.state);
+        s.remaining = remaining;
+        s.reset_at = Some(unix_now() + reset_in);
+    }
+
+    /// Calls so far whose `METHOD /path` starts with `prefix`.
+    pub fn calls_starting(&self, prefix: &str) -> Vec<String> {
+        self.calls().into_iter().filter(|c| c.starts_with(prefix)).collect()
+    }
+
     /// Queue a fault for the next call that reaches the fake.
     pub fn fail_next(&self, fault: Fault) {
         lock(&self.state).faults.push_back(fault);
@@ -196,13 +211,13 @@ impl FakeHetzner {
             let _ = rq.respond(tiny_http::Response::from_string("ok"));
             return;
         }
-        let (fault, remaining) = {
+        let (fault, remaining, reset_at) = {
             let mut s = lock(&self.state);
             s.calls.push(format!("{method} {url}"));
             s.remaining = (s.remaining - 1).max(0);
-            (s.faults.pop_front(), s.remaining)
+            (s.faults.pop_front(), s.remaining, s.reset_at)
         };
-        let reset = unix_now() + 1;
+        let reset = reset_at.unwrap_or_else(|| unix_now() + 1);
         let (status, doc, extra): (u16, String, Vec<(String, String)>) = match fault {
             Some(Fault::Hang(d)) => {
                 std::thread::sleep(d);
@@ -274,6 +289,7 @@ impl FakeHetzner {
         let result = match (method, segments.as_slice()) {
             ("GET", ["zones"]) => Ok(list_zones(&s, query)),
             ("GET", ["zones", zone]) => find_zone(&s, zone).map(|z| (200, json!({"zone": zone_json(&z)}))),
+            ("GET", ["zones", zone, "rrsets"]) => find_zone(&s, zone).map(|z| list_rrsets(&s, &z, query)),
             ("GET", ["zones", zone, "rrsets", name, rtype]) => find_zone(&s, zone).and_then(|z| {
                 s.rrsets
                     .get(&(z.id, name.to_string(), rtype.to_string()))
@@ -313,6 +329,42 @@ fn list_zones(s: &State, query: &str) -> (u16, Value) {
     let prev = if page > 1 { json!(page - 1) } else { Value::Null };
     let meta = json!({"pagination": {"page": page, "per_page": per_page, "previous_page": prev, "next_page": next, "last_page": last, "total_entries": total}});
     (200, json!({"zones": items, "meta": meta}))
+}
+
+/// `GET /zones/{zone}/rrsets?type=…&name=…&page=…&per_page=…` (at most
+/// 100 per page, sorted by name and type as Hetzner does by default).
+fn list_rrsets(s: &State, z: &Zone, query: &str) -> (u16, Value) {
+    let values = |k: &str| -> Vec<String> {
+        query.split('&').filter_map(|p| p.strip_prefix(&format!("{k}="))).map(str::to_string).collect()
+    };
+    let number = |k: &str| values(k).first().and_then(|v| v.parse::<usize>().ok());
+    let per_page = number("per_page").unwrap_or(25).clamp(1, 100);
+    let page = number("page").unwrap_or(1).max(1);
+    let (types, names) = (values("type"), values("name"));
+    let matching: Vec<Value> = s
+        .rrsets
+        .iter()
+        .filter(|((zone, name, rtype), _)| {
+            *zone == z.id && (types.is_empty() || types.contains(rtype)) && (names.is_empty() || names.contains(name))
+        })
+        .map(|((zone, name, rtype), r)| rrset_json(*zone, name, rtype, r))
+        .collect();
+    let total = matching.len();
+    let last = total.div_ceil(per_page).max(1);
+    let items: Vec<Value> = matching.into_iter().skip((page - 1) * per_page).take(per_page).collect();
+    let next = if page < last { json!(page + 1) } else { Value::Null };
+    let prev = if page > 1 { json!(page - 1) } else { Value::Null };
+    let meta = json!({"pagination": {"page": page, "per_page": per_page, "previous_page": prev, "next_page": next, "last_page": last, "total_entries": total}});
+    (200, json!({"rrsets": items, "meta": meta}))
+}
+
+impl FakeHetzner {
+    /// Remove an RRSet directly (as someone in the Hetzner Console would).
+    pub fn delete_rrset(&self, zone: &str, name: &str, rtype: &str) {
+        let mut s = lock(&self.state);
+        let id = s.zones.iter().find(|z| z.name == zone).expect("zone").id;
+        s.rrsets.remove(&(id, name.into(), rtype.into()));
+    }
 }
 
 fn find_zone(s: &State, id_or_name: &str) -> Result<Zone, (u16, String)> {

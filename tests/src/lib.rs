@@ -50,6 +50,9 @@ impl Setup {
             ("HETZNER_API_URL", fake.url()),
             ("REGISTERED_FQDNS", hosts.to_string()),
             ("PRE_SHARED_KEY_FILE", dir.join("keys").display().to_string()),
+            // Off unless a test is about it: a reconcile at start lists the
+            // zones' records, and most tests count calls exactly.
+            ("RECONCILE_INTERVAL", "0".to_string()),
         ] {
             vars.insert(k.to_string(), v);
         }
@@ -114,6 +117,12 @@ impl Resp {
 }
 
 impl TestServer {
+    /// Every key the server generated, by host (one read of the key file).
+    pub fn keys(&self) -> HashMap<String, String> {
+        let text = std::fs::read_to_string(self.dir.join("keys")).expect("key file");
+        text.lines().filter_map(|l| l.split_once(' ')).map(|(h, k)| (h.to_string(), k.to_string())).collect()
+    }
+
     /// The key the server generated for `host`.
     pub fn key(&self, host: &str) -> String {
         let text = std::fs::read_to_string(self.dir.join("keys")).expect("key file");

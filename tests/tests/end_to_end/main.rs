@@ -6,5 +6,6 @@
 mod agent;
 mod hostile;
 mod operations;
+mod reconcile;
 mod server;
 mod settings;

@@ -1,0 +1,211 @@
+//! Zone reconcile, drift repair and the API budget (`RECONCILE_INTERVAL`,
+//! `RECONCILE_REPAIR`, `RateLimit-*`): the real server against the fake,
+//! which holds records the server did not write and changes them behind
+//! its back as someone in the Hetzner Console would.
+
+use std::time::{Duration, Instant};
+
+use e2e::{FakeHetzner, FakeNtfy, Setup, TestServer};
+
+const HOME: &str = "home.example.com";
+const ADMIN: (&str, &str) = ("admin", "admin-password-123");
+
+fn nic(server: &TestServer, host: &str, ip: &str, key: &str) -> e2e::Resp {
+    server.get_as(&format!("/nic/update?hostname={host}&myip={ip}"), host, key)
+}
+
+/// Wait until every zone named has finished a reconcile after `since` (Unix s).
+#[track_caller]
+fn wait_for_reconcile(server: &TestServer, zones: &[&str], since: u64) {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let done = server.running().app.reconciles();
+        if zones.iter().all(|z| done.get(*z).is_some_and(|r| r.at >= since && r.at > 0)) {
+            return;
+        }
+        assert!(Instant::now() < until, "no reconcile of {zones:?}: {done:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Wait until `check` holds, up to `secs` seconds.
+#[track_caller]
+fn eventually(secs: u64, what: &str, check: impl Fn() -> bool) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    while !check() {
+        assert!(Instant::now() < until, "not within {secs} s: {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn metric(server: &TestServer, line_start: &str) -> Option<f64> {
+    let r = server.get_as("/metrics", ADMIN.0, ADMIN.1);
+    r.body.lines().find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[test]
+fn a_thousand_unchanged_reports_after_the_cache_ttl_cost_only_listing_pages() {
+    let fake = FakeHetzner::start();
+    let zones = ["example.com", "example.net", "example.org"];
+    let mut hosts = Vec::new();
+    for z in zones {
+        fake.add_zone(z);
+    }
+    for i in 0..1000 {
+        let zone = zones[i % 3];
+        let host = format!("h{i}.{zone}");
+        let ip = format!("198.51.100.{}", i % 250 + 1);
+        fake.put_rrset(zone, &format!("h{i}"), "A", &[&ip]);
+        hosts.push((host, ip));
+    }
+    // Records of other names in the same zones, which the listing pages over.
+    fake.put_rrset("example.com", "www", "A", &["203.0.113.80"]);
+    let names: Vec<&str> = hosts.iter().map(|(h, _)| h.as_str()).collect();
+    let server =
+        Setup::new(&fake, &names.join(",")).var("REQUEST_CACHE_TTL", "1").var("RECONCILE_INTERVAL", "600").start();
+    wait_for_reconcile(&server, &zones, 0);
+    // Every confirmation older than REQUEST_CACHE_TTL.
+    std::thread::sleep(Duration::from_millis(1500));
+    let keys = server.keys();
+
+    std::thread::scope(|s| {
+        for chunk in hosts.chunks(250) {
+            let (server, keys) = (&server, &keys);
+            s.spawn(move || {
+                for (host, ip) in chunk {
+                    let r = nic(server, host, ip, &keys[host]);
+                    assert_eq!(r.body, format!("nochg {ip}"), "{host}");
+                }
+            });
+        }
+    });
+
+    let calls = fake.calls();
+    let per_host: Vec<&String> = calls.iter().filter(|c| c.contains("/rrsets/")).collect();
+    assert!(per_host.is_empty(), "no per-host read: {:?}", &per_host[..per_host.len().min(5)]);
+    assert!(calls.len() <= 40, "{} calls: {calls:?}", calls.len());
+    let listing_pages = calls.iter().filter(|c| c.contains("/rrsets?type=A&type=AAAA")).count();
+    assert_eq!(listing_pages, 12, "4 pages of 100 per zone of 334 hosts: {calls:?}");
+    assert!(calls.iter().all(|c| c.starts_with("GET /v1/zones")), "listings only: {calls:?}");
+}
+
+#[test]
+fn a_record_changed_or_deleted_behind_the_servers_back_is_restored_and_announced() {
+    let fake = FakeHetzner::start();
+    fake.add_zone("example.com");
+    let ntfy = FakeNtfy::start();
+    let server = Setup::new(&fake, &format!("{HOME},other.example.com"))
+        .var("RECONCILE_INTERVAL", "1")
+        .var("NTFY_URL", ntfy.url())
+        .var("NTFY_TOPIC", "dyndns")
+        .var("BASIC_AUTH_USERNAME", ADMIN.0)
+        .var("BASIC_AUTH_PASSWORD", ADMIN.1)
+        .start();
+    let key = server.key(HOME);
+    assert_eq!(nic(&server, HOME, "198.51.100.7", &key).body, "good 198.51.100.7");
+
+    // Changed in the Console: set back within RECONCILE_INTERVAL + a few seconds, no report needed.
+    fake.put_rrset("example.com", "home", "A", &["203.0.113.9"]);
+    let changed = Instant::now();
+    eventually(5, "restored", || fake.rrset("example.com", "home", "A") == Some(vec!["198.51.100.7".into()]));
+    assert!(changed.elapsed() < Duration::from_secs(4), "{:?}", changed.elapsed());
+    let msg = ntfy.next(Duration::from_secs(5)).expect("drift announced");
+    assert_eq!(msg.body, "home.example.com was changed outside the server: 203.0.113.9 → restored 198.51.100.7");
+
+    // Deleted: created again.
+    fake.delete_rrset("example.com", "home", "A");
+    eventually(5, "re-created", || fake.rrset("example.com", "home", "A") == Some(vec!["198.51.100.7".into()]));
+    let msg = ntfy.next(Duration::from_secs(5)).expect("deletion announced");
+    assert!(msg.body.contains("was deleted outside the server → re-created with 198.51.100.7"), "{}", msg.body);
+    assert_eq!(metric(&server, "dyndns_drift_total{action=\"restored\"}"), Some(1.0));
+    assert_eq!(metric(&server, "dyndns_drift_total{action=\"recreated\"}"), Some(1.0));
+
+    // Announced once: further reconciles find nothing to say.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(ntfy.next(Duration::from_millis(100)).is_none(), "repeated announcement");
+    // The other host has no record: nothing to compare, nothing created.
+    assert_eq!(fake.rrset("example.com", "other", "A"), None);
+    // The status shows when each zone was reconciled.
+    let status = server.get_as("/status", ADMIN.0, ADMIN.1).json();
+    let zone = &status["reconcile"]["zones"][0];
+    assert_eq!(zone["zone"], "example.com");
+    assert!(zone["last_run"].as_u64().is_some_and(|t| t + 5 >= unix_now()), "{zone}");
+    let calls = &status["hetzner"]["calls_last_hour"];
+    assert!(calls["list"].as_u64().is_some_and(|n| n >= 3), "{calls}");
+    assert_eq!(calls["write"], 3, "create + set back + re-create: {calls}");
+}
+
+#[test]
+fn without_repair_drift_is_reported_and_the_hosts_next_report_writes() {
+    let fake = FakeHetzner::start();
+    fake.add_zone("example.com");
+    let server = Setup::new(&fake, HOME)
+        .var("RECONCILE_INTERVAL", "1")
+        .var("RECONCILE_REPAIR", "0")
+        .var("BASIC_AUTH_USERNAME", ADMIN.0)
+        .var("BASIC_AUTH_PASSWORD", ADMIN.1)
+        .start();
+    let key = server.key(HOME);
+    assert_eq!(nic(&server, HOME, "198.51.100.7", &key).body, "good 198.51.100.7");
+    fake.put_rrset("example.com", "home", "A", &["203.0.113.9"]);
+    eventually(5, "reported", || metric(&server, "dyndns_drift_total{action=\"reported\"}") == Some(1.0));
+    assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["203.0.113.9".into()]), "not set back");
+    // The host's own address is a change now, not a cached `nochg`.
+    assert_eq!(nic(&server, HOME, "198.51.100.7", &key).body, "good 198.51.100.7");
+    assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["198.51.100.7".into()]));
+}
+
+#[test]
+fn a_lost_hosts_drifted_record_is_left_alone() {
+    let fake = FakeHetzner::start();
+    fake.add_zone("example.com");
+    let server = Setup::new(&fake, HOME)
+        .var("RECONCILE_INTERVAL", "1")
+        .var("LOST_CONNECTION_TIMEOUT", "1")
+        .var("CONNECTION_CHECK_INTERVAL", "1")
+        .var("BASIC_AUTH_USERNAME", ADMIN.0)
+        .var("BASIC_AUTH_PASSWORD", ADMIN.1)
+        .start();
+    let key = server.key(HOME);
+    assert_eq!(nic(&server, HOME, "198.51.100.7", &key).body, "good 198.51.100.7");
+    eventually(10, "host lost", || metric(&server, "dyndns_hosts{state=\"lost\"}") == Some(1.0));
+    fake.put_rrset("example.com", "home", "A", &["203.0.113.9"]);
+    eventually(5, "seen", || metric(&server, "dyndns_drift_total{action=\"left_lost\"}") == Some(1.0));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["203.0.113.9".into()]));
+}
+
+#[test]
+fn a_low_api_budget_defers_reconciles_and_reads_but_a_change_goes_through() {
+    let fake = FakeHetzner::start();
+    fake.add_zone("example.com");
+    let server = Setup::new(&fake, HOME)
+        .var("RECONCILE_INTERVAL", "1")
+        .var("REQUEST_CACHE_TTL", "0")
+        .var("BASIC_AUTH_USERNAME", ADMIN.0)
+        .var("BASIC_AUTH_PASSWORD", ADMIN.1)
+        .start();
+    let key = server.key(HOME);
+    assert_eq!(nic(&server, HOME, "198.51.100.7", &key).body, "good 198.51.100.7");
+    wait_for_reconcile(&server, &["example.com"], unix_now());
+
+    // 100 calls left of 3600, the reserve is 360: the next answer says so.
+    fake.set_rate_limit(100, 3600);
+    eventually(5, "deferred", || metric(&server, "dyndns_reconcile_deferred_total").is_some_and(|n| n >= 1.0));
+    fake.clear_calls();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(fake.calls(), Vec::<String>::new(), "no reconcile while the budget is low");
+    // An unchanged address whose confirmation is older than two intervals is not read back.
+    assert_eq!(nic(&server, HOME, "198.51.100.7", &key).body, "nochg 198.51.100.7");
+    assert_eq!(fake.calls(), Vec::<String>::new(), "no per-host read while the budget is low");
+    // A real change still goes through.
+    assert_eq!(nic(&server, HOME, "198.51.100.8", &key).body, "good 198.51.100.8");
+    assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["198.51.100.8".into()]));
+    let status = server.get_as("/status", ADMIN.0, ADMIN.1).json();
+    assert_eq!(status["hetzner"]["budget_low"], true, "{status}");
+    assert!(status["hetzner"]["rate_limit_remaining"].as_i64().is_some_and(|n| n < 360), "{status}");
+}
