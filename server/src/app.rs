@@ -304,16 +304,18 @@ impl App {
     /// Reconcile every zone that holds registered hosts (see
     /// `Updater::reconcile`): one listing per 100 records, drift set back
     /// unless `RECONCILE_REPAIR=0` or the host is lost. Deferred while the
-    /// Hetzner API budget is below its reserve.
-    pub fn reconcile_all(&self, deadline: Instant) {
-        let Some(api) = self.updater.hetzner() else { return };
+    /// Hetzner API budget is below its reserve. Returns whether every zone
+    /// was reconciled (false: try again sooner).
+    pub fn reconcile_all(&self, deadline: Instant) -> bool {
+        let Some(api) = self.updater.hetzner() else { return true };
         let zones = match self.updater.hosts_by_zone(&self.config.registered, deadline) {
             Ok(zones) => zones,
             Err(e) => {
                 log::warn!("reconcile: cannot list the zones: {e}");
-                return;
+                return false;
             }
         };
+        let mut complete = true;
         let repair = |host: &str| {
             if self.hosts.is_lost(host) {
                 Repair::HostLost
@@ -332,6 +334,7 @@ impl App {
                     api.rate_remaining().unwrap_or(0),
                     api.rate_limit()
                 );
+                complete = false;
                 continue;
             }
             let result = self.updater.reconcile(&zone, &hosts, &repair, deadline);
@@ -347,12 +350,14 @@ impl App {
                 }
                 Err(e) => {
                     log::error!("reconcile of {name}: {e}");
+                    complete = false;
                     entry.error = Some(e.to_string());
                     entry.at = self.last_reconcile(&name).map_or(0, |r| r.at);
                 }
             }
             self.reconciled.lock().unwrap_or_else(PoisonError::into_inner).insert(name, entry);
         }
+        complete
     }
 
     fn last_reconcile(&self, zone: &str) -> Option<ZoneReconcile> {

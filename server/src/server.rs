@@ -268,6 +268,10 @@ fn spawn_housekeeping(
 /// How long one reconcile of all zones may take at most.
 const RECONCILE_BUDGET: Duration = Duration::from_secs(120);
 
+/// After a reconcile that did not complete, the next try comes after this,
+/// doubling up to `RECONCILE_INTERVAL` while it keeps failing.
+const RECONCILE_RETRY: Duration = Duration::from_secs(10);
+
 /// Reconcile every zone at start and then every `RECONCILE_INTERVAL`
 /// (unless it is 0, or in a dry run), until the returned sender is dropped.
 fn spawn_reconcile(app: &Arc<App>) -> Option<Sender<()>> {
@@ -277,12 +281,23 @@ fn spawn_reconcile(app: &Arc<App>) -> Option<Sender<()>> {
     }
     let (stop_tx, stop) = mpsc::channel::<()>();
     let app = Arc::clone(app);
-    let spawned = std::thread::Builder::new().name("reconcile".into()).spawn(move || loop {
-        let started = Instant::now();
-        app.reconcile_all(started + RECONCILE_BUDGET.min(interval.max(Duration::from_secs(30))));
-        let wait = interval.saturating_sub(started.elapsed());
-        if !matches!(stop.recv_timeout(wait), Err(RecvTimeoutError::Timeout)) {
-            return;
+    let spawned = std::thread::Builder::new().name("reconcile".into()).spawn(move || {
+        let mut retry = RECONCILE_RETRY.min(interval);
+        loop {
+            let started = Instant::now();
+            let complete = app.reconcile_all(started + RECONCILE_BUDGET.min(interval.max(Duration::from_secs(30))));
+            app.updater.first_reconcile_done();
+            let wait = if complete {
+                retry = RECONCILE_RETRY.min(interval);
+                interval
+            } else {
+                let wait = retry;
+                retry = (retry * 2).min(interval);
+                wait
+            };
+            if !matches!(stop.recv_timeout(wait.saturating_sub(started.elapsed())), Err(RecvTimeoutError::Timeout)) {
+                return;
+            }
         }
     });
     match spawned {

@@ -21,6 +21,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -208,6 +209,11 @@ pub struct Updater {
     /// `RECONCILE_INTERVAL`s when reconciles run (each one confirms every
     /// record of its zone anew, so one missed reconcile costs nothing).
     fresh_for: Duration,
+    /// Set while the first reconcile after the start has not ended: a known
+    /// record (from the state file) is then trusted without a read, since
+    /// the listing under way confirms or repairs it within seconds — a
+    /// restart must not cost a read per host.
+    first_reconcile_pending: AtomicBool,
     write_limit: WriteLimit,
     zones: ZoneCache,
     /// host → its confirmed A and AAAA (looked up by `&str`: no
@@ -243,6 +249,7 @@ impl Updater {
             record_ttl,
             request_cache_ttl,
             fresh_for: request_cache_ttl.max(reconcile_interval * 2),
+            first_reconcile_pending: AtomicBool::new(!reconcile_interval.is_zero()),
             write_limit,
             zones: ZoneCache { ttl: zone_cache_ttl, state: Mutex::new(ZoneState::default()), fetching: Mutex::new(()) },
             cache: Mutex::new(HashMap::new()),
@@ -271,7 +278,9 @@ impl Updater {
     /// cache's. Dry-run records never expire (they are the only copy).
     fn cached_unchanged(&self, fqdn: &str, rtype: RecordType, ip: IpAddr) -> Option<Confirmed> {
         let entry = self.cached(fqdn, rtype)?;
-        let fresh = matches!(self.backend, Backend::DryRun) || entry.at.is_some_and(|at| at.elapsed() < self.fresh_for);
+        let fresh = matches!(self.backend, Backend::DryRun)
+            || entry.at.is_some_and(|at| at.elapsed() < self.fresh_for)
+            || self.first_reconcile_pending.load(Ordering::Relaxed);
         (entry.ip == ip && fresh).then_some(entry)
     }
 
@@ -388,6 +397,11 @@ impl Updater {
         let age = Duration::from_secs(unix_now().saturating_sub(unix));
         let at = (age < self.request_cache_ttl).then(|| Instant::now().checked_sub(age)).flatten();
         lock(&self.cache).entry(host.to_string()).or_default()[slot(rtype)] = Some(Confirmed { ip, at, unix });
+    }
+
+    /// The first reconcile since the start has ended (whatever its outcome).
+    pub fn first_reconcile_done(&self) {
+        self.first_reconcile_pending.store(false, Ordering::Relaxed);
     }
 
     /// Compare every record of `hosts` (all in `zone`) with one listing of

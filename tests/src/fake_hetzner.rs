@@ -206,6 +206,21 @@ impl FakeHetzner {
             let _ = rq.respond(tiny_http::Response::from_string(count));
             return;
         }
+        if url == "/calls" {
+            let calls = serde_json::to_string(&self.calls()).unwrap_or_default();
+            let _ = rq.respond(tiny_http::Response::from_string(calls));
+            return;
+        }
+        if let Some(rest) = url.strip_prefix("/seed/") {
+            // `/seed/N/IP`: records hN.<first zone> A IP for N hosts.
+            let (n, ip) = rest.split_once('/').unwrap_or((rest, "198.51.100.1"));
+            let zone = lock(&self.state).zones.first().map(|z| z.name.clone()).unwrap_or_default();
+            for i in 0..n.parse::<usize>().unwrap_or(0) {
+                self.put_rrset(&zone, &format!("h{i}"), "A", &[ip]);
+            }
+            let _ = rq.respond(tiny_http::Response::from_string("ok"));
+            return;
+        }
         if let Some(rest) = url.strip_prefix("/hang/") {
             self.queue_hangs(rest);
             let _ = rq.respond(tiny_http::Response::from_string("ok"));

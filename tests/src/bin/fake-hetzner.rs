@@ -1,7 +1,8 @@
 //! The fake Hetzner Cloud API as a process, for the benchmark script:
 //! `fake-hetzner ADDR ZONE...` prints its base URL and serves until killed.
 //! The token it accepts is `e2e::TOKEN`; `GET /stats` (outside `/v1`)
-//! answers the number of API calls so far.
+//! answers the number of API calls so far, `GET /calls` the calls as a JSON
+//! list, `GET /seed/N/IP` puts records `hI.<first zone> A IP` for N hosts.
 
 fn main() {
     let mut args = std::env::args().skip(1);

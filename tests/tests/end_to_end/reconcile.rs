@@ -209,3 +209,24 @@ fn a_low_api_budget_defers_reconciles_and_reads_but_a_change_goes_through() {
     assert_eq!(status["hetzner"]["budget_low"], true, "{status}");
     assert!(status["hetzner"]["rate_limit_remaining"].as_i64().is_some_and(|n| n < 360), "{status}");
 }
+
+#[test]
+fn after_a_restart_known_records_are_not_read_back_one_by_one_while_the_first_reconcile_runs() {
+    let fake = FakeHetzner::start();
+    fake.add_zone("example.com");
+    let server = Setup::new(&fake, HOME).start();
+    let key = server.key(HOME);
+    assert_eq!(nic(&server, HOME, "198.51.100.7", &key).body, "good 198.51.100.7");
+    let dir = server.stop();
+    // The saved confirmation is older than REQUEST_CACHE_TTL at the restart.
+    std::thread::sleep(Duration::from_millis(1100));
+    fake.clear_calls();
+    // The start-up zone listing takes 2 s; the first reconcile waits for it.
+    fake.fail_next(e2e::Fault::Hang(Duration::from_secs(2)));
+    let server = Setup::in_dir(&fake, HOME, dir).var("REQUEST_CACHE_TTL", "1").var("RECONCILE_INTERVAL", "600").start();
+    assert_eq!(nic(&server, HOME, "198.51.100.7", &key).body, "nochg 198.51.100.7");
+    let reads: Vec<String> = fake.calls().into_iter().filter(|c| c.contains("/rrsets/")).collect();
+    assert_eq!(reads, Vec::<String>::new(), "no per-host read after a restart");
+    wait_for_reconcile(&server, &["example.com"], 0);
+    assert!(fake.calls().iter().all(|c| !c.contains("/rrsets/")), "{:?}", fake.calls());
+}
