@@ -408,6 +408,7 @@ mod tests {
         assert_eq!(c.record_ttl, 60);
         assert_eq!(c.zone_cache_ttl, Duration::from_secs(86_400));
         assert_eq!(c.request_cache_ttl, Duration::from_secs(300));
+        assert_eq!((c.reconcile_interval, c.reconcile_repair), (Duration::from_secs(900), true));
         assert_eq!(c.key_file, PathBuf::from("/pre-shared-key"));
         assert!(c.registered.is_empty());
         assert!(c.warnings.iter().any(|w| w.contains("REGISTERED_FQDNS is empty")));
@@ -423,6 +424,10 @@ mod tests {
         }
         assert_eq!(err.0.lines().count(), 4);
         assert!(load(&[("RECORD_TTL", "30")]).expect_err("below the minimum").0.contains("RECORD_TTL=\"30\""));
+        let err = load(&[("RECONCILE_INTERVAL", "1h"), ("RECONCILE_REPAIR", "maybe")]).expect_err("bad values");
+        assert!(err.0.contains("RECONCILE_INTERVAL=\"1h\"") && err.0.contains("RECONCILE_REPAIR=\"maybe\""), "{err}");
+        let c = load(&[("DRY_RUN", "1"), ("RECONCILE_INTERVAL", "5")]).expect("config");
+        assert!(c.warnings.iter().any(|w| w.contains("RECONCILE_INTERVAL=5 lists every zone 720 times an hour")));
         let c = load(&[("REQUEST_CACHE_TTL", "5"), ("HETZNER_TIMEOUT", "2")]).expect("config");
         assert_eq!(c.request_cache_ttl, Duration::from_secs(5));
         assert_eq!(c.hetzner_timeout, Duration::from_secs(2));

@@ -155,6 +155,8 @@ fn any_environment_gives_a_config_or_a_clear_error() {
         "NTFY_TOKEN",
         "TRUSTED_PROXIES",
         "LOST_CONNECTION_TIMEOUT",
+        "RECONCILE_INTERVAL",
+        "RECONCILE_REPAIR",
     ];
     for _ in 0..5_000 {
         let mut vars = std::collections::HashMap::new();
