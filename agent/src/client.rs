@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::config::{Config, ConfigError, Family};
+use crate::config::{Config, ConfigError, Family, Ipv6Source};
+use crate::ipv6;
 
 const USER_AGENT: &str = concat!("dyndns-agent/", env!("CARGO_PKG_VERSION"));
 
@@ -53,6 +54,10 @@ pub struct Reporter {
     fqdn: String,
     key: String,
     ip: Option<String>,
+    /// Name the IPv6 address to publish (see `ipv6`) instead of letting the
+    /// server take the connection's.
+    pick_ipv6: bool,
+    ipv6_interface: Option<String>,
 }
 
 impl Reporter {
@@ -81,7 +86,21 @@ impl Reporter {
             fqdn: config.fqdn.clone(),
             key: config.key.expose().to_string(),
             ip: config.ip.map(|ip| ip.to_string()),
+            pick_ipv6: config.ipv6_source == Ipv6Source::Kernel,
+            ipv6_interface: config.ipv6_interface.clone(),
         })
+    }
+
+    /// The stable global IPv6 address of this host, from the kernel's list;
+    /// `None` where the list cannot be read (another OS: the server takes
+    /// the connection's address).
+    fn stable_ipv6(&self) -> Result<Option<std::net::Ipv6Addr>, ReportError> {
+        let Ok(text) = std::fs::read_to_string(ipv6::IF_INET6) else { return Ok(None) };
+        match ipv6::choose(&ipv6::parse(&text), self.ipv6_interface.as_deref()) {
+            ipv6::Choice::Stable(ip) => Ok(Some(ip)),
+            ipv6::Choice::NoGlobal => Err(ReportError::Unreachable("this host has no global IPv6 address".into())),
+            ipv6::Choice::NoneStable(text) => Err(ReportError::Rejected(text)),
+        }
     }
 
     /// Send one report, over `family` when given.
@@ -89,6 +108,10 @@ impl Reporter {
         let mut body = json!({"fqdn": self.fqdn});
         if let Some(ip) = &self.ip {
             body["ip"] = json!(ip);
+        } else if family == Some(Family::V6) && self.pick_ipv6 {
+            if let Some(ip) = self.stable_ipv6()? {
+                body["ip"] = json!(ip.to_string());
+            }
         }
         if let Some(f) = family {
             body["type"] = json!(f.record_type());

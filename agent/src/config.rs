@@ -47,6 +47,16 @@ impl Family {
     }
 }
 
+/// `IPV6_SOURCE`: which IPv6 address is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ipv6Source {
+    /// This host's stable global address, read from the kernel (Linux).
+    Kernel,
+    /// The address the server sees the IPv6 connection come from (the
+    /// default where the kernel's list cannot be read).
+    Connection,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The full update URL (`…/update`).
@@ -59,6 +69,10 @@ pub struct Config {
     pub ca_bundle: Option<PathBuf>,
     pub verify_tls: bool,
     pub ip_version: IpVersion,
+    /// Where the IPv6 address to report comes from when `IP` is not set.
+    pub ipv6_source: Ipv6Source,
+    /// `IPV6_INTERFACE`: take the IPv6 address from this interface.
+    pub ipv6_interface: Option<String>,
     pub debug: bool,
     /// Things worth a warning at start.
     pub warnings: Vec<String>,
@@ -129,6 +143,22 @@ impl Config {
                 IpVersion::Both
             }
         };
+        let default_source = if cfg!(target_os = "linux") { Ipv6Source::Kernel } else { Ipv6Source::Connection };
+        let ipv6_source = match env.text("IPV6_SOURCE").map(|v| v.to_ascii_lowercase()).as_deref() {
+            None => default_source,
+            Some("kernel" | "interface" | "stable") => Ipv6Source::Kernel,
+            Some("connection" | "server") => Ipv6Source::Connection,
+            Some(other) => {
+                env.error(format!(
+                    "IPV6_SOURCE={other:?} must be kernel (this host's stable address) or connection (the address the server sees)"
+                ));
+                default_source
+            }
+        };
+        let ipv6_interface = env.text("IPV6_INTERFACE");
+        if ipv6_interface.is_some() && ipv6_source == Ipv6Source::Connection {
+            env.warn("IPV6_INTERFACE is ignored with IPV6_SOURCE=connection");
+        }
         let verify_tls = env.flag("VERIFY_SSL", true);
         let debug = env.flag("DEBUG_LOGGING", false);
         let ca_bundle = env.text("CA_BUNDLE").map(PathBuf::from);
@@ -144,6 +174,8 @@ impl Config {
             ca_bundle,
             verify_tls,
             ip_version,
+            ipv6_source,
+            ipv6_interface,
             debug,
             warnings: Vec::new(),
         };

@@ -1,14 +1,15 @@
 //! `dyndns-agent`: reports this host's addresses to a `dyndns-server`.
 //!
 //! Each cycle reports once per address family (forcing the connection's
-//! family, so the server sets A from the IPv4 connection and AAAA from the
-//! IPv6 one), then waits `INTERVAL` on a channel that a signal (or a test)
+//! family, so the server sets A from the IPv4 connection; for AAAA the agent
+//! names this host's stable global IPv6 address itself, see `ipv6`), then waits `INTERVAL` on a channel that a signal (or a test)
 //! interrupts at once. Transient failures are retried with exponential
 //! backoff and jitter within the interval; refusals wait for the next cycle.
 #![forbid(unsafe_code)]
 
 pub mod client;
 pub mod config;
+pub mod ipv6;
 mod log;
 
 use std::collections::HashMap;

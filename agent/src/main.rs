@@ -17,6 +17,9 @@ environment:
   IP                   an explicit address (default: the one the server sees)
   INTERVAL             seconds between reports (default 60; 0 = once)
   IP_VERSION           4, 6 or both (default both)
+  IPV6_SOURCE          kernel: this host's stable global IPv6 address (default on Linux);
+                       connection: the address the server sees
+  IPV6_INTERFACE       take the IPv6 address from this interface (e.g. eth0)
   CA_BUNDLE            PEM file with the CA(s) to trust instead of the built-in roots
   VERIFY_SSL           0 disables certificate verification (do not)
   DEBUG_LOGGING        1 for a line per cycle

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::hetzner::Hetzner;
 use crate::hostbook::HostStates;
 use crate::keys::KeyFile;
+use crate::lan::{self, LanHost, Prefix};
 use crate::limiter::{self, Limiter};
 use crate::message::Req;
 use crate::net::RecordType;
@@ -35,6 +36,10 @@ const NO_KEY: &str = "no-key-no-key-no-key-no-key-no-key-no-key-x";
 /// State shared by all request threads.
 pub struct App {
     pub config: Config,
+    /// Registered and LAN hosts: every name whose records the server sets.
+    record_hosts: Vec<String>,
+    /// LAN host → what its router's last prefix did for it.
+    lan: Mutex<BTreeMap<String, LanState>>,
     /// Replaced whole on reload (`SIGHUP`); readers never see half a file.
     keys: RwLock<KeyFile>,
     pub updater: Updater,
@@ -48,6 +53,23 @@ pub struct App {
     /// records it compared.
     reconciled: Mutex<BTreeMap<String, ZoneReconcile>>,
     pub started: Instant,
+}
+
+/// A LAN host's last update through its router's prefix, for `/status`.
+#[derive(Debug, Clone, Default)]
+pub struct LanState {
+    pub prefix: Option<String>,
+    /// Unix seconds of the last prefix report that set (or confirmed) it.
+    pub at: Option<u64>,
+    pub error: Option<String>,
+}
+
+/// What a router's prefix did for one of its LAN hosts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LanResult {
+    pub fqdn: String,
+    pub ip: std::net::Ipv6Addr,
+    pub result: Result<Outcome, UpdateError>,
 }
 
 /// The last reconcile of one zone, for `/status` and `/metrics`.
@@ -71,9 +93,10 @@ impl App {
             _ => Backend::DryRun,
         };
         let write_limit = WriteLimit { burst: config.host_write_burst, per_hour: config.host_writes_per_hour };
+        let record_hosts = config.record_hosts();
         let updater = Updater::new(
             backend,
-            &config.registered,
+            &record_hosts,
             config.record_ttl,
             config.request_cache_ttl,
             config.zone_cache_ttl,
@@ -93,13 +116,16 @@ impl App {
         let (host_states, records) = state::split(saved);
         for (host, rtype, c) in records {
             let Some(rtype) = RecordType::parse(&rtype) else { continue };
-            if config.registered.contains(&host) && RecordType::of(c.ip) == rtype {
+            if record_hosts.binary_search(&host).is_ok() && RecordType::of(c.ip) == rtype {
                 updater.import(&host, rtype, c.ip, c.confirmed);
             }
         }
         let hosts = HostStates::new(&config.registered, host_states);
+        let lan = config.lan_hosts.iter().map(|h| (h.fqdn.clone(), LanState::default())).collect();
         App {
             config,
+            record_hosts,
+            lan: Mutex::new(lan),
             keys: RwLock::new(keys),
             updater,
             hosts,
@@ -208,13 +234,37 @@ impl App {
         }
     }
 
-    /// An address taken from the connection (no address in the request):
-    /// a private one usually means an unnamed proxy or a container port
-    /// mapping in between, so say so, once per host. It is set anyway.
-    pub fn check_connection_address(&self, host: &str, ip: IpAddr) {
-        if !is_private(ip) {
-            return;
+    /// Refuse an address the internet can never reach (see
+    /// `lan::unreachable`) unless `ALLOW_PRIVATE_ADDRESSES=1`. `Some` is the
+    /// refusal's text, also kept as the host's last error and announced
+    /// once. `from_connection`: the request named no address, so `ip` is
+    /// the peer's — a private one usually means an unnamed proxy or a
+    /// container port mapping in between, and the text says so.
+    pub fn refuse_unreachable(&self, host: &str, ip: IpAddr, from_connection: bool) -> Option<String> {
+        let why = lan::unreachable(ip)?;
+        if self.config.allow_private {
+            if from_connection {
+                self.warn_connection_address(host, ip);
+            }
+            return None;
         }
+        let text = if from_connection {
+            format!(
+                "{host}: the address taken from the connection, {ip}, is {why}; if a proxy or a container port mapping is in between, name it in TRUSTED_PROXIES or have the client send its address (ALLOW_PRIVATE_ADDRESSES=1 publishes such addresses)"
+            )
+        } else {
+            format!(
+                "{host} reports {ip}: {why}; the internet cannot reach it (ALLOW_PRIVATE_ADDRESSES=1 publishes such addresses)"
+            )
+        };
+        log::warn!("{text}");
+        self.rejected(host, "unreachable", text.clone());
+        Some(text)
+    }
+
+    /// With `ALLOW_PRIVATE_ADDRESSES=1`: a private address from the
+    /// connection is set, with a warning once per host.
+    fn warn_connection_address(&self, host: &str, ip: IpAddr) {
         let mut warned = self.private_warned.lock().unwrap_or_else(PoisonError::into_inner);
         if warned.insert(host.to_string()) {
             log::warn!(
@@ -301,6 +351,59 @@ impl App {
         }
     }
 
+    /// Set the AAAA of every LAN host of `router` into `prefix`, in
+    /// parallel (each host through its own gate, cache and write limit, as
+    /// any host). Logged and counted; the caller's answer stays the
+    /// router's own.
+    pub fn set_prefix(&self, router: &str, prefix: Prefix, deadline: Instant) -> Vec<LanResult> {
+        let hosts: Vec<&LanHost> = self.config.lan_hosts_of(router).collect();
+        if hosts.is_empty() {
+            log::debug!("{router} sent the prefix {prefix}, but IPV6_LAN_HOSTS names no LAN host behind it");
+            return Vec::new();
+        }
+        let results: Vec<LanResult> = std::thread::scope(|s| {
+            let running: Vec<_> = hosts
+                .iter()
+                .map(|h| {
+                    let ip = h.address_in(&prefix);
+                    (h, ip, s.spawn(move || self.set_address(&h.fqdn, IpAddr::V6(ip), deadline)))
+                })
+                .collect();
+            running
+                .into_iter()
+                .map(|(h, ip, t)| {
+                    let result = t.join().unwrap_or(Err(UpdateError::Busy));
+                    LanResult { fqdn: h.fqdn.clone(), ip, result }
+                })
+                .collect()
+        });
+        let now = unix_now();
+        let mut lan = self.lan.lock().unwrap_or_else(PoisonError::into_inner);
+        for r in &results {
+            let outcome = match &r.result {
+                Ok(o) => {
+                    log::info!("{router} prefix {prefix}: {} AAAA {} {}", r.fqdn, r.ip, o.as_str());
+                    o.as_str()
+                }
+                Err(e) => {
+                    log::error!("{router} prefix {prefix}: {} AAAA {}: {e}", r.fqdn, r.ip);
+                    "error"
+                }
+            };
+            self.counters.count("ipv6_prefix", outcome);
+            let state = lan.entry(r.fqdn.clone()).or_default();
+            state.prefix = Some(prefix.to_string());
+            state.at = Some(now);
+            state.error = r.result.as_ref().err().map(ToString::to_string);
+        }
+        results
+    }
+
+    /// Every LAN host's state, by name.
+    pub fn lan_states(&self) -> BTreeMap<String, LanState> {
+        self.lan.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
     /// Reconcile every zone that holds registered hosts (see
     /// `Updater::reconcile`): one listing per 100 records, drift set back
     /// unless `RECONCILE_REPAIR=0` or the host is lost. Deferred while the
@@ -308,7 +411,7 @@ impl App {
     /// was reconciled (false: try again sooner).
     pub fn reconcile_all(&self, deadline: Instant) -> bool {
         let Some(api) = self.updater.hetzner() else { return true };
-        let zones = match self.updater.hosts_by_zone(&self.config.registered, deadline) {
+        let zones = match self.updater.hosts_by_zone(&self.record_hosts, deadline) {
             Ok(zones) => zones,
             Err(e) => {
                 log::warn!("reconcile: cannot list the zones: {e}");
@@ -317,7 +420,10 @@ impl App {
         };
         let mut complete = true;
         let repair = |host: &str| {
-            if self.hosts.is_lost(host) {
+            // A LAN host is as alive as its router.
+            let lan = self.config.lan_hosts.iter().find(|h| h.fqdn == host && !self.registered(host));
+            let reporter = lan.map_or(host, |h| h.router.as_str());
+            if self.hosts.is_lost(reporter) {
                 Repair::HostLost
             } else if self.config.reconcile_repair {
                 Repair::Yes
@@ -430,25 +536,6 @@ impl App {
     }
 }
 
-/// Not a public address: loopback, private (RFC 1918, ULA), link-local,
-/// shared (100.64/10, carrier-grade NAT) or unspecified.
-fn is_private(ip: IpAddr) -> bool {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || (a == 100 && (64..128).contains(&b))
-        }
-        IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
-            v6.is_loopback() || v6.is_unspecified() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
-        }
-    }
-}
-
 /// Requests by endpoint and result, drift by action, for `/metrics`.
 #[derive(Default)]
 pub struct Counters {
@@ -483,27 +570,6 @@ pub const REQUEST_BUDGET: Duration = Duration::from_secs(15);
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn private_addresses_are_recognized() {
-        for ip in [
-            "10.88.0.1",
-            "192.168.1.2",
-            "172.16.0.1",
-            "127.0.0.1",
-            "100.64.1.1",
-            "169.254.0.1",
-            "fd00::1",
-            "fe80::1",
-            "::1",
-            "::ffff:10.0.0.1",
-        ] {
-            assert!(is_private(ip.parse().expect("ip")), "{ip}");
-        }
-        for ip in ["203.0.113.9", "100.128.0.1", "2001:db8::1", "172.32.0.1"] {
-            assert!(!is_private(ip.parse().expect("ip")), "{ip}");
-        }
-    }
 
     #[test]
     fn the_stand_in_key_is_as_long_as_a_real_one() {

@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::env::{redact_url, Env};
 pub use crate::env::{ConfigError, Secret};
 use crate::fqdn;
+use crate::lan::{self, LanHost};
 use crate::net::Cidr;
 
 pub const DEFAULT_API_URL: &str = "https://api.hetzner.cloud/v1";
@@ -74,6 +75,12 @@ pub struct Config {
     pub reconcile_interval: Duration,
     /// `RECONCILE_REPAIR`: set drifted records back (or only report them).
     pub reconcile_repair: bool,
+    /// `IPV6_LAN_HOSTS`: hosts whose AAAA follows their router's prefix,
+    /// sorted by name.
+    pub lan_hosts: Vec<LanHost>,
+    /// `ALLOW_PRIVATE_ADDRESSES`: let records hold addresses the internet
+    /// cannot reach (private, CGNAT, loopback, link-local, ULA …).
+    pub allow_private: bool,
     /// Problems that did not stop the server, to be logged once logging is up.
     pub warnings: Vec<String>,
 }
@@ -110,10 +117,23 @@ impl Config {
         let mut env = Env::new(lookup);
         let dry_run = env.flag("DRY_RUN", false);
         let key_file = PathBuf::from(env.text("PRE_SHARED_KEY_FILE").unwrap_or_else(|| "/pre-shared-key".into()));
+        let registered = registered_hosts(&mut env);
+        let lan_hosts = match env.text("IPV6_LAN_HOSTS").map(|t| lan::parse_lan_hosts(&t, &registered)) {
+            None => Vec::new(),
+            Some(Ok(hosts)) => hosts,
+            Some(Err(errors)) => {
+                for e in errors {
+                    env.error(e);
+                }
+                Vec::new()
+            }
+        };
         let config = Config {
             token: hetzner_token(&mut env, dry_run),
             api_url: api_url(&mut env),
-            registered: registered_hosts(&mut env),
+            registered,
+            lan_hosts,
+            allow_private: env.flag("ALLOW_PRIVATE_ADDRESSES", false),
             state_file: state_file(&env, &key_file, dry_run),
             key_file_is_default: env.text("PRE_SHARED_KEY_FILE").is_none(),
             key_file,
@@ -148,6 +168,21 @@ impl Config {
         Ok(config)
     }
 
+    /// Every host whose records the server sets: registered and LAN
+    /// hosts, sorted, no duplicates.
+    pub fn record_hosts(&self) -> Vec<String> {
+        let mut all = self.registered.clone();
+        all.extend(self.lan_hosts.iter().map(|h| h.fqdn.clone()));
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// The LAN hosts behind `router`.
+    pub fn lan_hosts_of<'a>(&'a self, router: &'a str) -> impl Iterator<Item = &'a LanHost> + 'a {
+        self.lan_hosts.iter().filter(move |h| h.router == router)
+    }
+
     /// What serving needs beyond what `keys` needs: a token unless dry run.
     pub fn check_serve(&self) -> Result<(), ConfigError> {
         if self.token.is_none() && !self.dry_run {
@@ -177,7 +212,7 @@ impl Config {
         });
         let proxies: Vec<String> = self.trusted_proxies.iter().map(Cidr::to_string).collect();
         format!(
-            "listen={} api={} registered=[{}] key_file={} state_file={} ntfy={ntfy} notify_on_change={} lost_after={}s record_ttl={} zone_cache_ttl={}s request_cache_ttl={}s hetzner_timeout={}s client_timeout={}s max_connections={} host_writes={}+{}/h reconcile={}s repair={} trusted_proxies=[{}] token={} admin={admin} dry_run={} debug={} log_file={log_file}",
+            "listen={} api={} registered=[{}] key_file={} state_file={} ntfy={ntfy} notify_on_change={} lost_after={}s record_ttl={} zone_cache_ttl={}s request_cache_ttl={}s hetzner_timeout={}s client_timeout={}s max_connections={} host_writes={}+{}/h reconcile={}s repair={} lan_hosts={} allow_private={} trusted_proxies=[{}] token={} admin={admin} dry_run={} debug={} log_file={log_file}",
             self.listen,
             redact_url(&self.api_url),
             self.registered.join(","),
@@ -195,6 +230,8 @@ impl Config {
             self.host_writes_per_hour,
             self.reconcile_interval.as_secs(),
             u8::from(self.reconcile_repair),
+            self.lan_hosts.len(),
+            u8::from(self.allow_private),
             proxies.join(","),
             if self.token.is_some() { "set" } else { "unset" },
             u8::from(self.dry_run),

@@ -15,6 +15,7 @@ use serde_json::{json, Map, Value};
 use crate::app::{App, REQUEST_BUDGET};
 use crate::dyndns2::{self, Addresses, Answer, Params};
 use crate::fqdn;
+use crate::lan::{self, Prefix};
 use crate::message::{LogContext, Reply, Req};
 use crate::net::RecordType;
 use crate::pages;
@@ -78,6 +79,8 @@ struct JsonUpdate {
     host: String,
     ip: Option<IpAddr>,
     rtype: Option<RecordType>,
+    /// `ipv6_prefix`: the router's delegated prefix (prefix mode).
+    prefix: Option<Prefix>,
 }
 
 /// `POST /update` with `{"fqdn", "ip"?, "type"?}` and `X-Pre-Shared-Key`.
@@ -118,16 +121,32 @@ fn json_update(app: &App, req: &Req, log: &mut LogContext) -> (Reply, Option<Out
     let Some(ip) = fields.ip.or(source) else {
         return (Reply::json_error(400, "no address given and none could be taken from the connection"), None);
     };
-    if fields.ip.is_none() {
-        app.check_connection_address(&host, ip);
-    }
     let rtype = RecordType::of(ip);
     if let Some(wanted) = fields.rtype.filter(|&w| w != rtype) {
         return (Reply::json_error(400, format!("\"type\" is {wanted} but {ip} is an {rtype} address")), None);
     }
-    match app.set_address(&host, ip, Instant::now() + REQUEST_BUDGET) {
+    if let Some(text) = app.refuse_unreachable(&host, ip, fields.ip.is_none()) {
+        return (Reply::json_error(422, text), None);
+    }
+    let deadline = Instant::now() + REQUEST_BUDGET;
+    let result = app.set_address(&host, ip, deadline);
+    let lan = fields.prefix.map(|prefix| app.set_prefix(&host, prefix, deadline));
+    match result {
         Ok(outcome) => {
-            let body = json!({"status": outcome.as_str(), "fqdn": host, "type": rtype.as_str(), "ip": ip.to_string()});
+            let mut body =
+                json!({"status": outcome.as_str(), "fqdn": host, "type": rtype.as_str(), "ip": ip.to_string()});
+            if let Some(lan) = lan {
+                let list: Vec<Value> = lan
+                    .iter()
+                    .map(|r| match &r.result {
+                        Ok(o) => json!({"fqdn": r.fqdn, "ip": r.ip.to_string(), "status": o.as_str()}),
+                        Err(e) => {
+                            json!({"fqdn": r.fqdn, "ip": r.ip.to_string(), "status": "error", "error": e.to_string()})
+                        }
+                    })
+                    .collect();
+                body["lan_hosts"] = Value::Array(list);
+            }
             (Reply::json(200, &body), Some(outcome))
         }
         Err(e @ UpdateError::TooManyWrites(wait)) => {
@@ -148,6 +167,8 @@ struct JsonBody<'a> {
     ip: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow, default, rename = "type")]
     rtype: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    ipv6_prefix: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// Read the JSON body; `Err` is the message of a 400 answer.
@@ -155,7 +176,9 @@ fn parse_json_update(body: &[u8]) -> Result<JsonUpdate, String> {
     // Fast path for the usual body; anything unusual (no "fqdn" string, a
     // field of another type, a bad value) takes the path below, which
     // words every error.
-    if let Ok(JsonBody { fqdn: Some(name), ip, rtype }) = serde_json::from_slice::<JsonBody<'_>>(body) {
+    if let Ok(JsonBody { fqdn: Some(name), ip, rtype, ipv6_prefix: None }) =
+        serde_json::from_slice::<JsonBody<'_>>(body)
+    {
         let host = fqdn::canonical(&name);
         let ip = match ip.as_deref().map(str::trim) {
             None | Some("") => Ok(None),
@@ -166,7 +189,7 @@ fn parse_json_update(body: &[u8]) -> Result<JsonUpdate, String> {
             Some(text) => RecordType::parse(text).map(Some),
         };
         if let (Ok(host), Ok(ip), Some(rtype)) = (host, ip, rtype) {
-            return Ok(JsonUpdate { host, ip, rtype });
+            return Ok(JsonUpdate { host, ip, rtype, prefix: None });
         }
     }
     parse_json_update_slowly(body)
@@ -183,7 +206,16 @@ fn parse_json_update_slowly(body: &[u8]) -> Result<JsonUpdate, String> {
         None => return Err("missing \"fqdn\"".into()),
     };
     let host = fqdn::canonical(name).map_err(|e| format!("\"fqdn\" is not a host name: {e}"))?;
-    Ok(JsonUpdate { host, ip: json_ip(obj)?, rtype: json_type(obj)? })
+    Ok(JsonUpdate { host, ip: json_ip(obj)?, rtype: json_type(obj)?, prefix: json_prefix(obj)? })
+}
+
+fn json_prefix(obj: &Map<String, Value>) -> Result<Option<Prefix>, String> {
+    match obj.get("ipv6_prefix") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => lan::parse_prefix(s).map(Some).map_err(|e| format!("\"ipv6_prefix\": {e}")),
+        Some(_) => Err("\"ipv6_prefix\" must be a string like \"2001:db8:1:200::/56\"".into()),
+    }
 }
 
 fn json_ip(obj: &Map<String, Value>) -> Result<Option<IpAddr>, String> {
@@ -255,26 +287,38 @@ fn dyndns2_answers(
         _ => hosts.iter().flatten().map(String::as_str).collect::<Vec<_>>().join(","),
     });
     authenticate(app, &user, &pass, &hosts, source)?;
-    let addresses = match params.addresses() {
-        Ok(Some(a)) => a,
+    let bad_request = |text: &dyn Fn(&str) -> String| {
+        log::warn!("dyndns2 update of {}: {}", log.host.as_deref().unwrap_or(""), text("the request"));
+        for h in hosts.iter().flatten() {
+            app.rejected(h, "badip", text(h));
+        }
+        Ok(vec![Answer::BadIp; hosts.len()])
+    };
+    // An empty `ip6lanprefix=` is a router without IPv6: nothing to do.
+    let prefix = match params.get("ip6lanprefix").map(lan::parse_prefix).transpose() {
+        Ok(p) => p,
+        Err(e) => {
+            return bad_request(&|h| format!("{h} sent an IPv6 prefix that cannot be used: {e}; fix the update URL"))
+        }
+    };
+    let (addresses, from_connection) = match params.addresses() {
+        Ok(Some(a)) => (a, false),
         Ok(None) => {
             let mut a = Addresses::default();
             if let Some(ip) = source {
                 let _ = a.add(ip);
-                for h in hosts.iter().flatten().filter(|h| app.registered(h)) {
-                    app.check_connection_address(h, ip);
-                }
             }
-            a
+            (a, true)
         }
-        Err(e) => {
-            log::warn!("dyndns2 update of {}: {e}", log.host.as_deref().unwrap_or(""));
-            for h in hosts.iter().flatten() {
-                app.rejected(h, "badip", format!("{h} sent an address that cannot be used: {e}; fix the update URL"));
-            }
-            return Ok(vec![Answer::BadIp; hosts.len()]);
-        }
+        Err(e) => return bad_request(&|h| format!("{h} sent an address that cannot be used: {e}; fix the update URL")),
     };
+    // Nothing is written when any address is one the internet cannot reach.
+    let refused = hosts.iter().flatten().filter(|h| app.registered(h)).fold(false, |refused, h| {
+        addresses.list().iter().fold(refused, |r, &ip| app.refuse_unreachable(h, ip, from_connection).is_some() || r)
+    });
+    if refused {
+        return Ok(vec![Answer::BadIp; hosts.len()]);
+    }
     let deadline = Instant::now() + REQUEST_BUDGET;
     let answers = hosts
         .iter()
@@ -286,7 +330,11 @@ fn dyndns2_answers(
             }
             Some(h) => {
                 app.host_reported(h);
-                update_host(app, h, &addresses, deadline)
+                let answer = update_host(app, h, &addresses, deadline);
+                if let Some(prefix) = prefix {
+                    app.set_prefix(h, prefix, deadline);
+                }
+                answer
             }
         })
         .collect();

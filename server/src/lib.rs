@@ -11,7 +11,7 @@
 //!                                      └ app (App: auth, reports, state file)
 //!                                          └ updater · notify · hostbook · state · limiter
 //!                                              └ hetzner
-//!                                                  └ leaves: net · time · keys · atomic · dyndns2 · fqdn · env
+//!                                                  └ leaves: net · lan · time · keys · atomic · dyndns2 · fqdn · env
 //! ```
 //!
 //! `message` holds `Req` and `Reply` apart from `http` so that the handlers
@@ -32,6 +32,7 @@ pub mod hetzner;
 pub mod hostbook;
 mod http;
 pub mod keys;
+pub mod lan;
 pub mod limiter;
 pub mod logging;
 pub mod message;

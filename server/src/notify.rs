@@ -29,7 +29,7 @@ const QUEUE: usize = 64;
 /// Messages about one host in one hour at most (every kind together).
 pub const HOST_MESSAGES_PER_HOUR: u32 = 10;
 /// Failure kinds of a misconfigured client, which no write cures.
-const CLIENT_KINDS: &[&str] = &["badip", "nohost"];
+const CLIENT_KINDS: &[&str] = &["badip", "nohost", "unreachable"];
 
 /// ntfy priorities.
 pub const HIGH: u8 = 4;

@@ -37,10 +37,18 @@ struct HostRow {
     last_seen: Option<u64>,
     state: &'static str,
     last_error: Option<String>,
+    /// A LAN host's router (prefix mode) and the prefix it last reported.
+    via: Option<String>,
+    prefix: Option<String>,
 }
 
+/// Registered hosts, then LAN hosts that are not registered themselves
+/// (state `lan`, last seen = their router's last prefix report).
 fn host_rows(app: &App) -> Vec<HostRow> {
-    app.hosts
+    let lan = app.lan_states();
+    let via = |fqdn: &str| app.config.lan_hosts.iter().find(|h| h.fqdn == fqdn).map(|h| h.router.clone());
+    let mut rows: Vec<HostRow> = app
+        .hosts
         .snapshot()
         .into_iter()
         .map(|(fqdn, s)| HostRow {
@@ -55,9 +63,24 @@ fn host_rows(app: &App) -> Vec<HostRow> {
             },
             last_seen: s.last_seen,
             last_error: s.last_error,
+            via: via(&fqdn),
+            prefix: lan.get(&fqdn).and_then(|l| l.prefix.clone()),
             fqdn,
         })
-        .collect()
+        .collect();
+    for (fqdn, l) in lan.into_iter().filter(|(h, _)| !app.registered(h)) {
+        rows.push(HostRow {
+            a: app.updater.confirmed(&fqdn, RecordType::A).map(|ip| ip.to_string()),
+            aaaa: app.updater.confirmed(&fqdn, RecordType::Aaaa).map(|ip| ip.to_string()),
+            last_seen: l.at,
+            state: "lan",
+            last_error: l.error,
+            via: via(&fqdn),
+            prefix: l.prefix,
+            fqdn,
+        });
+    }
+    rows
 }
 
 pub fn status(app: &App, req: &Req) -> Reply {
@@ -72,8 +95,13 @@ pub fn status(app: &App, req: &Req) -> Reply {
     let hosts: Vec<Value> = rows
         .iter()
         .map(|r| {
-            json!({"fqdn": r.fqdn, "a": r.a, "aaaa": r.aaaa, "state": r.state, "last_seen": r.last_seen,
-                   "last_seen_ago": r.last_seen.map(|t| duration_text(now.saturating_sub(t))), "last_error": r.last_error})
+            let mut row = json!({"fqdn": r.fqdn, "a": r.a, "aaaa": r.aaaa, "state": r.state, "last_seen": r.last_seen,
+                   "last_seen_ago": r.last_seen.map(|t| duration_text(now.saturating_sub(t))), "last_error": r.last_error});
+            if let Some(via) = &r.via {
+                row["via"] = json!(via);
+                row["prefix"] = json!(r.prefix);
+            }
+            row
         })
         .collect();
     let doc = json!({
@@ -146,7 +174,11 @@ fn html(app: &App, rows: &[HostRow], now: u64) -> String {
             html_escape(r.aaaa.as_deref().unwrap_or("–")),
             r.last_seen.map_or("never".into(), |t| format!("{} ago", duration_text(now.saturating_sub(t)))),
             r.state.replace(' ', "-"),
-            r.state,
+            match &r.via {
+                Some(router) if r.state == "lan" => format!("via {}", html_escape(router)),
+                Some(router) => format!("{} via {}", r.state, html_escape(router)),
+                None => r.state.to_string(),
+            },
             html_escape(r.last_error.as_deref().unwrap_or("")),
         );
     }

@@ -47,6 +47,26 @@ fn fatal_settings_exit_2_with_one_line_naming_the_variable() {
 }
 
 #[test]
+fn a_lan_host_entry_that_cannot_be_used_stops_the_start_with_one_line() {
+    let dir = scratch("lan");
+    let keys = dir.join("keys").display().to_string();
+    let vars = [
+        ("PRE_SHARED_KEY_FILE", keys.as_str()),
+        ("DRY_RUN", "1"),
+        ("LISTEN_PORT", "0"),
+        ("REGISTERED_FQDNS", "router.example.com"),
+        ("IPV6_LAN_HOSTS", "nas.example.com=::1@gateway.example.com"),
+    ];
+    let (code, _, err) = run(&[], &vars);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("IPV6_LAN_HOSTS: \"nas.example.com=::1@gateway.example.com\": the router gateway.example.com is not in REGISTERED_FQDNS"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_port_in_use_exits_2() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr").port().to_string();
@@ -270,13 +290,24 @@ fn log_file_gets_the_same_lines_as_stdout() {
 }
 
 #[test]
-fn a_private_address_from_the_connection_is_warned_about_once() {
+fn a_private_address_from_the_connection_is_refused_or_with_the_setting_warned_about_once() {
     let dir = scratch("private");
     let (mut child, addr, log) = spawn_dry_run_with_log(&dir, &[]);
     let key = key_of(&dir);
+    let update = format!("GET /nic/update?hostname=home.example.com&user=home&pass={key} HTTP/1.0\r\n\r\n");
+    assert!(http(&addr, &update).ends_with("\r\n\r\nbadip"), "loopback is never published by default");
+    signal(&child, "TERM");
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    let lines: Vec<String> = log.iter().collect();
+    assert!(
+        lines.iter().any(|l| l.contains("taken from the connection, 127.0.0.1, is a loopback address")
+            && l.contains("TRUSTED_PROXIES")),
+        "{lines:#?}"
+    );
+
+    let (mut child, addr, log) = spawn_dry_run_with_log(&dir, &[("ALLOW_PRIVATE_ADDRESSES", "1")]);
     for _ in 0..3 {
-        let answer =
-            http(&addr, &format!("GET /nic/update?hostname=home.example.com&user=home&pass={key} HTTP/1.0\r\n\r\n"));
+        let answer = http(&addr, &update);
         assert!(answer.ends_with(" 127.0.0.1"), "{answer}");
     }
     signal(&child, "TERM");

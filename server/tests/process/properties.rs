@@ -157,6 +157,8 @@ fn any_environment_gives_a_config_or_a_clear_error() {
         "LOST_CONNECTION_TIMEOUT",
         "RECONCILE_INTERVAL",
         "RECONCILE_REPAIR",
+        "IPV6_LAN_HOSTS",
+        "ALLOW_PRIVATE_ADDRESSES",
     ];
     for _ in 0..5_000 {
         let mut vars = std::collections::HashMap::new();

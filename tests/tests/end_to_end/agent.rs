@@ -15,7 +15,8 @@ const HOME: &str = "home.example.com";
 fn dual_stack_server() -> (FakeHetzner, TestServer) {
     let fake = FakeHetzner::start();
     fake.add_zone("example.com");
-    let server = Setup::new(&fake, HOME).var("LISTEN_ADDR", "::").start();
+    // Loopback is what the agent connects from here.
+    let server = Setup::new(&fake, HOME).var("LISTEN_ADDR", "::").var("ALLOW_PRIVATE_ADDRESSES", "1").start();
     (fake, server)
 }
 
@@ -23,8 +24,11 @@ fn port(server: &TestServer) -> u16 {
     server.running().addr().port()
 }
 
+/// The agent's settings; its IPv6 address is the connection's (::1 here),
+/// unless a test says otherwise (the kernel's choice is unit-tested).
 fn agent_config(vars: &[(&str, &str)]) -> Config {
-    let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let mut map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    map.entry("IPV6_SOURCE".into()).or_insert_with(|| "connection".into());
     Config::load(&[], &move |k| map.get(k).cloned()).expect("agent config")
 }
 

@@ -115,7 +115,7 @@ fn one_valid_key_does_not_reset_the_count_of_guesses_at_other_keys() {
 
 #[test]
 fn proxy_headers_count_only_from_trusted_proxies() {
-    let (_fake, server) = server(&[("TRUSTED_PROXIES", "none")]);
+    let (_fake, server) = server(&[("TRUSTED_PROXIES", "none"), ("ALLOW_PRIVATE_ADDRESSES", "1")]);
     let key = server.key(HOME);
     let r = server.request(
         "POST",

@@ -6,6 +6,7 @@
 mod agent;
 mod hostile;
 mod operations;
+mod prefix;
 mod reconcile;
 mod server;
 mod settings;

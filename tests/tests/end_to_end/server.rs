@@ -96,7 +96,10 @@ fn a_record_with_several_values_is_replaced_by_the_one_address() {
 
 #[test]
 fn json_update_takes_the_address_from_proxy_headers_or_the_connection() {
-    let (fake, server) = setup(HOME);
+    let fake = FakeHetzner::start();
+    fake.add_zone("example.com");
+    // The connection's address here is loopback.
+    let server = Setup::new(&fake, HOME).var("ALLOW_PRIVATE_ADDRESSES", "1").start();
     let key = server.key(HOME);
     let body = r#"{"fqdn": "home.example.com"}"#;
     let r = server.request(
@@ -216,9 +219,11 @@ fn dyndns2_dual_stack_in_one_request_and_one_family_never_touches_the_other() {
     // myip + myipv6, one unchanged and one changed → good.
     let r = nic(&server, "hostname=home.example.com&myip=203.0.113.10&myipv6=2001:db8::12", "home", &key);
     assert_eq!(r.body, "good 203.0.113.10,2001:db8::12");
-    // Empty myip (ddclient 3.10 with IPv6 only) → the connection's address.
+    // Empty myip (ddclient 3.10 with IPv6 only) → the connection's address,
+    // here loopback, which no record may hold by default.
     let r = nic(&server, "hostname=home.example.com&myip=", "home", &key);
-    assert_eq!(r.body, "good 127.0.0.1");
+    assert_eq!(r.body, "badip");
+    assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["203.0.113.10".to_string()]), "A untouched");
 }
 
 #[test]
