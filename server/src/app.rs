@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq as _;
 
+use crate::challenges::Challenges;
 use crate::config::Config;
 use crate::hetzner::Hetzner;
 use crate::hostbook::HostStates;
@@ -40,6 +41,8 @@ pub struct App {
     record_hosts: Vec<String>,
     /// LAN host → what its router's last prefix did for it.
     lan: Mutex<BTreeMap<String, LanState>>,
+    /// ACME challenge values hosts hold.
+    pub challenges: Challenges,
     /// Replaced whole on reload (`SIGHUP`); readers never see half a file.
     keys: RwLock<KeyFile>,
     pub updater: Updater,
@@ -113,7 +116,11 @@ impl App {
                 tags: "warning",
             });
         }
-        let (host_states, records) = state::split(saved);
+        let (host_states, records, held) = state::split(saved);
+        let challenges = Challenges::default();
+        for (host, values) in held {
+            challenges.import(&host, values);
+        }
         for (host, rtype, c) in records {
             let Some(rtype) = RecordType::parse(&rtype) else { continue };
             if record_hosts.binary_search(&host).is_ok() && RecordType::of(c.ip) == rtype {
@@ -126,6 +133,7 @@ impl App {
             config,
             record_hosts,
             lan: Mutex::new(lan),
+            challenges,
             keys: RwLock::new(keys),
             updater,
             hosts,
@@ -516,6 +524,22 @@ impl App {
         );
     }
 
+    /// Remove ACME challenge values older than an hour (a client that never
+    /// cleaned up). Failures are logged; the next call tries again.
+    pub fn expire_challenges(&self) {
+        if !self.challenges.any() {
+            return;
+        }
+        let results = self.challenges.expire(&self.updater, unix_now(), Instant::now() + REQUEST_BUDGET);
+        for (host, value, result) in results {
+            match result {
+                Ok(_) => log::info!("removed the stale ACME challenge {value:?} of {host} (older than an hour)"),
+                Err(e) => log::warn!("cannot remove the stale ACME challenge {value:?} of {host}: {e}"),
+            }
+            self.hosts.mark_dirty();
+        }
+    }
+
     /// Write the state file if anything changed since the last write.
     pub fn save_state_if_dirty(&self) {
         if !self.hosts.take_dirty() {
@@ -523,11 +547,14 @@ impl App {
         }
         let mut file = state::StateFile { version: state::VERSION, ..Default::default() };
         for (host, s) in self.hosts.snapshot() {
-            file.hosts.insert(host, state::HostRecord { state: s, records: Default::default() });
+            file.hosts.insert(host, state::HostRecord { state: s, ..Default::default() });
         }
         for (host, rtype, ip, confirmed) in self.updater.export() {
             let entry = file.hosts.entry(host).or_default();
             entry.records.insert(rtype.as_str().to_string(), state::Confirmed { ip, confirmed });
+        }
+        for (host, values) in self.challenges.export() {
+            file.hosts.entry(host).or_default().challenges = values;
         }
         if let Err(e) = state::save(&self.config.state_file, &file) {
             self.hosts.mark_dirty();

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use serde_json::{json, Map, Value};
 
+use crate::acme;
 use crate::app::{App, REQUEST_BUDGET};
 use crate::dyndns2::{self, Addresses, Answer, Params};
 use crate::fqdn;
@@ -44,6 +45,11 @@ pub fn handle(app: &App, req: &Req, log: &mut LogContext) -> Reply {
             for answer in &answers {
                 app.counters.count("dyndns2", answer.code());
             }
+            reply
+        }
+        "/present" | "/cleanup" => {
+            let (reply, result) = acme::handle(app, req, log, req.path == "/present");
+            app.counters.count("acme", result);
             reply
         }
         "/status" | "/metrics" | "/ip" | "/healthz" if req.method != "GET" && req.method != "HEAD" => {

@@ -477,6 +477,44 @@ impl Hetzner {
         self.wait_action(answer.action, deadline)
     }
 
+    /// The values of a TXT RRSet, unquoted; `None` when it does not exist.
+    pub fn get_txt(&self, zone: u64, name: &str, deadline: Instant) -> Result<Option<Vec<String>>, ApiError> {
+        let path = format!("/zones/{zone}/rrsets/{name}/TXT");
+        match self.call::<OneRRSet>(Kind::Read, "GET", &path, None, deadline) {
+            Ok(doc) => Ok(Some(doc.rrset.records.into_iter().map(|r| unquote(&r.value)).collect())),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Add one value to a TXT RRSet (created with `ttl` when missing) and
+    /// wait for the action. The value is sent quoted, as the API requires.
+    pub fn add_txt(&self, zone: u64, name: &str, ttl: u32, value: &str, deadline: Instant) -> Result<(), ApiError> {
+        let body = json!({"ttl": ttl, "records": [{"value": quote(value)}]});
+        let path = format!("/zones/{zone}/rrsets/{name}/TXT/actions/add_records");
+        let answer: WriteAnswer = self.call(Kind::Write, "POST", &path, Some(&body), deadline)?;
+        self.wait_action(answer.action, deadline)
+    }
+
+    /// Remove exactly one value from a TXT RRSet and wait for the action.
+    pub fn remove_txt(&self, zone: u64, name: &str, value: &str, deadline: Instant) -> Result<(), ApiError> {
+        let body = json!({"records": [{"value": quote(value)}]});
+        let path = format!("/zones/{zone}/rrsets/{name}/TXT/actions/remove_records");
+        let answer: WriteAnswer = self.call(Kind::Write, "POST", &path, Some(&body), deadline)?;
+        self.wait_action(answer.action, deadline)
+    }
+
+    /// Delete a whole RRSet and wait for the action; one that is already
+    /// gone is no error.
+    pub fn delete_rrset(&self, zone: u64, name: &str, rtype: &str, deadline: Instant) -> Result<(), ApiError> {
+        let path = format!("/zones/{zone}/rrsets/{name}/{rtype}");
+        match self.call::<WriteAnswer>(Kind::Write, "DELETE", &path, None, deadline) {
+            Ok(answer) => self.wait_action(answer.action, deadline),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Every A and AAAA RRSet of a zone, in pages of 100 (one call per
     /// page, however many hosts the zone holds).
     pub fn list_address_rrsets(&self, zone: u64, deadline: Instant) -> Result<Vec<Listed>, ApiError> {
@@ -644,6 +682,9 @@ impl Hetzner {
         if method == "GET" {
             let rq = self.agent.get(&url).config().timeout_global(timeout).build();
             rq.header("Authorization", &auth).header("Accept", "application/json").call()
+        } else if method == "DELETE" {
+            let rq = self.agent.delete(&url).config().timeout_global(timeout).build();
+            rq.header("Authorization", &auth).header("Accept", "application/json").call()
         } else {
             let rq = self.agent.post(&url).config().timeout_global(timeout).build();
             rq.header("Authorization", &auth)
@@ -665,6 +706,19 @@ fn parse_answer<T: DeserializeOwned>(text: &str, status: u16) -> Result<T, ApiEr
             ApiError::Malformed { status, detail: format!("a body that is not JSON (starts with {start:?})") }
         }
     })
+}
+
+/// A TXT value as the API takes it: one quoted character-string (values
+/// of an ACME challenge are 43 characters of base64url, far below the
+/// 255 a string may hold, and never contain quotes).
+fn quote(value: &str) -> String {
+    format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// A TXT value as the API answers it, without the quotes.
+fn unquote(value: &str) -> String {
+    let v = value.trim();
+    v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v).replace("\\\"", "\"").replace("\\\\", "\\")
 }
 
 fn malformed(detail: &str) -> ApiError {

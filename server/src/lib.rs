@@ -6,10 +6,10 @@
 //! ```text
 //! main ─ logging (one writer thread) ─ config
 //!  └ server (life: start, events, shutdown) ─ config ─ env
-//!          └ http (tiny_http glue) ─ handlers ─ pages
+//!          └ http (tiny_http glue) ─ handlers ─ pages · acme
 //!                                      └ message (Req, Reply)
 //!                                      └ app (App: auth, reports, state file)
-//!                                          └ updater · notify · hostbook · state · limiter
+//!                                          └ challenges · updater · notify · hostbook · state · limiter
 //!                                              └ hetzner
 //!                                                  └ leaves: net · lan · time · keys · atomic · dyndns2 · fqdn · env
 //! ```
@@ -21,8 +21,10 @@
 //! in-process on port 0.
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod app;
 pub mod atomic;
+pub mod challenges;
 pub mod config;
 pub mod dyndns2;
 pub mod env;

@@ -252,6 +252,7 @@ fn spawn_housekeeping(
             if Instant::now() >= next_check {
                 next_check = Instant::now() + check_every;
                 app.check_lost();
+                app.expire_challenges();
             }
             app.save_state_if_dirty();
         }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::atomic;
+use crate::challenges::Held;
 use crate::hostbook::HostState;
 use crate::time::unix_now;
 
@@ -33,6 +34,9 @@ pub struct HostRecord {
     /// `A`/`AAAA` → the last confirmed address.
     #[serde(default)]
     pub records: BTreeMap<String, Confirmed>,
+    /// ACME challenge values the host holds (removed when stale).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub challenges: Vec<Held>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -80,17 +84,25 @@ pub fn save(path: &Path, state: &StateFile) -> std::io::Result<()> {
 /// Loaded records: (host, record type, confirmation).
 pub type Records = Vec<(String, String, Confirmed)>;
 
-/// Split loaded host records into the host book's part and the records.
-pub fn split(state: StateFile) -> (HashMap<String, HostState>, Records) {
+/// Loaded challenge values: (host, values).
+pub type Challenges = Vec<(String, Vec<Held>)>;
+
+/// Split loaded host records into the host book's part, the records and
+/// the challenge values.
+pub fn split(state: StateFile) -> (HashMap<String, HostState>, Records, Challenges) {
     let mut hosts = HashMap::new();
     let mut records = Vec::new();
+    let mut challenges = Vec::new();
     for (host, rec) in state.hosts {
         for (rtype, c) in rec.records {
             records.push((host.clone(), rtype, c));
         }
+        if !rec.challenges.is_empty() {
+            challenges.push((host.clone(), rec.challenges));
+        }
         hosts.insert(host, rec.state);
     }
-    (hosts, records)
+    (hosts, records, challenges)
 }
 
 #[cfg(test)]

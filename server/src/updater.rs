@@ -522,6 +522,14 @@ impl Updater {
         Some(self.zones.refresh(api, deadline, None))
     }
 
+    /// The zone that holds `fqdn` (see `ZoneCache`); `NoZone` in a dry run.
+    pub fn zone_for(&self, fqdn: &str, deadline: Instant) -> Result<Zone, UpdateError> {
+        match self.hetzner() {
+            Some(api) => self.zones.lookup(api, fqdn, deadline),
+            None => Err(UpdateError::NoZone(fqdn.to_string())),
+        }
+    }
+
     /// `hosts` grouped by their zone (hosts no zone holds are left out),
     /// from the zone list, fetched again once it is older than
     /// `ZONE_CACHE_TTL` (a stale list serves while Hetzner fails).

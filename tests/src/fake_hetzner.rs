@@ -315,6 +315,16 @@ impl FakeHetzner {
             ("POST", ["zones", zone, "rrsets", name, rtype, "actions", "set_records"]) => {
                 find_zone(&s, zone).and_then(|z| set_records(&mut s, &z, name, rtype, body))
             }
+            ("POST", ["zones", zone, "rrsets", name, rtype, "actions", "add_records"]) => {
+                find_zone(&s, zone).and_then(|z| add_records(&mut s, &z, name, rtype, body))
+            }
+            ("POST", ["zones", zone, "rrsets", name, rtype, "actions", "remove_records"]) => {
+                find_zone(&s, zone).and_then(|z| remove_records(&mut s, &z, name, rtype, body))
+            }
+            ("DELETE", ["zones", zone, "rrsets", name, rtype]) => find_zone(&s, zone).and_then(|z| {
+                s.rrsets.remove(&(z.id, name.to_string(), rtype.to_string())).ok_or_else(|| not_found("rrset"))?;
+                Ok((201, json!({"action": new_action(&mut s, "delete_rrset", z.id)})))
+            }),
             ("PUT", ["zones", _, "rrsets", _, _]) if body.contains("records") => {
                 Err((422, error_doc("invalid_input", "can't update records with this endpoint")))
             }
@@ -410,6 +420,8 @@ fn parse_records(doc: &Value, rtype: &str) -> Result<Vec<String>, (u16, String)>
         let ok = match rtype {
             "A" => v.parse::<std::net::Ipv4Addr>().is_ok(),
             "AAAA" => v.parse::<std::net::Ipv6Addr>().is_ok(),
+            // Character-strings in quotes, as in a zone file.
+            "TXT" => v.len() >= 2 && v.starts_with('"') && v.ends_with('"'),
             _ => true,
         };
         if !ok || values.iter().any(|x: &String| x == v) {
@@ -469,6 +481,37 @@ fn set_records(s: &mut State, z: &Zone, name: &str, rtype: &str, body: &str) -> 
     }
     let action = new_action(s, "set_rrset_records", z.id);
     Ok((201, json!({"action": action})))
+}
+
+/// `add_records`: append values (creating the RRSet with `ttl` if missing);
+/// a value already present is `invalid_input`, as duplicates are.
+fn add_records(s: &mut State, z: &Zone, name: &str, rtype: &str, body: &str) -> Answer {
+    let doc: Value =
+        serde_json::from_slice(body.as_bytes()).map_err(|_| (400, error_doc("json_error", "invalid JSON")))?;
+    let records = parse_records(&doc, rtype)?;
+    let ttl = doc.get("ttl").and_then(Value::as_u64);
+    let key = (z.id, name.to_string(), rtype.to_string());
+    let rrset = s.rrsets.entry(key).or_insert(RRSet { ttl, records: Vec::new() });
+    if records.iter().any(|r| rrset.records.contains(r)) {
+        return Err((422, error_doc("invalid_input", "duplicate record value")));
+    }
+    rrset.records.extend(records);
+    Ok((201, json!({"action": new_action(s, "add_rrset_records", z.id)})))
+}
+
+/// `remove_records`: remove exactly the values listed; the RRSet goes with
+/// its last value.
+fn remove_records(s: &mut State, z: &Zone, name: &str, rtype: &str, body: &str) -> Answer {
+    let doc: Value =
+        serde_json::from_slice(body.as_bytes()).map_err(|_| (400, error_doc("json_error", "invalid JSON")))?;
+    let records = parse_records(&doc, rtype)?;
+    let key = (z.id, name.to_string(), rtype.to_string());
+    let rrset = s.rrsets.get_mut(&key).ok_or_else(|| not_found("rrset"))?;
+    rrset.records.retain(|r| !records.contains(r));
+    if rrset.records.is_empty() {
+        s.rrsets.remove(&key);
+    }
+    Ok((201, json!({"action": new_action(s, "remove_rrset_records", z.id)})))
 }
 
 fn new_action(s: &mut State, command: &str, zone: u64) -> Value {

@@ -3,6 +3,7 @@
 //! test binary (one link, and the slow waits of one file overlap with the
 //! tests of the others).
 
+mod acme;
 mod agent;
 mod hostile;
 mod operations;

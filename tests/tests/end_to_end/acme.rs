@@ -1,0 +1,147 @@
+//! ACME DNS-01 through the lego `httpreq` protocol (`/present`,
+//! `/cleanup`): each host writes its own `_acme-challenge` TXT values with
+//! its own key, and nothing else. The fake Hetzner insists on quoted TXT
+//! values, as the API does.
+
+use e2e::{basic, FakeHetzner, FakeNtfy, Fault, Setup, TestServer};
+
+const NAS: &str = "nas.example.com";
+const V1: &str = "LHDhK3oGRvkiefQnx7OOczTY5Tic_xZ6HcMOc_gmtoM";
+const V2: &str = "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU";
+
+fn acme_server() -> (FakeHetzner, TestServer) {
+    let fake = FakeHetzner::start();
+    fake.add_zone("example.com");
+    let server = Setup::new(&fake, &format!("{NAS},cam.example.com"))
+        .var("BASIC_AUTH_USERNAME", "admin")
+        .var("BASIC_AUTH_PASSWORD", "admin-password-123")
+        .start();
+    fake.wait_for_zone_listing();
+    (fake, server)
+}
+
+fn post(server: &TestServer, path: &str, user: &str, key: &str, body: &str) -> e2e::Resp {
+    server.request(
+        "POST",
+        path,
+        &[("Authorization", &basic(user, key)), ("Content-Type", "application/json")],
+        Some(body),
+    )
+}
+
+fn challenge(value: &str) -> String {
+    format!(r#"{{"fqdn": "_acme-challenge.nas.example.com.", "value": "{value}"}}"#)
+}
+
+fn txt(fake: &FakeHetzner) -> Option<Vec<String>> {
+    fake.rrset("example.com", "_acme-challenge.nas", "TXT")
+}
+
+#[test]
+fn present_and_cleanup_of_the_keys_own_name_with_two_values_at_once() {
+    let (fake, server) = acme_server();
+    let key = server.key(NAS);
+
+    let r = post(&server, "/present", "nas", &key, &challenge(V1));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains(V1), "acme.sh looks for the value in the answer: {}", r.body);
+    assert_eq!(txt(&fake), Some(vec![format!("\"{V1}\"")]), "sent quoted");
+    assert_eq!(fake.rrset_ttl("example.com", "_acme-challenge.nas", "TXT"), Some(60));
+
+    // The wildcard's challenge: same name, a second value; the full name works as user too.
+    let r = post(&server, "/present", NAS, &key, &challenge(V2));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(txt(&fake), Some(vec![format!("\"{V1}\""), format!("\"{V2}\"")]));
+
+    // Presenting again leaves one value and writes nothing.
+    fake.clear_calls();
+    let r = post(&server, "/present", "nas", &key, &challenge(V1));
+    assert_eq!(r.json()["status"], "already present");
+    assert!(fake.calls().iter().all(|c| c.starts_with("GET")), "{:?}", fake.calls());
+    assert_eq!(txt(&fake).map(|v| v.len()), Some(2));
+
+    // Cleanup removes exactly its value; the last one takes the RRSet with it.
+    let r = post(&server, "/cleanup", "nas", &key, &challenge(V1));
+    assert_eq!((r.status, r.json()["status"].as_str()), (200, Some("removed")), "{}", r.body);
+    assert_eq!(txt(&fake), Some(vec![format!("\"{V2}\"")]));
+    let r = post(&server, "/cleanup", "nas", &key, &challenge(V1));
+    assert_eq!((r.status, r.json()["status"].as_str()), (200, Some("already gone")));
+    let r = post(&server, "/cleanup", "nas", &key, &challenge(V2));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(txt(&fake), None, "the RRSet is gone with its last value");
+
+    let metrics = server.get_as("/metrics", "admin", "admin-password-123").body;
+    assert!(metrics.contains("dyndns_update_requests_total{endpoint=\"acme\",result=\"present\"} 3"), "{metrics}");
+}
+
+#[test]
+fn another_hosts_name_is_403_a_wrong_key_401_and_nothing_is_written() {
+    let (fake, server) = acme_server();
+    let cam = server.key("cam.example.com");
+    let r = post(&server, "/present", "cam", &cam, &challenge(V1));
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = post(&server, "/present", "cam", &cam, r#"{"fqdn": "www.example.com.", "value": "abc"}"#);
+    assert_eq!(r.status, 403, "not a challenge name: {}", r.body);
+    let r = post(&server, "/present", "nas", "wrong-key", &challenge(V1));
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(r.header("www-authenticate").is_some());
+    let r = server.request("POST", "/present", &[], Some(&challenge(V1)));
+    assert_eq!(r.status, 401);
+    let r = post(&server, "/present", "nas", &server.key(NAS), r#"{"fqdn": "_acme-challenge.nas.example.com."}"#);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(fake.calls().iter().all(|c| c.starts_with("GET /v1/zones?")), "{:?}", fake.calls());
+    assert_eq!(txt(&fake), None);
+    // The admin credentials act for any registered host.
+    let r = post(&server, "/present", "admin", "admin-password-123", &challenge(V1));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(txt(&fake), Some(vec![format!("\"{V1}\"")]));
+}
+
+#[test]
+fn lego_raw_mode_computes_the_value_and_a_host_holds_at_most_four() {
+    let (fake, server) = acme_server();
+    let key = server.key(NAS);
+    let r = post(
+        &server,
+        "/present",
+        "nas",
+        &key,
+        r#"{"domain": "*.nas.example.com", "token": "tok", "keyAuth": "tok.thumbprint"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let value = r.json()["value"].as_str().expect("value").to_string();
+    assert_eq!(value.len(), 43);
+    assert_eq!(txt(&fake), Some(vec![format!("\"{value}\"")]));
+    for v in ["a1", "a2", "a3"] {
+        assert_eq!(post(&server, "/present", "nas", &key, &challenge(v)).status, 200);
+    }
+    let r = post(&server, "/present", "nas", &key, &challenge("a4"));
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(txt(&fake).map(|v| v.len()), Some(4));
+}
+
+#[test]
+fn a_failing_hetzner_is_503_and_announced() {
+    let fake = FakeHetzner::start();
+    fake.add_zone("example.com");
+    let ntfy = FakeNtfy::start();
+    let server = Setup::new(&fake, NAS).var("NTFY_URL", ntfy.url()).var("NTFY_TOPIC", "dyndns").start();
+    fake.wait_for_zone_listing();
+    let key = server.key(NAS);
+    fake.fail_next(Fault::Error { status: 503, code: "unavailable" });
+    let r = post(&server, "/present", "nas", &key, &challenge(V1));
+    assert_eq!(r.status, 503, "{}", r.body);
+    let msg = ntfy.next(std::time::Duration::from_secs(5)).expect("announced");
+    assert!(msg.title.contains("ACME present for nas.example.com failed"), "{msg:?}");
+}
+
+#[test]
+fn dry_run_keeps_challenges_in_memory() {
+    let fake = FakeHetzner::start();
+    let server = Setup::new(&fake, NAS).var("DRY_RUN", "1").without("HETZNER_TOKEN").start();
+    let key = server.key(NAS);
+    assert_eq!(post(&server, "/present", "nas", &key, &challenge(V1)).json()["status"], "added");
+    assert_eq!(post(&server, "/present", "nas", &key, &challenge(V1)).json()["status"], "already present");
+    assert_eq!(post(&server, "/cleanup", "nas", &key, &challenge(V1)).json()["status"], "removed");
+    assert_eq!(fake.call_count(), 0);
+}
