@@ -127,7 +127,8 @@ impl App {
                 updater.import(&host, rtype, c.ip, c.confirmed);
             }
         }
-        let hosts = HostStates::new(&config.registered, host_states);
+        // ACME-only hosts never report, so they are never lost.
+        let hosts = HostStates::new(&config.address_hosts(), host_states);
         let lan = config.lan_hosts.iter().map(|h| (h.fqdn.clone(), LanState::default())).collect();
         App {
             config,
@@ -224,6 +225,11 @@ impl App {
 
     pub fn registered(&self, host: &str) -> bool {
         self.config.registered.binary_search_by(|h| h.as_str().cmp(host)).is_ok()
+    }
+
+    /// May `host` only write ACME challenges (`ACME_ONLY_HOSTS`)?
+    pub fn acme_only(&self, host: &str) -> bool {
+        self.config.acme_only.binary_search_by(|h| h.as_str().cmp(host)).is_ok()
     }
 
     /// An authenticated report: the host is alive. Announces the end of an outage.

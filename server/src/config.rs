@@ -78,6 +78,9 @@ pub struct Config {
     /// `IPV6_LAN_HOSTS`: hosts whose AAAA follows their router's prefix,
     /// sorted by name.
     pub lan_hosts: Vec<LanHost>,
+    /// `ACME_ONLY_HOSTS`: hosts (also in `registered`, so they have keys)
+    /// that may only write their ACME challenges, never an address; sorted.
+    pub acme_only: Vec<String>,
     /// `ALLOW_PRIVATE_ADDRESSES`: let records hold addresses the internet
     /// cannot reach (private, CGNAT, loopback, link-local, ULA …).
     pub allow_private: bool,
@@ -117,7 +120,16 @@ impl Config {
         let mut env = Env::new(lookup);
         let dry_run = env.flag("DRY_RUN", false);
         let key_file = PathBuf::from(env.text("PRE_SHARED_KEY_FILE").unwrap_or_else(|| "/pre-shared-key".into()));
-        let registered = registered_hosts(&mut env);
+        let mut registered = registered_hosts(&mut env);
+        let acme_only = host_list(&mut env, "ACME_ONLY_HOSTS");
+        for host in &acme_only {
+            if registered.contains(host) {
+                env.error(format!("ACME_ONLY_HOSTS: {host} is in REGISTERED_FQDNS too; list it in one of them"));
+            }
+        }
+        registered.extend(acme_only.iter().cloned());
+        registered.sort();
+        registered.dedup();
         let lan_hosts = match env.text("IPV6_LAN_HOSTS").map(|t| lan::parse_lan_hosts(&t, &registered)) {
             None => Vec::new(),
             Some(Ok(hosts)) => hosts,
@@ -132,6 +144,7 @@ impl Config {
             token: hetzner_token(&mut env, dry_run),
             api_url: api_url(&mut env),
             registered,
+            acme_only,
             lan_hosts,
             allow_private: env.flag("ALLOW_PRIVATE_ADDRESSES", false),
             state_file: state_file(&env, &key_file, dry_run),
@@ -168,14 +181,19 @@ impl Config {
         Ok(config)
     }
 
-    /// Every host whose records the server sets: registered and LAN
-    /// hosts, sorted, no duplicates.
+    /// Every host whose address records the server sets: registered hosts
+    /// (but those that are ACME-only) and LAN hosts, sorted, no duplicates.
     pub fn record_hosts(&self) -> Vec<String> {
-        let mut all = self.registered.clone();
+        let mut all = self.address_hosts();
         all.extend(self.lan_hosts.iter().map(|h| h.fqdn.clone()));
         all.sort();
         all.dedup();
         all
+    }
+
+    /// Registered hosts that report addresses (all but `ACME_ONLY_HOSTS`).
+    pub fn address_hosts(&self) -> Vec<String> {
+        self.registered.iter().filter(|h| self.acme_only.binary_search(h).is_err()).cloned().collect()
     }
 
     /// The LAN hosts behind `router`.
@@ -212,7 +230,7 @@ impl Config {
         });
         let proxies: Vec<String> = self.trusted_proxies.iter().map(Cidr::to_string).collect();
         format!(
-            "listen={} api={} registered=[{}] key_file={} state_file={} ntfy={ntfy} notify_on_change={} lost_after={}s record_ttl={} zone_cache_ttl={}s request_cache_ttl={}s hetzner_timeout={}s client_timeout={}s max_connections={} host_writes={}+{}/h reconcile={}s repair={} lan_hosts={} allow_private={} trusted_proxies=[{}] token={} admin={admin} dry_run={} debug={} log_file={log_file}",
+            "listen={} api={} registered=[{}] key_file={} state_file={} ntfy={ntfy} notify_on_change={} lost_after={}s record_ttl={} zone_cache_ttl={}s request_cache_ttl={}s hetzner_timeout={}s client_timeout={}s max_connections={} host_writes={}+{}/h reconcile={}s repair={} lan_hosts={} acme_only=[{}] allow_private={} trusted_proxies=[{}] token={} admin={admin} dry_run={} debug={} log_file={log_file}",
             self.listen,
             redact_url(&self.api_url),
             self.registered.join(","),
@@ -231,6 +249,7 @@ impl Config {
             self.reconcile_interval.as_secs(),
             u8::from(self.reconcile_repair),
             self.lan_hosts.len(),
+            self.acme_only.join(","),
             u8::from(self.allow_private),
             proxies.join(","),
             if self.token.is_some() { "set" } else { "unset" },
@@ -396,6 +415,20 @@ fn trusted_proxies(env: &mut Env<'_>) -> Vec<Cidr> {
         }
     }
     nets
+}
+
+/// A comma-separated list of host names, canonical, sorted, no duplicates.
+fn host_list(env: &mut Env<'_>, var: &str) -> Vec<String> {
+    let mut hosts = Vec::new();
+    for item in env.text(var).unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match fqdn::canonical(item) {
+            Ok(host) => hosts.push(host),
+            Err(e) => env.error(format!("{var}: {item:?} is not a host name: {e}")),
+        }
+    }
+    hosts.sort();
+    hosts.dedup();
+    hosts
 }
 
 fn registered_hosts(env: &mut Env<'_>) -> Vec<String> {

@@ -71,6 +71,7 @@ fn status_label(status: u16) -> &'static str {
     match status {
         400 => "400",
         401 => "401",
+        403 => "403",
         404 => "404",
         405 => "405",
         429 => "429",
@@ -121,6 +122,10 @@ fn json_update(app: &App, req: &Req, log: &mut LogContext) -> (Reply, Option<Out
     if !app.registered(&host) {
         app.rejected(&host, "nohost", format!("{host} authenticated but is not in REGISTERED_FQDNS"));
         return (Reply::json_error(404, format!("{host} is not registered on this server (REGISTERED_FQDNS)")), None);
+    }
+    if app.acme_only(&host) {
+        let text = format!("{host} is in ACME_ONLY_HOSTS: it may write its ACME challenges, not an address");
+        return (Reply::json_error(403, text), None);
     }
     app.host_reported(&host);
 
@@ -332,6 +337,10 @@ fn dyndns2_answers(
             None => Answer::NotFqdn,
             Some(h) if !app.registered(h) => {
                 app.rejected(h, "nohost", format!("{h} authenticated but is not in REGISTERED_FQDNS"));
+                Answer::NoHost
+            }
+            Some(h) if app.acme_only(h) => {
+                log::warn!("{h} is in ACME_ONLY_HOSTS and may not set an address");
                 Answer::NoHost
             }
             Some(h) => {

@@ -159,6 +159,7 @@ fn any_environment_gives_a_config_or_a_clear_error() {
         "RECONCILE_REPAIR",
         "IPV6_LAN_HOSTS",
         "ALLOW_PRIVATE_ADDRESSES",
+        "ACME_ONLY_HOSTS",
     ];
     for _ in 0..5_000 {
         let mut vars = std::collections::HashMap::new();

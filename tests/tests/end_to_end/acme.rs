@@ -145,3 +145,51 @@ fn dry_run_keeps_challenges_in_memory() {
     assert_eq!(post(&server, "/cleanup", "nas", &key, &challenge(V1)).json()["status"], "removed");
     assert_eq!(fake.call_count(), 0);
 }
+
+#[test]
+fn an_acme_only_host_writes_its_challenge_but_never_an_address() {
+    let fake = FakeHetzner::start();
+    fake.add_zone("example.com");
+    let server = Setup::new(&fake, "home.example.com")
+        .var("ACME_ONLY_HOSTS", NAS)
+        .var("LOST_CONNECTION_TIMEOUT", "1")
+        .var("CONNECTION_CHECK_INTERVAL", "1")
+        .var("BASIC_AUTH_USERNAME", "admin")
+        .var("BASIC_AUTH_PASSWORD", "admin-password-123")
+        .start();
+    fake.wait_for_zone_listing();
+    let key = server.key(NAS);
+    assert_eq!(post(&server, "/present", "nas", &key, &challenge(V1)).status, 200);
+    assert_eq!(txt(&fake), Some(vec![format!("\"{V1}\"")]));
+    let r = server.update(r#"{"fqdn": "nas.example.com", "ip": "203.0.113.5"}"#, &key);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("ACME_ONLY_HOSTS"), "{}", r.body);
+    let r = server.get_as("/nic/update?hostname=nas.example.com&myip=203.0.113.5", "nas", &key);
+    assert_eq!(r.body, "nohost");
+    assert_eq!(fake.rrset("example.com", "nas", "A"), None);
+    // Never reporting, it is never lost (home is).
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let status = server.get_as("/status", "admin", "admin-password-123").json();
+    let hosts: Vec<&str> =
+        status["hosts"].as_array().expect("hosts").iter().filter_map(|h| h["fqdn"].as_str()).collect();
+    assert_eq!(hosts, ["home.example.com"], "{status}");
+}
+
+#[test]
+fn a_value_left_behind_is_removed_after_an_hour_also_across_a_restart() {
+    let fake = FakeHetzner::start();
+    fake.add_zone("example.com");
+    let quoted = format!("\"{V1}\"");
+    let other = format!("\"{V2}\"");
+    fake.put_rrset("example.com", "_acme-challenge.nas", "TXT", &[&quoted, &other]);
+    // The state file of a run that presented V1 long ago and then stopped.
+    let dir = e2e::scratch_dir("acme-stale");
+    let state = serde_json::json!({"version": 1, "hosts": {NAS: {"challenges": [{"value": V1, "added": 1}]}}});
+    std::fs::write(dir.join("dyndns-state.json"), state.to_string()).expect("state file");
+    let _server = Setup::in_dir(&fake, NAS, dir).var("CONNECTION_CHECK_INTERVAL", "1").start();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while txt(&fake) != Some(vec![other.clone()]) {
+        assert!(std::time::Instant::now() < until, "stale value not removed: {:?}", txt(&fake));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -85,7 +85,9 @@ fn the_rest_of_secrets_example_is_accepted_as_written() {
         })
         .collect();
     let config = server_config(&vars).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(config.registered, vec!["home.example.com", "nas.example.com"]);
+    assert_eq!(config.registered, vec!["home.example.com", "nas.example.com", "proxy.example.com"]);
+    assert_eq!(config.acme_only, vec!["proxy.example.com"]);
+    assert_eq!(config.lan_hosts.len(), 1, "the IPV6_LAN_HOSTS example is valid");
 }
 
 #[test]
