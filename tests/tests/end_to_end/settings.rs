@@ -11,7 +11,7 @@ fn example_lines() -> Vec<(String, String)> {
     text.lines()
         .map(|l| l.trim_start_matches('#').trim())
         .filter_map(|l| l.split_once('='))
-        .filter(|(k, _)| !k.is_empty() && k.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
+        .filter(|(k, _)| !k.is_empty() && k.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
