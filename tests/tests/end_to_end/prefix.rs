@@ -183,3 +183,19 @@ fn with_allow_private_addresses_they_are_set() {
     assert_eq!(r.body, "good 192.168.178.20,fd00::5");
     assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["192.168.178.20".into()]));
 }
+
+#[test]
+fn a_lan_hosts_record_changed_behind_the_servers_back_is_restored_by_the_reconcile() {
+    let fake = FakeHetzner::start();
+    fake.add_zone("example.com");
+    let server = Setup::new(&fake, ROUTER).var("IPV6_LAN_HOSTS", LAN).var("RECONCILE_INTERVAL", "1").start();
+    let key = server.key(ROUTER);
+    let r = fritzbox(&server, "203.0.113.7", "2001:db8:1:200::1", "2001:db8:1:200::/56", "router", &key);
+    assert_eq!(r.body, "good 203.0.113.7,2001:db8:1:200::1");
+    fake.put_rrset("example.com", "cam", "AAAA", &["2001:db8:9::9"]);
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while aaaa(&fake, "cam") != Some(vec!["2001:db8:1:205:ba98:76ff:fe54:3210".into()]) {
+        assert!(std::time::Instant::now() < until, "not restored: {:?}", aaaa(&fake, "cam"));
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
