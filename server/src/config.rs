@@ -78,6 +78,9 @@ pub struct Config {
     /// `IPV6_LAN_HOSTS`: hosts whose AAAA follows their router's prefix,
     /// sorted by name.
     pub lan_hosts: Vec<LanHost>,
+    /// `PUBLIC_URL`: where routers reach the server (for `setup`), no
+    /// trailing slash.
+    pub public_url: Option<String>,
     /// `ACME_ONLY_HOSTS`: hosts (also in `registered`, so they have keys)
     /// that may only write their ACME challenges, never an address; sorted.
     pub acme_only: Vec<String>,
@@ -146,6 +149,7 @@ impl Config {
             registered,
             acme_only,
             lan_hosts,
+            public_url: public_url(&mut env),
             allow_private: env.flag("ALLOW_PRIVATE_ADDRESSES", false),
             state_file: state_file(&env, &key_file, dry_run),
             key_file_is_default: env.text("PRE_SHARED_KEY_FILE").is_none(),
@@ -415,6 +419,24 @@ fn trusted_proxies(env: &mut Env<'_>) -> Vec<Cidr> {
         }
     }
     nets
+}
+
+fn public_url(env: &mut Env<'_>) -> Option<String> {
+    let raw = env.text("PUBLIC_URL")?;
+    let url = raw.trim().trim_end_matches('/').to_string();
+    let (scheme, authority, rest) = crate::env::url_parts(&url);
+    let ok = matches!(scheme, Some("http" | "https"))
+        && !authority.is_empty()
+        && !authority.contains('@')
+        && !rest.contains(['?', '#']);
+    if !ok {
+        env.error(format!(
+            "PUBLIC_URL={:?} is not a plain http(s) URL; set it to the address routers reach the server at, e.g. https://dyndns.example.com",
+            redact_url(&raw)
+        ));
+        return None;
+    }
+    Some(url)
 }
 
 /// A comma-separated list of host names, canonical, sorted, no duplicates.

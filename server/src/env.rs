@@ -59,7 +59,7 @@ pub fn is_placeholder(value: &str) -> bool {
 
 /// `scheme://authority rest` of a URL: the scheme (if any), the authority
 /// (up to the first `/`, `?` or `#`) and the rest.
-fn url_parts(url: &str) -> (Option<&str>, &str, &str) {
+pub fn url_parts(url: &str) -> (Option<&str>, &str, &str) {
     let (scheme, rest) = match url.split_once("://") {
         Some((scheme, rest)) => (Some(scheme), rest),
         None => (None, url),

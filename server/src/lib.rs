@@ -42,6 +42,7 @@ pub mod net;
 pub mod notify;
 pub mod pages;
 pub mod server;
+pub mod setup;
 pub mod state;
 pub mod time;
 pub mod updater;

@@ -13,6 +13,10 @@ usage:
   dyndns-server keys rotate HOST
                              give HOST a new key, print it, exit (then send
                              SIGHUP to a running server: the old key stops working)
+  dyndns-server setup HOST   print ready-to-paste settings for HOST's router or
+                             client (Fritz!Box, OpenWrt, UniFi, OPNsense, Synology,
+                             ddclient, inadyn, curl, the agent), key included;
+                             the server's address comes from PUBLIC_URL
   dyndns-server healthcheck  exit 0 when GET /healthz on LISTEN_PORT answers 200
   dyndns-server --version    print the version
 
@@ -44,6 +48,11 @@ fn run() -> ExitCode {
         }
         None => {}
         Some("healthcheck") if args.len() == 1 => {}
+        Some("setup") if args.len() == 2 => {}
+        Some("setup") => {
+            eprintln!("dyndns-server: usage: dyndns-server setup HOST");
+            return ExitCode::from(2);
+        }
         Some(_) => {
             eprintln!("dyndns-server: unknown arguments {:?}; see --help", args.join(" "));
             return ExitCode::from(2);
@@ -62,6 +71,9 @@ fn run() -> ExitCode {
     if let Err(e) = dyndns_server::logging::init(&config, arg.is_some()) {
         eprintln!("dyndns-server: {e}");
         return ExitCode::from(2);
+    }
+    if arg.as_deref() == Some("setup") {
+        return setup(&config, &args[1]);
     }
     if arg.as_deref() == Some("keys") {
         return match args.get(2) {
@@ -172,6 +184,65 @@ fn rotate_key(config: &Config, host: &str) -> ExitCode {
     log::info!("{host} has a new key; send SIGHUP to a running server so that the old one stops working");
     println!("{host} {key}");
     ExitCode::SUCCESS
+}
+
+/// `dyndns-server setup HOST`: every client's settings for one registered
+/// host, its key filled in (generated if missing, as `keys` does).
+fn setup(config: &Config, host: &str) -> ExitCode {
+    let host = match dyndns_server::fqdn::canonical(host) {
+        Ok(h) if config.address_hosts().contains(&h) => h,
+        Ok(h) => {
+            log::error!("{h} is not in REGISTERED_FQDNS (or only in ACME_ONLY_HOSTS); setup is for hosts that report an address");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            log::error!("{host:?} is not a host name: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if config.key_file_is_default {
+        log::warn!(
+            "PRE_SHARED_KEY_FILE is not set: using {}; set it to the server's key file, or the key printed is not the server's",
+            config.key_file.display()
+        );
+    }
+    let keys = match dyndns_server::ensure_keys(config) {
+        Ok(k) => k,
+        Err(e) => return fatal(&e),
+    };
+    let Some(key) = keys.get(&host) else {
+        return fatal(&format!("{host} has no key in {}", config.key_file.display()));
+    };
+    let url = config.public_url.clone().unwrap_or_else(|| {
+        let guess = derived_url(config);
+        log::warn!("PUBLIC_URL is not set; using {guess}. Set PUBLIC_URL to the address routers reach the server at (usually your TLS reverse proxy, e.g. https://dyndns.example.com)");
+        guess
+    });
+    let target = dyndns_server::setup::Target {
+        host: &host,
+        key,
+        url: &url,
+        has_lan_hosts: config.lan_hosts_of(&host).next().is_some(),
+    };
+    print!("{}", dyndns_server::setup::text(&target));
+    ExitCode::SUCCESS
+}
+
+/// `http://<listen address or this machine's name>[:port]`.
+fn derived_url(config: &Config) -> String {
+    let ip = config.listen.ip();
+    let name = if ip.is_unspecified() {
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+    } else if ip.is_ipv6() {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    };
+    let name = if name.is_empty() { "localhost".to_string() } else { name };
+    match config.listen.port() {
+        80 => format!("http://{name}"),
+        port => format!("http://{name}:{port}"),
+    }
 }
 
 /// `dyndns-server healthcheck`: `GET /healthz` on the configured port, for

@@ -132,6 +132,38 @@ fn keys_rotate_replaces_one_key_and_prints_it() {
 }
 
 #[test]
+fn setup_prints_every_clients_settings_with_the_hosts_key() {
+    let dir = scratch("setup");
+    let keys = dir.join("keys").display().to_string();
+    let base = [("PRE_SHARED_KEY_FILE", keys.as_str()), ("REGISTERED_FQDNS", "home.example.com")];
+    let mut vars = base.to_vec();
+    vars.push(("PUBLIC_URL", "https://dyndns.example.com/"));
+    let (code, out, _) = run(&["setup", "home.example.com"], &vars);
+    assert_eq!(code, 0, "{out}");
+    let key = key_of(&dir);
+    assert!(
+        out.contains(&format!(
+            "curl -fsS -u home:{key} \"https://dyndns.example.com/nic/update?hostname=home.example.com\""
+        )),
+        "{out}"
+    );
+    assert_eq!(out.lines().filter(|l| l.starts_with("== ")).count(), 10, "{out}");
+    // Without PUBLIC_URL: an address derived from LISTEN_*, and a warning that says what to set.
+    let mut vars = base.to_vec();
+    vars.push(("LISTEN_ADDR", "192.0.2.1"));
+    vars.push(("LISTEN_PORT", "8080"));
+    let (code, out, err) = run(&["setup", "home.example.com"], &vars);
+    assert_eq!(code, 0, "{out}");
+    assert!(err.contains("PUBLIC_URL is not set; using http://192.0.2.1:8080"), "{err}");
+    assert!(out.contains("server=192.0.2.1:8080\nssl=no"), "{out}");
+    let (code, _, err) = run(&["setup", "other.example.com"], &base);
+    assert_eq!(code, 2);
+    assert!(err.contains("other.example.com is not in REGISTERED_FQDNS"), "{err}");
+    let (code, _, err) = run(&["setup"], &base);
+    assert_eq!((code, err.trim()), (2, "dyndns-server: usage: dyndns-server setup HOST"));
+}
+
+#[test]
 fn version_and_help() {
     let (code, out, _) = run(&["--version"], &[]);
     assert_eq!((code, out.trim()), (0, concat!("dyndns-server ", env!("CARGO_PKG_VERSION"))));
