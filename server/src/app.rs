@@ -20,6 +20,7 @@ use crate::challenges::Challenges;
 use crate::config::Config;
 use crate::hetzner::Hetzner;
 use crate::hostbook::HostStates;
+use crate::inspect::Inspector;
 use crate::keys::KeyFile;
 use crate::lan::{self, LanHost, Prefix};
 use crate::limiter::{self, Limiter};
@@ -43,6 +44,8 @@ pub struct App {
     lan: Mutex<BTreeMap<String, LanState>>,
     /// ACME challenge values hosts hold.
     pub challenges: Challenges,
+    /// The last update requests of each host, for `/status`.
+    pub inspector: Inspector,
     /// Replaced whole on reload (`SIGHUP`); readers never see half a file.
     keys: RwLock<KeyFile>,
     pub updater: Updater,
@@ -135,6 +138,7 @@ impl App {
             record_hosts,
             lan: Mutex::new(lan),
             challenges,
+            inspector: Inspector::default(),
             keys: RwLock::new(keys),
             updater,
             hosts,
@@ -295,6 +299,7 @@ impl App {
             Ok(outcome) => {
                 self.hosts.set_error(host, None);
                 if *outcome != Outcome::Unchanged {
+                    self.hosts.record_change(host);
                     self.notifier.recovered(host);
                 }
                 let announce = self.config.notify_on_change || self.config.debug;

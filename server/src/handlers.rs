@@ -16,6 +16,7 @@ use crate::acme;
 use crate::app::{App, REQUEST_BUDGET};
 use crate::dyndns2::{self, Addresses, Answer, Params};
 use crate::fqdn;
+use crate::inspect;
 use crate::lan::{self, Prefix};
 use crate::message::{LogContext, Reply, Req};
 use crate::net::RecordType;
@@ -38,6 +39,7 @@ pub fn handle(app: &App, req: &Req, log: &mut LogContext) -> Reply {
         "/update" => {
             let (reply, outcome) = json_update(app, req, log);
             app.counters.count("json", outcome.map_or_else(|| status_label(reply.status), Outcome::as_str));
+            inspect(app, req, log, "json", &reply);
             reply
         }
         "/nic/update" | "/v3/update" => {
@@ -45,6 +47,7 @@ pub fn handle(app: &App, req: &Req, log: &mut LogContext) -> Reply {
             for answer in &answers {
                 app.counters.count("dyndns2", answer.code());
             }
+            inspect(app, req, log, "dyndns2", &reply);
             reply
         }
         "/present" | "/cleanup" => {
@@ -63,6 +66,57 @@ pub fn handle(app: &App, req: &Req, log: &mut LogContext) -> Reply {
         },
         "/healthz" => Reply::text(200, "ok"),
         _ => Reply::text(404, "not found"),
+    }
+}
+
+/// Keep the request for the inspector of each registered host it named.
+fn inspect(app: &App, req: &Req, log: &LogContext, endpoint: &'static str, reply: &Reply) {
+    let Some(named) = log.host.as_deref() else { return };
+    if !named.split(',').any(|h| app.registered(h)) {
+        return;
+    }
+    let addresses = || address_parameters(req, endpoint);
+    let answer: std::borrow::Cow<'_, str> = if reply.status != 200 && endpoint == "json" {
+        format!("{} {}", reply.status, reply.body).into()
+    } else if reply.body.contains('\n') {
+        reply.body.replace('\n', " | ").into()
+    } else {
+        reply.body.as_str().into()
+    };
+    let seen = inspect::Observed {
+        at: crate::time::unix_now(),
+        source: app.client_ip(req),
+        peer: req.peer,
+        agent: req.header("user-agent").unwrap_or(""),
+        endpoint,
+        hosts: named,
+        addresses: &addresses,
+        authenticated: log.authenticated.unwrap_or(false),
+        answer: &answer,
+    };
+    app.inspector.record(named.split(',').filter(|h| app.registered(h)), &seen);
+}
+
+/// The address parameters a request sent, as text (never a credential).
+fn address_parameters(req: &Req, endpoint: &str) -> String {
+    if endpoint == "json" {
+        let doc: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let fields: Vec<String> =
+            ["ip", "type", "ipv6_prefix"].iter().filter_map(|k| doc.get(*k).map(|v| format!("{k}={v}"))).collect();
+        return if fields.is_empty() { "none (the connection's address)".into() } else { fields.join(" ") };
+    }
+    let mut params = Params::parse(&req.query);
+    let form = String::from_utf8_lossy(&req.body);
+    if req.header("content-type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded")) {
+        params.extend(Params::parse(&form));
+    }
+    let names = ["myip", "myipv4", "ip", "myipv6", "ipv6", "myip6", "ip6lanprefix"];
+    let sent: Vec<String> =
+        params.pairs().filter(|(k, _)| names.contains(k)).map(|(k, v)| format!("{k}={v}")).collect();
+    if sent.is_empty() {
+        "none (the connection's address)".into()
+    } else {
+        sent.join(" ")
     }
 }
 
@@ -111,6 +165,7 @@ fn json_update(app: &App, req: &Req, log: &mut LogContext) -> (Reply, Option<Out
     let key_ok = req.header("x-pre-shared-key").is_some_and(|k| app.key_ok(&host, k.trim()));
     let admin_ok = req.basic_auth().is_some_and(|(u, p)| app.admin_ok(&u, &p));
     app.auth_result(source, key_ok || admin_ok);
+    log.authenticated = Some(key_ok || admin_ok);
     if !key_ok && !admin_ok {
         let message = if req.header("x-pre-shared-key").is_none() && req.header("authorization").is_none() {
             "missing X-Pre-Shared-Key header"
@@ -297,7 +352,9 @@ fn dyndns2_answers(
         [Some(one)] => one.clone(),
         _ => hosts.iter().flatten().map(String::as_str).collect::<Vec<_>>().join(","),
     });
+    log.authenticated = Some(false);
     authenticate(app, &user, &pass, &hosts, source)?;
+    log.authenticated = Some(true);
     let bad_request = |text: &dyn Fn(&str) -> String| {
         log::warn!("dyndns2 update of {}: {}", log.host.as_deref().unwrap_or(""), text("the request"));
         for h in hosts.iter().flatten() {

@@ -28,6 +28,12 @@ pub struct HostState {
     pub last_error: Option<String>,
     #[serde(default)]
     pub last_error_at: Option<u64>,
+    /// Unix seconds of the last write that changed one of its records.
+    #[serde(default)]
+    pub last_change: Option<u64>,
+    /// Writes that changed one of its records, ever.
+    #[serde(default)]
+    pub changes: u64,
 }
 
 /// Every registered host's entry; shared by all request threads.
@@ -68,6 +74,16 @@ impl HostStates {
         state.lost = false;
         self.dirty.store(true, Ordering::Relaxed);
         outage
+    }
+
+    /// Record a write that changed one of the host's records.
+    pub fn record_change(&self, host: &str) {
+        let mut hosts = self.lock();
+        if let Some(state) = hosts.get_mut(host) {
+            state.last_change = Some(unix_now());
+            state.changes += 1;
+            self.dirty.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Record the outcome of an update: `Some(error)` or `None` for success.

@@ -9,7 +9,7 @@
 //!          └ http (tiny_http glue) ─ handlers ─ pages · acme
 //!                                      └ message (Req, Reply)
 //!                                      └ app (App: auth, reports, state file)
-//!                                          └ challenges · updater · notify · hostbook · state · limiter
+//!                                          └ inspect · challenges · updater · notify · hostbook · state · limiter
 //!                                              └ hetzner
 //!                                                  └ leaves: net · lan · time · keys · atomic · dyndns2 · fqdn · env
 //! ```
@@ -33,6 +33,7 @@ pub mod handlers;
 pub mod hetzner;
 pub mod hostbook;
 mod http;
+pub mod inspect;
 pub mod keys;
 pub mod lan;
 pub mod limiter;

@@ -132,6 +132,8 @@ impl Reply {
 pub struct LogContext {
     /// The host (or hosts, comma-separated) the request was about.
     pub host: Option<String>,
+    /// Whether the request authenticated, once that was checked.
+    pub authenticated: Option<bool>,
 }
 
 #[cfg(test)]

@@ -40,6 +40,8 @@ struct HostRow {
     /// A LAN host's router (prefix mode) and the prefix it last reported.
     via: Option<String>,
     prefix: Option<String>,
+    last_change: Option<u64>,
+    changes: u64,
 }
 
 /// Registered hosts, then LAN hosts that are not registered themselves
@@ -65,6 +67,8 @@ fn host_rows(app: &App) -> Vec<HostRow> {
             last_error: s.last_error,
             via: via(&fqdn),
             prefix: lan.get(&fqdn).and_then(|l| l.prefix.clone()),
+            last_change: s.last_change,
+            changes: s.changes,
             fqdn,
         })
         .collect();
@@ -77,6 +81,8 @@ fn host_rows(app: &App) -> Vec<HostRow> {
             last_error: l.error,
             via: via(&fqdn),
             prefix: l.prefix,
+            last_change: None,
+            changes: 0,
             fqdn,
         });
     }
@@ -101,6 +107,9 @@ pub fn status(app: &App, req: &Req) -> Reply {
                 row["via"] = json!(via);
                 row["prefix"] = json!(r.prefix);
             }
+            row["last_change"] = json!(r.last_change);
+            row["changes"] = json!(r.changes);
+            row["requests"] = json!(app.inspector.of(&r.fqdn));
             row
         })
         .collect();
@@ -160,7 +169,7 @@ fn html(app: &App, rows: &[HostRow], now: u64) -> String {
     );
     let _ = write!(
         out,
-        "<h1>dyndns-server {}</h1><p>up {}{}</p><table><tr><th>host</th><th>A</th><th>AAAA</th><th>last report</th><th>state</th><th>last error</th></tr>",
+        "<h1>dyndns-server {}</h1><p>up {}{}</p><table><tr><th>host</th><th>A</th><th>AAAA</th><th>last report</th><th>state</th><th>last change</th><th>changes</th><th>last error</th></tr>",
         env!("CARGO_PKG_VERSION"),
         duration_text(app.started.elapsed().as_secs()),
         if app.config.dry_run { " — dry run" } else { "" }
@@ -168,7 +177,7 @@ fn html(app: &App, rows: &[HostRow], now: u64) -> String {
     for r in rows {
         let _ = write!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             html_escape(&r.fqdn),
             html_escape(r.a.as_deref().unwrap_or("–")),
             html_escape(r.aaaa.as_deref().unwrap_or("–")),
@@ -179,8 +188,31 @@ fn html(app: &App, rows: &[HostRow], now: u64) -> String {
                 Some(router) => format!("{} via {}", r.state, html_escape(router)),
                 None => r.state.to_string(),
             },
+            r.last_change.map_or("–".into(), |t| format!("{} ago", duration_text(now.saturating_sub(t)))),
+            r.changes,
             html_escape(r.last_error.as_deref().unwrap_or("")),
         );
+        let seen = app.inspector.of(&r.fqdn);
+        if !seen.is_empty() {
+            out.push_str("<tr><td></td><td colspan=\"8\"><details><summary>last requests</summary><table><tr><th>when</th><th>from</th><th>agent</th><th>endpoint</th><th>hosts</th><th>addresses</th><th>auth</th><th>answer</th></tr>");
+            for s in seen.iter().rev() {
+                let _ = write!(
+                    out,
+                    "<tr><td>{} ago{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    duration_text(now.saturating_sub(s.at)),
+                    if s.repeats > 0 { format!(" (×{})", s.repeats + 1) } else { String::new() },
+                    s.source.map_or("?".into(), |ip| ip.to_string()),
+                    html_escape(&s.source_from),
+                    html_escape(&s.agent),
+                    s.endpoint,
+                    html_escape(&s.hosts),
+                    html_escape(&s.addresses),
+                    if s.authenticated { "yes" } else { "<b>no</b>" },
+                    html_escape(&s.answer),
+                );
+            }
+            out.push_str("</table></details></td></tr>");
+        }
     }
     out.push_str("</table>");
     if let Some(h) = app.updater.hetzner() {

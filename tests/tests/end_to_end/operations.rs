@@ -292,3 +292,52 @@ fn metrics_can_be_public() {
     assert_eq!(r.status, 200);
     assert!(r.body.contains("dyndns_notification_failures_total 0"));
 }
+
+#[test]
+fn the_request_inspector_shows_what_a_router_sent_without_its_key() {
+    let fake = FakeHetzner::start();
+    fake.add_zone("example.com");
+    let server = Setup::new(&fake, HOME)
+        .var("BASIC_AUTH_USERNAME", "admin")
+        .var("BASIC_AUTH_PASSWORD", "admin-password-123")
+        .start();
+    let key = server.key(HOME);
+    let nic = |pass: &str| {
+        let auth = basic("home", pass);
+        server.request(
+            "GET",
+            "/nic/update?hostname=home.example.com&myip=203.0.113.5",
+            &[("Authorization", &auth), ("User-Agent", "Fritz!Box DDNS/1.0")],
+            None,
+        )
+    };
+    assert_eq!(nic("not-the-key").body, "badauth");
+    assert_eq!(nic(&key).body, "good 203.0.113.5");
+    assert_eq!(nic(&key).body, "nochg 203.0.113.5");
+    assert_eq!(nic(&key).body, "nochg 203.0.113.5");
+
+    let r = server.get_as("/status", "admin", "admin-password-123");
+    assert!(!r.body.contains(&key) && !r.body.contains("not-the-key"), "a key on the status page: {}", r.body);
+    let doc = r.json();
+    let home = &doc["hosts"][0];
+    assert_eq!((home["changes"].as_u64(), home["last_change"].is_u64()), (Some(1), true), "{home}");
+    let requests = home["requests"].as_array().expect("requests");
+    assert_eq!(requests.len(), 3, "{requests:#?}");
+    assert_eq!(requests[0]["authenticated"], false);
+    assert_eq!(requests[0]["answer"], "badauth");
+    assert_eq!(requests[0]["agent"], "Fritz!Box DDNS/1.0");
+    assert_eq!(requests[0]["addresses"], "myip=203.0.113.5");
+    assert_eq!(requests[0]["source_from"], "connection");
+    assert_eq!(
+        (requests[1]["answer"].as_str(), requests[1]["authenticated"].as_bool()),
+        (Some("good 203.0.113.5"), Some(true))
+    );
+    assert_eq!((requests[2]["answer"].as_str(), requests[2]["repeats"].as_u64()), (Some("nochg 203.0.113.5"), Some(1)));
+    let html = server.request(
+        "GET",
+        "/status",
+        &[("Authorization", &basic("admin", "admin-password-123")), ("Accept", "text/html")],
+        None,
+    );
+    assert!(html.body.contains("last requests") && html.body.contains("Fritz!Box DDNS/1.0"), "{}", html.body);
+}
