@@ -171,7 +171,7 @@ fn random_requests_always_get_well_formed_answers() {
     ];
     let codes = ["badauth", "notfqdn", "nohost", "numhost", "dnserr", "911", "badip", "abuse"];
     // Valid HTTP only: raw non-ASCII in the request line is dropped by
-    // tiny_http before the server sees it (README, "Known limitations").
+    // tiny_http before the server sees it (server/README.md, "Known limitation").
     for i in 0..400u32 {
         // A source of its own each round, so the failed-auth limit is not hit.
         let source = format!("10.{}.{}.1", i / 250, i % 250);
