@@ -110,12 +110,12 @@ impl<'a> Params<'a> {
 
     /// The host names of `hostname` (comma-separated; empty items dropped).
     pub fn hostnames(&self) -> Vec<String> {
-        self.all(&["hostname"])
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|h| !h.is_empty())
-            .map(String::from)
-            .collect()
+        self.hostname_items().map(String::from).collect()
+    }
+
+    /// `hostnames` without copying them.
+    pub fn hostname_items(&self) -> impl Iterator<Item = &str> {
+        self.all(&["hostname"]).flat_map(|v| v.split(',')).map(str::trim).filter(|h| !h.is_empty())
     }
 
     /// Credentials given in the query (for routers that cannot do basic auth).
@@ -161,7 +161,12 @@ impl Addresses {
     }
 
     pub fn list(&self) -> Vec<IpAddr> {
-        self.v4.map(IpAddr::V4).into_iter().chain(self.v6.map(IpAddr::V6)).collect()
+        self.iter().collect()
+    }
+
+    /// IPv4 first, then IPv6.
+    pub fn iter(&self) -> impl Iterator<Item = IpAddr> + Clone {
+        self.v4.map(IpAddr::V4).into_iter().chain(self.v6.map(IpAddr::V6))
     }
 }
 

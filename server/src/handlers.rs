@@ -35,7 +35,7 @@ pub fn handle(app: &App, req: &Req, log: &mut LogContext) -> Reply {
     if req.path.len() + req.query.len() > MAX_TARGET {
         return Reply::text(414, "the request target is too long");
     }
-    match req.path.as_str() {
+    match req.path.as_ref() {
         "/update" => {
             let (reply, outcome) = json_update(app, req, log);
             app.counters.count("json", outcome.map_or_else(|| status_label(reply.status), Outcome::as_str));
@@ -105,7 +105,7 @@ fn address_parameters(req: &Req, endpoint: &str) -> String {
             ["ip", "type", "ipv6_prefix"].iter().filter_map(|k| doc.get(*k).map(|v| format!("{k}={v}"))).collect();
         return if fields.is_empty() { "none (the connection's address)".into() } else { fields.join(" ") };
     }
-    let mut params = Params::parse(&req.query);
+    let mut params = Params::parse(req.query);
     let form = String::from_utf8_lossy(&req.body);
     if req.header("content-type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded")) {
         params.extend(Params::parse(&form));
@@ -155,11 +155,11 @@ fn json_update(app: &App, req: &Req, log: &mut LogContext) -> (Reply, Option<Out
         let text = format!("too many failed authentications from this address; try again in {secs} s");
         return (Reply::json_error(429, text).with_header("Retry-After", secs.to_string()), None);
     }
-    let fields = match parse_json_update(&req.body) {
+    let mut fields = match parse_json_update(&req.body) {
         Ok(f) => f,
         Err(text) => return (Reply::json_error(400, text), None),
     };
-    let host = fields.host.clone();
+    let host = std::mem::take(&mut fields.host);
     log.host = Some(host.clone());
 
     let key_ok = req.header("x-pre-shared-key").is_some_and(|k| app.key_ok(&host, k.trim()));
@@ -198,6 +198,17 @@ fn json_update(app: &App, req: &Req, log: &mut LogContext) -> (Reply, Option<Out
     let result = app.set_address(&host, ip, deadline);
     let lan = fields.prefix.map(|prefix| app.set_prefix(&host, prefix, deadline));
     match result {
+        Ok(outcome) if lan.is_none() => {
+            // The usual answer, written directly (a `Value` tree costs a
+            // dozen allocations); a canonical host name and an address need
+            // no escaping. Keys in the order serde_json writes them.
+            let body = format!(
+                r#"{{"fqdn":"{host}","ip":"{ip}","status":"{}","type":"{}"}}"#,
+                outcome.as_str(),
+                rtype.as_str()
+            );
+            (Reply { content_type: "application/json", ..Reply::text(200, body) }, Some(outcome))
+        }
         Ok(outcome) => {
             let mut body =
                 json!({"status": outcome.as_str(), "fqdn": host, "type": rtype.as_str(), "ip": ip.to_string()});
@@ -312,7 +323,7 @@ fn nic_update(app: &App, req: &Req, log: &mut LogContext) -> (Reply, Vec<Answer>
     let form = req.method == "POST"
         && req.header("content-type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
     let form_text = if form { String::from_utf8_lossy(&req.body) } else { std::borrow::Cow::Borrowed("") };
-    let mut params = Params::parse(&req.query);
+    let mut params = Params::parse(req.query);
     params.extend(Params::parse(&form_text));
     let source = app.client_ip(req);
     let answers = match dyndns2_answers(app, req, &params, source, log) {
@@ -382,7 +393,7 @@ fn dyndns2_answers(
     };
     // Nothing is written when any address is one the internet cannot reach.
     let refused = hosts.iter().flatten().filter(|h| app.registered(h)).fold(false, |refused, h| {
-        addresses.list().iter().fold(refused, |r, &ip| app.refuse_unreachable(h, ip, from_connection).is_some() || r)
+        addresses.iter().fold(refused, |r, ip| app.refuse_unreachable(h, ip, from_connection).is_some() || r)
     });
     if refused {
         return Ok(vec![Answer::BadIp; hosts.len()]);
@@ -416,18 +427,21 @@ fn dyndns2_answers(
 /// The `hostname` list in canonical form (`None` for a name that is not
 /// one), or the user name when it is a full name and no list was sent.
 fn requested_hosts(params: &Params<'_>, user: &str) -> Result<Vec<Option<String>>, Answer> {
-    let mut names = params.hostnames();
-    if names.is_empty() {
+    let mut hosts: Vec<Option<String>> = Vec::new();
+    for name in params.hostname_items() {
+        if hosts.len() == dyndns2::MAX_HOSTS {
+            return Err(Answer::NumHost);
+        }
+        hosts.push(fqdn::canonical(name).ok());
+    }
+    if hosts.is_empty() {
         // Some clients send only the user name; accept it when it is a full name.
         match fqdn::canonical(user) {
-            Ok(h) if user.contains('.') => names.push(h),
+            Ok(h) if user.contains('.') => hosts.push(Some(h)),
             _ => return Err(Answer::NotFqdn),
         }
     }
-    if names.len() > dyndns2::MAX_HOSTS {
-        return Err(Answer::NumHost);
-    }
-    Ok(names.iter().map(|n| fqdn::canonical(n).ok()).collect())
+    Ok(hosts)
 }
 
 /// The admin credentials, or every host's own key with the user name being
@@ -460,20 +474,20 @@ fn authenticate(
 
 /// Set every address of `addresses` on one host; one answer line.
 fn update_host(app: &App, host: &str, addresses: &Addresses, deadline: Instant) -> Answer {
-    let ips = addresses.list();
-    if ips.is_empty() {
+    let ips = addresses.iter();
+    if ips.clone().next().is_none() {
         return Answer::BadIp;
     }
     let mut changed = false;
     let mut failure: Option<UpdateError> = None;
-    for &ip in &ips {
+    for ip in ips.clone() {
         match app.set_address(host, ip, deadline) {
             Ok(outcome) => changed |= outcome != Outcome::Unchanged,
             Err(e) => failure = Some(e),
         }
     }
     let mut list = String::with_capacity(64);
-    for (i, ip) in ips.iter().enumerate() {
+    for (i, ip) in ips.enumerate() {
         if i > 0 {
             list.push(',');
         }

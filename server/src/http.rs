@@ -1,6 +1,6 @@
 //! The tiny_http shell around `handlers`: every connection has its own
-//! thread, which reads a request within the limits below, copies it into an
-//! owned `Req`, calls `handle` with panics caught (one bad request becomes
+//! thread, which reads a request within the limits below, views it as a
+//! `Req` (borrowing from tiny_http's request; only the body is owned), calls `handle` with panics caught (one bad request becomes
 //! a 500, not a dead thread), writes the `Reply` with a `Content-Length`
 //! (never chunked: ddclient cannot read chunked bodies) and logs one line.
 //!
@@ -11,6 +11,7 @@
 //! longest is closed to make room. A request waiting on Hetzner holds only
 //! its own connection.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -80,7 +81,8 @@ fn answer(req: &Req, handler: impl FnOnce(&Req, &mut LogContext) -> Reply) -> (R
 
 fn serve(app: &App, mut rq: tiny_http::Request) {
     let started = Instant::now();
-    let req = copy_request(&mut rq);
+    let body = read_body(&mut rq);
+    let req = view(&rq, body);
     let (reply, context) = answer(&req, |req, context| handlers::handle(app, req, context));
     // Formatted once, by the logger, on this thread (see `logging`).
     let level = if reply.status >= 500 { log::Level::Warn } else { log::Level::Info };
@@ -94,6 +96,7 @@ fn serve(app: &App, mut rq: tiny_http::Request) {
         Escaped(context.host.as_deref().unwrap_or("-"), 200),
         Escaped(req.header("user-agent").unwrap_or("-"), 80),
     );
+    drop(req);
     let mut response = tiny_http::Response::from_data(reply.body.into_bytes()).with_status_code(reply.status);
     if let Some(h) = content_type(reply.content_type) {
         response.add_header(h);
@@ -128,28 +131,30 @@ fn content_type(value: &'static str) -> Option<tiny_http::Header> {
 const USED_HEADERS: &[&str] =
     &["authorization", "x-pre-shared-key", "content-type", "accept", "user-agent", "x-forwarded-for", "x-real-ip"];
 
-fn copy_request(rq: &mut tiny_http::Request) -> Req {
-    let (path, query) = Req::split_target(rq.url());
-    let headers = rq
-        .headers()
-        .iter()
-        .filter_map(|h| {
-            let name = USED_HEADERS.iter().find(|n| h.field.as_str().as_str().eq_ignore_ascii_case(n))?;
-            Some((*name, h.value.as_str().to_string()))
-        })
-        .collect();
-    // The body is already in memory, at most MAX_BODY bytes (the layer
-    // below answered 413 to anything larger without reading it).
+/// The body, read first: it is already in memory, at most MAX_BODY bytes
+/// (the layer below answered 413 to anything larger without reading it).
+fn read_body(rq: &mut tiny_http::Request) -> Vec<u8> {
     let mut body = Vec::new();
     let _ = rq.as_reader().read_to_end(&mut body);
-    Req {
-        method: rq.method().as_str().to_ascii_uppercase(),
-        path,
-        query,
-        headers,
-        body,
-        peer: rq.remote_addr().map(SocketAddr::ip),
+    body
+}
+
+/// The request as the handlers see it, borrowing from tiny_http's.
+fn view(rq: &tiny_http::Request, body: Vec<u8>) -> Req<'_> {
+    let (path, query) = Req::split_target(rq.url());
+    let mut headers = Vec::with_capacity(4);
+    for h in rq.headers() {
+        if let Some(name) = USED_HEADERS.iter().find(|n| h.field.as_str().as_str().eq_ignore_ascii_case(n)) {
+            headers.push((*name, h.value.as_str()));
+        }
     }
+    let method = rq.method().as_str();
+    let method = if method.bytes().any(|b| b.is_ascii_lowercase()) {
+        Cow::Owned(method.to_ascii_uppercase())
+    } else {
+        Cow::Borrowed(method)
+    };
+    Req { method, path, query, headers, body, peer: rq.remote_addr().map(SocketAddr::ip) }
 }
 
 /// Client text in a log line: at most `max` characters, printable ASCII

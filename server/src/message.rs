@@ -3,6 +3,7 @@
 //! `http` (the glue that calls the handlers) so that the handlers never
 //! import the module that calls them.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use base64::Engine as _;
@@ -15,34 +16,40 @@ use crate::net::Cidr;
 /// proxies is short, and a client must not make us walk a long list.
 const MAX_FORWARDED_HOPS: usize = 16;
 
-/// A request copied out of the HTTP library.
+/// A request as the handlers see it, borrowing from the HTTP library's
+/// request (no copy of what it already holds; only the body is owned).
 #[derive(Debug, Clone, Default)]
-pub struct Req {
-    pub method: String,
+pub struct Req<'a> {
+    /// Upper case.
+    pub method: Cow<'a, str>,
     /// Path without query, leading slashes collapsed (`//nic/update` → `/nic/update`).
-    pub path: String,
-    pub query: String,
+    pub path: Cow<'a, str>,
+    pub query: &'a str,
     /// The headers a handler reads (`http::USED_HEADERS`), names in lower case.
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Vec<(&'static str, &'a str)>,
     pub body: Vec<u8>,
     pub peer: Option<IpAddr>,
 }
 
-impl Req {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+impl<'a> Req<'a> {
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
     }
 
     /// Split a request target into normalized path and query.
-    pub fn split_target(target: &str) -> (String, String) {
+    pub fn split_target(target: &'a str) -> (Cow<'a, str>, &'a str) {
         // absolute-form (`http://host/path`) → origin-form
         let target = match target.split_once("://") {
             Some((scheme, rest)) if !scheme.contains('/') => rest.find('/').map_or("/", |i| &rest[i..]),
             _ => target,
         };
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
-        let path = format!("/{}", path.trim_start_matches('/'));
-        (path, query.to_string())
+        let path = if path.starts_with('/') && !path.starts_with("//") {
+            Cow::Borrowed(path)
+        } else {
+            Cow::Owned(format!("/{}", path.trim_start_matches('/')))
+        };
+        (path, query)
     }
 
     /// `Authorization: Basic` credentials, if present and decodable.
@@ -58,9 +65,11 @@ impl Req {
             return None;
         }
         let decoded = LENIENT.decode(encoded.trim()).ok()?;
-        let text = String::from_utf8(decoded).ok()?;
-        let (user, pass) = text.split_once(':')?;
-        Some((user.to_string(), pass.to_string()))
+        let mut user = String::from_utf8(decoded).ok()?;
+        let colon = user.find(':')?;
+        let pass = user[colon + 1..].to_string();
+        user.truncate(colon);
+        Some((user, pass))
     }
 
     /// The caller's address, believing only what is proven.
@@ -142,22 +151,20 @@ mod tests {
 
     #[test]
     fn targets_are_normalized() {
-        assert_eq!(Req::split_target("//nic/update?hostname=a"), ("/nic/update".into(), "hostname=a".into()));
-        assert_eq!(Req::split_target("/update"), ("/update".into(), String::new()));
-        assert_eq!(Req::split_target("http://h:8080/nic/update?x"), ("/nic/update".into(), "x".into()));
-        assert_eq!(Req::split_target("/a?b=c?d"), ("/a".into(), "b=c?d".into()));
+        assert_eq!(Req::split_target("//nic/update?hostname=a"), ("/nic/update".into(), "hostname=a"));
+        assert_eq!(Req::split_target("/update"), ("/update".into(), ""));
+        assert_eq!(Req::split_target("http://h:8080/nic/update?x"), ("/nic/update".into(), "x"));
+        assert_eq!(Req::split_target("/a?b=c?d"), ("/a".into(), "b=c?d"));
+        assert_eq!(Req::split_target("nic/update"), ("/nic/update".into(), ""));
+        assert!(matches!(Req::split_target("/update?x").0, Cow::Borrowed(_)), "the usual path is not copied");
     }
 
     fn ip(text: &str) -> IpAddr {
         text.parse().expect("ip")
     }
 
-    fn from(peer: &str, headers: &[(&'static str, &str)]) -> Req {
-        Req {
-            peer: Some(ip(peer)),
-            headers: headers.iter().map(|(k, v)| (*k, v.to_string())).collect(),
-            ..Req::default()
-        }
+    fn from<'a>(peer: &str, headers: &[(&'static str, &'a str)]) -> Req<'a> {
+        Req { peer: Some(ip(peer)), headers: headers.to_vec(), ..Req::default() }
     }
 
     #[test]
