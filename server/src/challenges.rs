@@ -141,13 +141,11 @@ impl Challenges {
                 }
             }
             Some(api) => {
-                let zone = updater.zone_for(host, deadline)?;
-                let name = rr_name(host, &zone.name);
-                let current = api.get_txt(zone.id, &name, deadline)?.unwrap_or_default();
+                let (zone, name, current) = txt_of(updater, api, host, deadline)?;
                 if current.iter().any(|v| v == value) {
                     Done::AlreadyPresent
                 } else {
-                    api.add_txt(zone.id, &name, TXT_TTL, value, deadline)?;
+                    api.add_txt(zone, &name, TXT_TTL, value, deadline)?;
                     log::info!("hetzner: added TXT {LABEL}.{host} {value:?}");
                     Done::Added
                 }
@@ -224,16 +222,14 @@ fn remove(
             }
         }
         Some(api) => {
-            let zone = updater.zone_for(host, deadline)?;
-            let name = rr_name(host, &zone.name);
-            let current = api.get_txt(zone.id, &name, deadline)?.unwrap_or_default();
+            let (zone, name, current) = txt_of(updater, api, host, deadline)?;
             if !current.iter().any(|v| v == value) {
                 Done::AlreadyGone
             } else {
                 if current.iter().all(|v| v == value) {
-                    api.delete_rrset(zone.id, &name, "TXT", deadline)?;
+                    api.delete_rrset(zone, &name, "TXT", deadline)?;
                 } else {
-                    api.remove_txt(zone.id, &name, value, deadline)?;
+                    api.remove_txt(zone, &name, value, deadline)?;
                 }
                 log::info!("hetzner: removed TXT {LABEL}.{host} {value:?}");
                 Done::Removed
@@ -247,6 +243,19 @@ fn remove(
         }
     }
     Ok(done)
+}
+
+/// The zone id, RRSet name and current values of a host's challenge RRSet.
+fn txt_of(
+    updater: &Updater,
+    api: &crate::hetzner::Hetzner,
+    host: &str,
+    deadline: Instant,
+) -> Result<(u64, String, Vec<String>), ChallengeError> {
+    let zone = updater.zone_for(host, deadline)?;
+    let name = rr_name(host, &zone.name);
+    let current = api.get_txt(zone.id, &name, deadline)?.unwrap_or_default();
+    Ok((zone.id, name, current))
 }
 
 /// The RRSet name of a host's challenge within its zone.

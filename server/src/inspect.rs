@@ -33,9 +33,10 @@ pub struct Seen {
     /// Requests like this one after the first.
     pub repeats: u32,
     pub source: Option<IpAddr>,
-    /// How `source` was determined: `connection`, or the proxy header and
-    /// the trusted proxy it came through.
-    pub source_from: String,
+    /// How `source` was determined: `connection`, or `proxy header`.
+    pub source_from: &'static str,
+    /// The trusted proxy whose header gave `source`, if one did.
+    pub proxy: Option<IpAddr>,
     pub agent: String,
     pub endpoint: &'static str,
     /// The host names the request named, as parsed.
@@ -80,7 +81,9 @@ impl Inspector {
         for host in hosts {
             let list = match map.get_mut(host) {
                 Some(list) => list,
-                None => map.entry(host.to_string()).or_default(),
+                // Most hosts keep one entry (their repeats): no room for more
+                // until it is needed.
+                None => map.entry(host.to_string()).or_insert_with(|| VecDeque::with_capacity(1)),
             };
             if let Some(last) = list.back_mut() {
                 let same = last.source == seen.source
@@ -97,15 +100,16 @@ impl Inspector {
             if list.len() >= KEPT {
                 list.pop_front();
             }
-            let source_from = match (seen.source, seen.peer.map(|p| p.to_canonical())) {
-                (Some(s), Some(p)) if s != p => format!("proxy header via {p}"),
-                _ => "connection".to_string(),
+            let (source_from, proxy) = match (seen.source, seen.peer.map(|p| p.to_canonical())) {
+                (Some(s), Some(p)) if s != p => ("proxy header", Some(p)),
+                _ => ("connection", None),
             };
             list.push_back(Seen {
                 at: seen.at,
                 repeats: 0,
                 source: seen.source,
                 source_from,
+                proxy,
                 agent: clip(seen.agent),
                 endpoint: seen.endpoint,
                 hosts: clip(seen.hosts),
@@ -160,7 +164,8 @@ mod tests {
         }
         let seen = inspector.of("home.example.com");
         assert_eq!(seen.len(), 1);
-        assert_eq!((seen[0].repeats, seen[0].source_from.as_str()), (4, "proxy header via 127.0.0.1"));
+        assert_eq!((seen[0].repeats, seen[0].source_from), (4, "proxy header"));
+        assert_eq!(seen[0].proxy, Some("127.0.0.1".parse().expect("ip")));
         for i in 0..20 {
             let answer = format!("good 203.0.113.{i}");
             inspector.record(["home.example.com"].into_iter(), &observed(&answer, &addresses));

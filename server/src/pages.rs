@@ -202,7 +202,10 @@ fn html(app: &App, rows: &[HostRow], now: u64) -> String {
                     duration_text(now.saturating_sub(s.at)),
                     if s.repeats > 0 { format!(" (×{})", s.repeats + 1) } else { String::new() },
                     s.source.map_or("?".into(), |ip| ip.to_string()),
-                    html_escape(&s.source_from),
+                    match s.proxy {
+                        Some(p) => format!("{} via {p}", s.source_from),
+                        None => s.source_from.to_string(),
+                    },
                     html_escape(&s.agent),
                     s.endpoint,
                     html_escape(&s.hosts),

@@ -264,6 +264,31 @@ def api_calls(fake, action):
     return fake.calls() - before
 
 
+def image_sizes():
+    """Sizes of the two scratch images built from the static binaries with
+    buildah (as .ci/image-test does); None without buildah."""
+    if not shutil.which("buildah"):
+        return None
+    ctx = Path(tempfile.mkdtemp(prefix="dyndns-img-"))
+    sizes = {}
+    try:
+        for b in ("dyndns-server", "dyndns-agent"):
+            shutil.copy(ROOT / "target" / MUSL / "release" / b, ctx / b)
+        for t in ("server", "agent"):
+            tag = f"localhost/dyndns-{t}:bench"
+            sh("buildah", "--storage-driver", "vfs", "bud", "--quiet", "--format", "docker", "--build-arg",
+               "TARGETARCH=amd64", "--isolation", "chroot", "-f", str(ROOT / "Dockerfile.scratch"),
+               "--target", f"{t}-prebuilt", "-t", tag, str(ctx))
+            sizes[t] = sh("buildah", "--storage-driver", "vfs", "images", "--format", "{{.Size}}", tag).stdout.strip()
+            sh("buildah", "--storage-driver", "vfs", "rmi", "-f", tag, check=False)
+    except (subprocess.CalledProcessError, OSError) as e:
+        print(f"bench: image sizes not measured: {e}", file=sys.stderr)
+        return None
+    finally:
+        shutil.rmtree(ctx, ignore_errors=True)
+    return sizes
+
+
 def call_kinds(calls):
     kinds = {"list": 0, "read": 0, "write": 0, "poll": 0}
     for c in calls:
@@ -420,6 +445,7 @@ def main():
         fake.stop()
         shutil.rmtree(data, ignore_errors=True)
 
+    images = image_sizes()
     step("simulated hour")
     k = 360 if SMOKE else 60
     hour = {}
@@ -446,6 +472,9 @@ def main():
         "|---|---|---|---|",
         f"| dyndns-server | {sizes['dyndns-server'][0]:,} B | {sizes['dyndns-server'][1]:,} B ({sizes['dyndns-server'][1] / 1048576:.2f} MiB) | ≤ 2.5 MiB |",
         f"| dyndns-agent | {sizes['dyndns-agent'][0]:,} B | {sizes['dyndns-agent'][1]:,} B ({sizes['dyndns-agent'][1] / 1048576:.2f} MiB) | ≤ 2 MiB |",
+        "",
+        ("Images (`FROM scratch`, the `*-prebuilt` targets, built with buildah): "
+         f"server {images['server']}, agent {images['agent']}." if images else "Images: not measured (no buildah)."),
         "",
         "## Memory and start",
         "",

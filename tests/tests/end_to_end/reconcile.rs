@@ -43,6 +43,22 @@ fn metric(server: &TestServer, line_start: &str) -> Option<f64> {
     r.body.lines().find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
 }
 
+/// A server for HOME reconciling every second (admin credentials set, and
+/// `vars` on top), with HOME's A record created at 198.51.100.7.
+fn reconciling_server(fake: &FakeHetzner, vars: &[(&str, &str)]) -> (TestServer, String) {
+    let mut setup = Setup::new(fake, HOME)
+        .var("RECONCILE_INTERVAL", "1")
+        .var("BASIC_AUTH_USERNAME", ADMIN.0)
+        .var("BASIC_AUTH_PASSWORD", ADMIN.1);
+    for (k, v) in vars {
+        setup = setup.var(k, v);
+    }
+    let server = setup.start();
+    let key = server.key(HOME);
+    assert_eq!(nic(&server, HOME, "198.51.100.7", &key).body, "good 198.51.100.7");
+    (server, key)
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -143,14 +159,7 @@ fn a_record_changed_or_deleted_behind_the_servers_back_is_restored_and_announced
 fn without_repair_drift_is_reported_and_the_hosts_next_report_writes() {
     let fake = FakeHetzner::start();
     fake.add_zone("example.com");
-    let server = Setup::new(&fake, HOME)
-        .var("RECONCILE_INTERVAL", "1")
-        .var("RECONCILE_REPAIR", "0")
-        .var("BASIC_AUTH_USERNAME", ADMIN.0)
-        .var("BASIC_AUTH_PASSWORD", ADMIN.1)
-        .start();
-    let key = server.key(HOME);
-    assert_eq!(nic(&server, HOME, "198.51.100.7", &key).body, "good 198.51.100.7");
+    let (server, key) = reconciling_server(&fake, &[("RECONCILE_REPAIR", "0")]);
     fake.put_rrset("example.com", "home", "A", &["203.0.113.9"]);
     eventually(5, "reported", || metric(&server, "dyndns_drift_total{action=\"reported\"}") == Some(1.0));
     assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["203.0.113.9".into()]), "not set back");
@@ -163,15 +172,8 @@ fn without_repair_drift_is_reported_and_the_hosts_next_report_writes() {
 fn a_lost_hosts_drifted_record_is_left_alone() {
     let fake = FakeHetzner::start();
     fake.add_zone("example.com");
-    let server = Setup::new(&fake, HOME)
-        .var("RECONCILE_INTERVAL", "1")
-        .var("LOST_CONNECTION_TIMEOUT", "1")
-        .var("CONNECTION_CHECK_INTERVAL", "1")
-        .var("BASIC_AUTH_USERNAME", ADMIN.0)
-        .var("BASIC_AUTH_PASSWORD", ADMIN.1)
-        .start();
-    let key = server.key(HOME);
-    assert_eq!(nic(&server, HOME, "198.51.100.7", &key).body, "good 198.51.100.7");
+    let (server, _) =
+        reconciling_server(&fake, &[("LOST_CONNECTION_TIMEOUT", "1"), ("CONNECTION_CHECK_INTERVAL", "1")]);
     eventually(10, "host lost", || metric(&server, "dyndns_hosts{state=\"lost\"}") == Some(1.0));
     fake.put_rrset("example.com", "home", "A", &["203.0.113.9"]);
     eventually(5, "seen", || metric(&server, "dyndns_drift_total{action=\"left_lost\"}") == Some(1.0));
@@ -183,14 +185,7 @@ fn a_lost_hosts_drifted_record_is_left_alone() {
 fn a_low_api_budget_defers_reconciles_and_reads_but_a_change_goes_through() {
     let fake = FakeHetzner::start();
     fake.add_zone("example.com");
-    let server = Setup::new(&fake, HOME)
-        .var("RECONCILE_INTERVAL", "1")
-        .var("REQUEST_CACHE_TTL", "0")
-        .var("BASIC_AUTH_USERNAME", ADMIN.0)
-        .var("BASIC_AUTH_PASSWORD", ADMIN.1)
-        .start();
-    let key = server.key(HOME);
-    assert_eq!(nic(&server, HOME, "198.51.100.7", &key).body, "good 198.51.100.7");
+    let (server, key) = reconciling_server(&fake, &[("REQUEST_CACHE_TTL", "0")]);
     wait_for_reconcile(&server, &["example.com"], unix_now());
 
     // 100 calls left of 3600, the reserve is 360: the next answer says so.
