@@ -3,6 +3,10 @@
 
 use std::process::ExitCode;
 
+/// See `dyndns_alloc`: musl's malloc has one lock for all threads.
+#[global_allocator]
+static ALLOCATOR: dyndns_alloc::Sharded = dyndns_alloc::Sharded::new();
+
 use dyndns_server::config::Config;
 
 const HELP: &str = "dyndns-server: dynamic DNS for domains hosted at Hetzner

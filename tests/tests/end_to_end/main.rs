@@ -11,3 +11,7 @@ mod prefix;
 mod reconcile;
 mod server;
 mod settings;
+
+/// The server's own allocator, so these tests exercise it under load too.
+#[global_allocator]
+static ALLOCATOR: dyndns_alloc::Sharded = dyndns_alloc::Sharded::new();
