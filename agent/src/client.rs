@@ -73,6 +73,10 @@ impl Reporter {
                 // The server may wait up to 15 s for Hetzner.
                 .timeout_global(Some(Duration::from_secs(30)))
                 .user_agent(USER_AGENT)
+                // ureq's default buffers are 128 KiB each, zero-filled when a
+                // connection opens; the server's answers are one line.
+                .input_buffer_size(16 * 1024)
+                .output_buffer_size(8 * 1024)
                 .build()
                 .into()
         };

@@ -192,6 +192,9 @@ fn deliver_all(ntfy: &Ntfy, rx: &Receiver<Message>, failures: &AtomicU64, closin
         .max_redirects(0)
         .timeout_global(Some(Duration::from_secs(10)))
         .user_agent(concat!("dyndns-server/", env!("CARGO_PKG_VERSION")))
+        // As for Hetzner (`hetzner::INPUT_BUFFER` says why).
+        .input_buffer_size(crate::hetzner::INPUT_BUFFER)
+        .output_buffer_size(crate::hetzner::OUTPUT_BUFFER)
         .build()
         .into();
     for message in rx {
