@@ -5,6 +5,11 @@
 
 use std::sync::Arc;
 
+/// The server's own allocator (`server/alloc`), so that the reference and
+/// the server differ only by what the server does per request.
+#[global_allocator]
+static ALLOCATOR: dyndns_alloc::Sharded = dyndns_alloc::Sharded::new();
+
 fn main() {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:0".into());
     let listener = std::net::TcpListener::bind(&addr).expect("bind");
