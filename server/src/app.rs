@@ -68,6 +68,11 @@ pub struct LanState {
     /// Unix seconds of the last prefix report that set (or confirmed) it.
     pub at: Option<u64>,
     pub error: Option<String>,
+    /// Unix seconds of the last prefix report that changed its AAAA, and
+    /// how many did (for a LAN host that is also a registered host the
+    /// host book counts every change, its own reports' too).
+    pub last_change: Option<u64>,
+    pub changes: u64,
 }
 
 /// What a router's prefix did for one of its LAN hosts.
@@ -414,6 +419,10 @@ impl App {
             state.prefix = Some(prefix.to_string());
             state.at = Some(now);
             state.error = r.result.as_ref().err().map(ToString::to_string);
+            if r.result.as_ref().is_ok_and(|o| *o != Outcome::Unchanged) {
+                state.last_change = Some(now);
+                state.changes += 1;
+            }
         }
         results
     }

@@ -81,8 +81,8 @@ fn host_rows(app: &App) -> Vec<HostRow> {
             last_error: l.error,
             via: via(&fqdn),
             prefix: l.prefix,
-            last_change: None,
-            changes: 0,
+            last_change: l.last_change,
+            changes: l.changes,
             fqdn,
         });
     }

@@ -72,6 +72,9 @@ fn a_fritzbox_report_with_its_prefix_sets_every_lan_hosts_aaaa_and_answers_one_l
     assert_eq!(cam["via"], ROUTER, "{cam}");
     assert_eq!(cam["aaaa"], "2001:db8:1:2ff:ba98:76ff:fe54:3210", "{cam}");
     assert_eq!(cam["prefix"], "2001:db8:1:2ff::/64", "{cam}");
+    // Created, unchanged, moved: two changes, the last one just now.
+    assert_eq!(cam["changes"], 2, "{cam}");
+    assert!(cam["last_change"].as_u64().is_some_and(|t| t > 0), "{cam}");
     let metrics = server.get_as("/metrics", ADMIN.0, ADMIN.1).body;
     assert!(
         metrics.contains("dyndns_update_requests_total{endpoint=\"ipv6_prefix\",result=\"updated\"} 3"),
