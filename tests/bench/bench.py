@@ -511,7 +511,7 @@ def main():
     rows, bare_rss = side
     lines += ["", "## Side by side with a bare tiny_http (same stack, fixed answer)", "",
               f"Alternating runs, {ROUNDS} each, medians. The reference (`tests/src/bin/bare-tiny-http.rs`) is the same "
-              "patched tiny_http, one thread per connection, answering a fixed `nochg` line.", "",
+              "patched tiny_http on the server's allocator, one thread per connection, answering a fixed `nochg` line.", "",
               "| cached update | bare req/s | server req/s | ratio (≥ 0.90) | bare p50 / p99 | server p50 / p99 (p99 ≤ 2× bare and ≤ 1 ms) "
               "| CPU per request, bare / server | CPU ratio (bare / server) |",
               "|---|---|---|---|---|---|---|---|"]
