@@ -142,15 +142,9 @@ fn print_keys(config: &Config) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    if config.key_file_is_default {
-        log::warn!(
-            "PRE_SHARED_KEY_FILE is not set: using {}; set it to the server's key file, or the keys printed are not the server's",
-            config.key_file.display()
-        );
-    }
-    let keys = match dyndns_server::ensure_keys(config) {
+    let keys = match keys_to_print(config, "keys printed are") {
         Ok(k) => k,
-        Err(e) => return fatal(&e),
+        Err(code) => return code,
     };
     for host in &config.registered {
         if let Some(key) = keys.get(host) {
@@ -163,16 +157,10 @@ fn print_keys(config: &Config) -> ExitCode {
 /// `dyndns-server keys rotate HOST`: a new key for one registered host,
 /// written atomically, printed as `fqdn key`.
 fn rotate_key(config: &Config, host: &str) -> ExitCode {
-    let host = match dyndns_server::fqdn::canonical(host) {
-        Ok(h) if config.registered.contains(&h) => h,
-        Ok(h) => {
-            log::error!("{h} is not in REGISTERED_FQDNS; only registered hosts get keys");
-            return ExitCode::from(2);
-        }
-        Err(e) => {
-            log::error!("{host:?} is not a host name: {e}");
-            return ExitCode::from(2);
-        }
+    let host = match named_host(host, &config.registered, "is not in REGISTERED_FQDNS; only registered hosts get keys")
+    {
+        Ok(h) => h,
+        Err(code) => return code,
     };
     let mut keys = match dyndns_server::ensure_keys(config) {
         Ok(k) => k,
@@ -193,26 +181,14 @@ fn rotate_key(config: &Config, host: &str) -> ExitCode {
 /// `dyndns-server setup HOST`: every client's settings for one registered
 /// host, its key filled in (generated if missing, as `keys` does).
 fn setup(config: &Config, host: &str) -> ExitCode {
-    let host = match dyndns_server::fqdn::canonical(host) {
-        Ok(h) if config.address_hosts().contains(&h) => h,
-        Ok(h) => {
-            log::error!("{h} is not in REGISTERED_FQDNS (or only in ACME_ONLY_HOSTS); setup is for hosts that report an address");
-            return ExitCode::from(2);
-        }
-        Err(e) => {
-            log::error!("{host:?} is not a host name: {e}");
-            return ExitCode::from(2);
-        }
+    let rule = "is not in REGISTERED_FQDNS (or only in ACME_ONLY_HOSTS); setup is for hosts that report an address";
+    let host = match named_host(host, &config.address_hosts(), rule) {
+        Ok(h) => h,
+        Err(code) => return code,
     };
-    if config.key_file_is_default {
-        log::warn!(
-            "PRE_SHARED_KEY_FILE is not set: using {}; set it to the server's key file, or the key printed is not the server's",
-            config.key_file.display()
-        );
-    }
-    let keys = match dyndns_server::ensure_keys(config) {
+    let keys = match keys_to_print(config, "key printed is") {
         Ok(k) => k,
-        Err(e) => return fatal(&e),
+        Err(code) => return code,
     };
     let Some(key) = keys.get(&host) else {
         return fatal(&format!("{host} has no key in {}", config.key_file.display()));
@@ -281,6 +257,34 @@ fn healthcheck(config: &Config) -> ExitCode {
 
 /// Log the reason (one line, through the logger so `LOG_FILE` has it too)
 /// and exit with status 2.
+/// `host` in canonical form if it is one of `allowed`; otherwise the error
+/// is logged (`rule` says why it is not) and the exit code returned.
+fn named_host(host: &str, allowed: &[String], rule: &str) -> Result<String, ExitCode> {
+    match dyndns_server::fqdn::canonical(host) {
+        Ok(h) if allowed.contains(&h) => Ok(h),
+        Ok(h) => {
+            log::error!("{h} {rule}");
+            Err(ExitCode::from(2))
+        }
+        Err(e) => {
+            log::error!("{host:?} is not a host name: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// The key file for a command that prints keys (`what`: "keys printed
+/// are"), with a warning when it may not be the server's.
+fn keys_to_print(config: &Config, what: &str) -> Result<dyndns_server::keys::KeyFile, ExitCode> {
+    if config.key_file_is_default {
+        log::warn!(
+            "PRE_SHARED_KEY_FILE is not set: using {}; set it to the server's key file, or the {what} not the server's",
+            config.key_file.display()
+        );
+    }
+    dyndns_server::ensure_keys(config).map_err(|e| fatal(&e))
+}
+
 fn fatal(e: &dyn std::fmt::Display) -> ExitCode {
     log::error!("{e}");
     ExitCode::from(2)
