@@ -355,8 +355,9 @@ pub struct Hetzner {
 
 /// ureq's buffers per connection. Its defaults are 128 KiB each, filled
 /// with zeros when a connection opens, so every open or pooled connection
-/// kept 256 KiB of touched memory (measured: 100 concurrent first writes
-/// left the server 2.6 MiB larger). An answer's head must fit the input
+/// kept 256 KiB of touched memory (measured with 1000 hosts: idle private
+/// memory 1.5 -> 1.2 MiB, peak RSS under load 13.2 -> 10.5 MiB with these
+/// sizes). An answer's head must fit the input
 /// buffer; bodies stream through it, so a listing page of any size reads
 /// the same. Our requests are a few hundred bytes.
 pub const INPUT_BUFFER: usize = 16 * 1024;

@@ -255,8 +255,6 @@ fn healthcheck(config: &Config) -> ExitCode {
     }
 }
 
-/// Log the reason (one line, through the logger so `LOG_FILE` has it too)
-/// and exit with status 2.
 /// `host` in canonical form if it is one of `allowed`; otherwise the error
 /// is logged (`rule` says why it is not) and the exit code returned.
 fn named_host(host: &str, allowed: &[String], rule: &str) -> Result<String, ExitCode> {
@@ -285,6 +283,8 @@ fn keys_to_print(config: &Config, what: &str) -> Result<dyndns_server::keys::Key
     dyndns_server::ensure_keys(config).map_err(|e| fatal(&e))
 }
 
+/// Log the reason (one line, through the logger so `LOG_FILE` has it too)
+/// and exit with status 2.
 fn fatal(e: &dyn std::fmt::Display) -> ExitCode {
     log::error!("{e}");
     ExitCode::from(2)
