@@ -58,6 +58,11 @@ impl Listener {
         self.server.close_idle();
     }
 
+    /// Connections open now (idle or busy).
+    pub fn open(&self) -> usize {
+        self.server.num_open()
+    }
+
     /// Requests being handled now.
     pub fn in_flight(&self) -> usize {
         self.server.num_busy()

@@ -144,6 +144,11 @@ impl Server {
         self.addr
     }
 
+    /// Connections open now, idle or busy.
+    pub fn open_connections(&self) -> usize {
+        self.listener.open()
+    }
+
     /// Where to send events (a signal thread, a test).
     pub fn events(&self) -> Sender<Event> {
         self.events_tx.clone()

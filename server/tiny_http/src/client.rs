@@ -57,6 +57,8 @@ enum ReadError {
     BadBody(HTTPVersion),
     /// patch 3: the request did not arrive in time; `started` when some of it had
     Timeout { started: bool },
+    /// patch 12: a version other than 1.0 and 1.1 (`HTTP/2.0`, the h2 preface)
+    Version,
     ReadIoError(IoError),
 }
 
@@ -178,9 +180,17 @@ impl ClientConnection {
                         )
                     })?;
 
-                parse_request_line(
+                let parsed = parse_request_line(
                     line.as_str().trim(), // TODO: remove this conversion
-                )?
+                )?;
+                // patch 12: refused before anything else is read; the
+                // request's own writer must not exist yet (it used to be
+                // answered through a second writer that waited forever for
+                // the first, leaking the thread and the connection).
+                if parsed.2 != HTTPVersion(1, 0) && parsed.2 != HTTPVersion(1, 1) {
+                    return Err(ReadError::Version);
+                }
+                parsed
             };
 
             // getting all headers
@@ -297,7 +307,6 @@ impl Iterator for ClientConnection {
     /// Blocks until the next Request is available.
     /// Returns None when no new Requests will come from the client.
     fn next(&mut self) -> Option<Request> {
-        use crate::{Response, StatusCode};
 
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
@@ -305,7 +314,7 @@ impl Iterator for ClientConnection {
             return None;
         }
 
-        loop {
+        {
             let rq = match self.read() {
                 Err(ReadError::WrongRequestLine) => {
                     self.refuse(400, HTTPVersion(1, 1), "bad request line");
@@ -345,23 +354,15 @@ impl Iterator for ClientConnection {
                     return None;
                 }
 
+                Err(ReadError::Version) => {
+                    self.refuse(505, HTTPVersion(1, 1), "only HTTP/1.0 and HTTP/1.1 are served");
+                    return None;
+                }
+
                 Err(ReadError::ReadIoError(_)) => return None,
 
                 Ok(rq) => rq,
             };
-
-            // checking HTTP version
-            if *rq.http_version() > (1, 1) {
-                let writer = self.sink.next().unwrap();
-                let response = Response::from_string(
-                    "This server only supports HTTP versions 1.0 and 1.1".to_owned(),
-                )
-                .with_status_code(StatusCode(505));
-                response
-                    .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                    .ok();
-                continue;
-            }
 
             // updating the status of the connection
             let connection_header = rq

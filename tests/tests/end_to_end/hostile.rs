@@ -317,3 +317,53 @@ fn a_legitimate_burst_of_changes_goes_through() {
     let r = server.get_as("/nic/update?hostname=home.example.com&myip=192.0.2.5", "home", &key);
     assert_eq!(r.body, "nochg 192.0.2.5");
 }
+
+/// Raw bytes on a new connection; everything the server sends until it
+/// closes (or `wait` passes, which fails the test).
+#[track_caller]
+fn raw_exchange(server: &TestServer, bytes: &[u8], wait: std::time::Duration) -> String {
+    use std::io::{Read, Write};
+    let addr = server.base.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect");
+    conn.set_read_timeout(Some(wait)).expect("timeout");
+    conn.write_all(bytes).expect("send");
+    // Half-closed, as a client that has nothing more to say: the server's
+    // linger after a refusal then ends at once.
+    let _ = conn.shutdown(std::net::Shutdown::Write);
+    let mut answer = Vec::new();
+    match conn.read_to_end(&mut answer) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!(
+            "no end of the answer to {:?} within {wait:?} ({e}); got {:?}",
+            String::from_utf8_lossy(bytes),
+            String::from_utf8_lossy(&answer)
+        ),
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn http2_and_other_versions_are_refused_and_their_connections_end() {
+    let (_fake, server) = server(&[]);
+    let wait = std::time::Duration::from_secs(5);
+    let attempts: [&[u8]; 4] = [
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        b"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n",
+        b"GET /healthz HTTP/3.0\r\nHost: x\r\n\r\n",
+        b"GET /healthz HTTP/0.9\r\n\r\n",
+    ];
+    for _ in 0..10 {
+        for bytes in attempts {
+            let answer = raw_exchange(&server, bytes, wait);
+            assert!(answer.starts_with("HTTP/1.1 505 "), "{answer:?}");
+        }
+    }
+    // Nothing is left behind: every one of the 40 connections was closed.
+    let until = std::time::Instant::now() + wait;
+    while server.running().open_connections() > 0 {
+        assert!(std::time::Instant::now() < until, "{} connections still open", server.running().open_connections());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(server.get("/healthz").status, 200);
+}
