@@ -103,7 +103,11 @@ impl App {
             }
             _ => Backend::DryRun,
         };
-        let write_limit = WriteLimit { burst: config.host_write_burst, per_hour: config.host_writes_per_hour };
+        let write_limit = WriteLimit {
+            burst: config.host_write_burst,
+            per_hour: config.host_writes_per_hour,
+            retry_after: config.failed_write_retry,
+        };
         let record_hosts = config.record_hosts();
         let updater = Updater::new(
             backend,
@@ -298,9 +302,35 @@ impl App {
 
     /// Set one record and take note: host book, log, notifications.
     pub fn set_address(&self, host: &str, ip: IpAddr, deadline: Instant) -> Result<Outcome, UpdateError> {
-        let rtype = RecordType::of(ip);
         let result = self.updater.update(host, ip, deadline);
-        match &result {
+        self.note_result(host, ip, &result);
+        result
+    }
+
+    /// Write the changes that were answered with a passing error (dyndns2
+    /// `911`) and not replaced since, so that a router's last report lands
+    /// without the router's help once Hetzner answers again. Stops at the
+    /// first one that fails again: Hetzner is still down, and the rest
+    /// would only spend calls.
+    pub fn retry_pending(&self, deadline: Instant) {
+        for (host, ip) in self.updater.pending() {
+            if Instant::now() >= deadline {
+                return;
+            }
+            let Some(result) = self.updater.retry(&host, ip, deadline) else { continue };
+            if result.is_ok() {
+                log::info!("{host}: the change to {ip} answered 911 earlier is written now");
+            }
+            self.note_result(&host, ip, &result);
+            if result.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn note_result(&self, host: &str, ip: IpAddr, result: &Result<Outcome, UpdateError>) {
+        let rtype = RecordType::of(ip);
+        match result {
             Ok(outcome) => {
                 self.hosts.set_error(host, None);
                 if *outcome != Outcome::Unchanged {
@@ -335,7 +365,6 @@ impl App {
                 );
             }
         }
-        result
     }
 
     /// An authenticated request that looks like a misconfigured client:

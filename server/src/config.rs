@@ -70,6 +70,9 @@ pub struct Config {
     /// may cause at once, and refilled per hour.
     pub host_write_burst: u32,
     pub host_writes_per_hour: u32,
+    /// `FAILED_WRITE_RETRY`: after a host's write failed in a passing way,
+    /// its next write goes to Hetzner no sooner than this (zero: at once).
+    pub failed_write_retry: Duration,
     /// `RECONCILE_INTERVAL`: how often every zone's A and AAAA records are
     /// listed and compared; zero turns reconciles off.
     pub reconcile_interval: Duration,
@@ -176,6 +179,7 @@ impl Config {
             max_connections: env.number("MAX_CONNECTIONS", 512, 16, 65_536) as usize,
             host_write_burst: env.number("HOST_WRITE_BURST", 10, 1, 1000) as u32,
             host_writes_per_hour: env.number("HOST_WRITES_PER_HOUR", 12, 1, 3600) as u32,
+            failed_write_retry: seconds(&mut env, "FAILED_WRITE_RETRY", 10, 0, 3600),
             reconcile_interval: reconcile_interval(&mut env),
             reconcile_repair: env.flag("RECONCILE_REPAIR", true),
             warnings: Vec::new(),
@@ -234,7 +238,7 @@ impl Config {
         });
         let proxies: Vec<String> = self.trusted_proxies.iter().map(Cidr::to_string).collect();
         format!(
-            "listen={} api={} registered=[{}] key_file={} state_file={} ntfy={ntfy} notify_on_change={} lost_after={}s record_ttl={} zone_cache_ttl={}s request_cache_ttl={}s hetzner_timeout={}s client_timeout={}s max_connections={} host_writes={}+{}/h reconcile={}s repair={} lan_hosts={} acme_only=[{}] allow_private={} trusted_proxies=[{}] token={} admin={admin} dry_run={} debug={} log_file={log_file}",
+            "listen={} api={} registered=[{}] key_file={} state_file={} ntfy={ntfy} notify_on_change={} lost_after={}s record_ttl={} zone_cache_ttl={}s request_cache_ttl={}s hetzner_timeout={}s client_timeout={}s max_connections={} host_writes={}+{}/h failed_write_retry={}s reconcile={}s repair={} lan_hosts={} acme_only=[{}] allow_private={} trusted_proxies=[{}] token={} admin={admin} dry_run={} debug={} log_file={log_file}",
             self.listen,
             redact_url(&self.api_url),
             self.registered.join(","),
@@ -250,6 +254,7 @@ impl Config {
             self.max_connections,
             self.host_write_burst,
             self.host_writes_per_hour,
+            self.failed_write_retry.as_secs(),
             self.reconcile_interval.as_secs(),
             u8::from(self.reconcile_repair),
             self.lan_hosts.len(),

@@ -97,6 +97,9 @@ pub struct Server {
     /// zone it is working on (it is not waited for: its calls are bounded
     /// by their deadline, and nothing it does needs to reach the disk).
     reconcile_stop: Option<Sender<()>>,
+    /// Dropped at shutdown, which ends the thread that writes changes
+    /// answered 911 (not waited for, as the reconcile).
+    retry_stop: Option<Sender<()>>,
     /// In a mutex only so that `Server` can be shared between threads.
     events: Mutex<Receiver<Event>>,
     events_tx: Sender<Event>,
@@ -136,7 +139,17 @@ impl Server {
         log::info!("listening on http://{addr}");
         check_zones_in_background(&app);
         let reconcile_stop = spawn_reconcile(&app);
-        Ok(Server { app, listener, addr, housekeeping, reconcile_stop, events: Mutex::new(events), events_tx })
+        let retry_stop = spawn_retry(&app);
+        Ok(Server {
+            app,
+            listener,
+            addr,
+            housekeeping,
+            reconcile_stop,
+            retry_stop,
+            events: Mutex::new(events),
+            events_tx,
+        })
     }
 
     /// The address actually bound (port 0 resolved).
@@ -175,6 +188,7 @@ impl Server {
             std::thread::sleep(Duration::from_millis(10));
         }
         drop(self.reconcile_stop);
+        drop(self.retry_stop);
         if let Some((stop, handle)) = self.housekeeping {
             let _ = stop.send(());
             let _ = handle.join();
@@ -310,6 +324,30 @@ fn spawn_reconcile(app: &Arc<App>) -> Option<Sender<()>> {
         Ok(_) => Some(stop_tx),
         Err(e) => {
             log::error!("cannot start the reconcile thread (drift repair, API economy): {e}");
+            None
+        }
+    }
+}
+
+/// How often changes answered 911 are looked at again (each host is tried
+/// no sooner than `RETRY_AFTER_FAILURE` after its last failure).
+const RETRY_EVERY: Duration = Duration::from_secs(2);
+
+/// Write the changes answered with a passing error once Hetzner answers
+/// again (`App::retry_pending`), until the returned sender is dropped.
+fn spawn_retry(app: &Arc<App>) -> Option<Sender<()>> {
+    app.updater.hetzner()?;
+    let (stop_tx, stop) = mpsc::channel::<()>();
+    let app = Arc::clone(app);
+    let spawned = std::thread::Builder::new().name("retry".into()).spawn(move || {
+        while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(RETRY_EVERY) {
+            app.retry_pending(Instant::now() + Duration::from_secs(30));
+        }
+    });
+    match spawned {
+        Ok(_) => Some(stop_tx),
+        Err(e) => {
+            log::error!("cannot start the retry thread (changes answered 911 wait for the next report): {e}");
             None
         }
     }

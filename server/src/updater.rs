@@ -60,6 +60,8 @@ pub enum UpdateError {
     /// The host used up its writes (`HOST_WRITE_BURST`,
     /// `HOST_WRITES_PER_HOUR`); the next one is possible after this time.
     TooManyWrites(Duration),
+    /// A retry of a pending change found a newer report in its place.
+    Superseded,
 }
 
 impl UpdateError {
@@ -75,6 +77,7 @@ impl UpdateError {
             UpdateError::Api(ApiError::ActionUnconfirmed { .. }) => "unconfirmed".into(),
             UpdateError::Busy => "busy".into(),
             UpdateError::TooManyWrites(_) => "too_many_writes".into(),
+            UpdateError::Superseded => "superseded".into(),
         }
     }
 
@@ -87,7 +90,7 @@ impl UpdateError {
                 (400..500).contains(status) && *status != 429 && *status != 423
             }
             UpdateError::Api(ApiError::Redirect { .. } | ApiError::ActionFailed { .. }) => true,
-            UpdateError::Api(_) | UpdateError::Busy | UpdateError::TooManyWrites(_) => false,
+            UpdateError::Api(_) | UpdateError::Busy | UpdateError::TooManyWrites(_) | UpdateError::Superseded => false,
         }
     }
 }
@@ -107,6 +110,7 @@ impl fmt::Display for UpdateError {
                 "too many address changes of this host (HOST_WRITE_BURST, HOST_WRITES_PER_HOUR); the next is possible in {} s",
                 wait.as_secs().max(1)
             ),
+            UpdateError::Superseded => f.write_str("a newer report replaced this change"),
         }
     }
 }
@@ -139,6 +143,12 @@ pub enum Backend {
 pub struct WriteLimit {
     pub burst: u32,
     pub per_hour: u32,
+    /// `FAILED_WRITE_RETRY`: after a write of the host failed (Hetzner down,
+    /// slow, answering 5xx), its next write is tried no sooner than this;
+    /// reports in between are answered with the same error (dyndns2 `911`)
+    /// without a call, and the newest of them is written by the server
+    /// itself once this has passed (`Updater::retry_pending`).
+    pub retry_after: Duration,
 }
 
 /// One host's gate: at most one update at a time, and its write tokens.
@@ -151,12 +161,20 @@ struct GateState {
     busy: bool,
     tokens: f64,
     refilled: Instant,
+    /// The last write that failed in a way retrying may fix, and when: for
+    /// `WriteLimit::retry_after` later changes are answered with it from memory.
+    failed: Option<(Instant, UpdateError)>,
 }
 
 impl Gate {
     fn new(limit: WriteLimit) -> Gate {
         Gate {
-            state: Mutex::new(GateState { busy: false, tokens: f64::from(limit.burst), refilled: Instant::now() }),
+            state: Mutex::new(GateState {
+                busy: false,
+                tokens: f64::from(limit.burst),
+                refilled: Instant::now(),
+                failed: None,
+            }),
             free: Condvar::new(),
         }
     }
@@ -175,19 +193,36 @@ impl Gate {
         Ok(GateGuard(self))
     }
 
-    /// Spend one write token, or say when the next one is due.
-    fn take_write(&self, limit: WriteLimit) -> Result<(), UpdateError> {
+    /// Is a write token left? Nothing is spent: only a write Hetzner
+    /// accepted spends one (`spend_write`), so a host whose reports fail
+    /// during an outage is not locked out afterwards.
+    fn may_write(&self, limit: WriteLimit) -> Result<(), UpdateError> {
         let mut state = lock(&self.state);
         let per_second = f64::from(limit.per_hour) / 3600.0;
         let refill = state.refilled.elapsed().as_secs_f64() * per_second;
         state.tokens = (state.tokens + refill).min(f64::from(limit.burst));
         state.refilled = Instant::now();
         if state.tokens >= 1.0 {
-            state.tokens -= 1.0;
             Ok(())
         } else {
             Err(UpdateError::TooManyWrites(Duration::from_secs_f64((1.0 - state.tokens) / per_second)))
         }
+    }
+
+    /// Hetzner accepted a write: one token is spent.
+    fn spend_write(&self) {
+        let mut state = lock(&self.state);
+        state.tokens = (state.tokens - 1.0).max(0.0);
+    }
+
+    /// The failure of a write within the last `RETRY_AFTER_FAILURE`.
+    fn recent_failure(&self, limit: WriteLimit) -> Option<UpdateError> {
+        let state = lock(&self.state);
+        state.failed.as_ref().filter(|(at, _)| at.elapsed() < limit.retry_after).map(|(_, e)| e.clone())
+    }
+
+    fn set_failure(&self, failure: Option<UpdateError>) {
+        lock(&self.state).failed = failure.map(|e| (Instant::now(), e));
     }
 }
 
@@ -221,6 +256,10 @@ pub struct Updater {
     cache: Mutex<HashMap<String, [Option<Confirmed>; 2]>>,
     gates: HashMap<String, Gate>,
     other_hosts_gate: Gate,
+    /// (host, type) → the newest address answered with a passing error,
+    /// to be written by `retry_pending` when Hetzner answers again, unless
+    /// a newer report replaced it.
+    pending: Mutex<HashMap<(String, RecordType), IpAddr>>,
 }
 
 fn slot(rtype: RecordType) -> usize {
@@ -255,6 +294,7 @@ impl Updater {
             cache: Mutex::new(HashMap::new()),
             gates: hosts.iter().map(|h| (h.clone(), Gate::new(write_limit))).collect(),
             other_hosts_gate: Gate::new(write_limit),
+            pending: Mutex::new(HashMap::new()),
         }
     }
 
@@ -291,14 +331,45 @@ impl Updater {
 
     /// Make the `fqdn` record of `ip`'s family hold exactly `ip`.
     pub fn update(&self, fqdn: &str, ip: IpAddr, deadline: Instant) -> Result<Outcome, UpdateError> {
+        self.update_as(fqdn, ip, deadline, false)
+    }
+
+    /// Changes answered with a passing error whose host may be tried
+    /// again now: (host, address), oldest failures first.
+    pub fn pending(&self) -> Vec<(String, IpAddr)> {
+        let pending = lock(&self.pending).iter().map(|((h, _), ip)| (h.clone(), *ip)).collect::<Vec<_>>();
+        pending
+            .into_iter()
+            .filter(|(host, _)| {
+                self.gates.get(host).unwrap_or(&self.other_hosts_gate).recent_failure(self.write_limit).is_none()
+            })
+            .collect()
+    }
+
+    /// Write a pending change again (see `pending`); `None` if a newer
+    /// report replaced or settled it meanwhile.
+    pub fn retry(&self, fqdn: &str, ip: IpAddr, deadline: Instant) -> Option<Result<Outcome, UpdateError>> {
+        match self.update_as(fqdn, ip, deadline, true) {
+            Err(UpdateError::Superseded) => None,
+            other => Some(other),
+        }
+    }
+
+    fn update_as(&self, fqdn: &str, ip: IpAddr, deadline: Instant, retry: bool) -> Result<Outcome, UpdateError> {
         let rtype = RecordType::of(ip);
-        if self.cached_unchanged(fqdn, rtype, ip).is_some() {
+        if !retry && self.cached_unchanged(fqdn, rtype, ip).is_some() {
+            self.settle(fqdn, rtype, ip);
             return Ok(Outcome::Unchanged);
         }
         let gate = self.gates.get(fqdn).unwrap_or(&self.other_hosts_gate);
         let _inside = gate.enter(deadline)?;
+        let key = (fqdn.to_string(), rtype);
+        if retry && lock(&self.pending).get(&key) != Some(&ip) {
+            return Err(UpdateError::Superseded);
+        }
         // Another request for this host may have written it while we waited.
         if self.cached_unchanged(fqdn, rtype, ip).is_some() {
+            self.settle(fqdn, rtype, ip);
             return Ok(Outcome::Unchanged);
         }
         let known = self.cached(fqdn, rtype).map(|c| c.ip);
@@ -310,7 +381,13 @@ impl Updater {
             return Ok(Outcome::Unchanged);
         }
         if known != Some(ip) {
-            gate.take_write(self.write_limit)?;
+            gate.may_write(self.write_limit)?;
+        }
+        if let Some(failure) = gate.recent_failure(self.write_limit) {
+            // Hetzner failed this host's last write moments ago: answered
+            // from memory, written by `retry_pending` later.
+            lock(&self.pending).insert(key, ip);
+            return Err(failure);
         }
         let result = match &self.backend {
             Backend::DryRun => {
@@ -323,7 +400,34 @@ impl Updater {
             Backend::Hetzner(api) => self.write(api, fqdn, rtype, ip, known, deadline),
         };
         self.set_cached(fqdn, rtype, result.is_ok().then_some(ip));
+        let accepted = match &result {
+            Ok(outcome) => *outcome != Outcome::Unchanged,
+            // The write reached Hetzner; only its confirmation failed.
+            Err(UpdateError::Api(ApiError::ActionUnconfirmed { .. } | ApiError::ActionFailed { .. })) => true,
+            Err(_) => false,
+        };
+        if accepted && known != Some(ip) {
+            gate.spend_write();
+        }
+        match &result {
+            Err(e) if !e.is_permanent() => {
+                gate.set_failure(Some(e.clone()));
+                lock(&self.pending).insert(key, ip);
+            }
+            _ => {
+                gate.set_failure(None);
+                lock(&self.pending).remove(&key);
+            }
+        }
         result
+    }
+
+    /// A report of the address already in place settles a pending change.
+    fn settle(&self, fqdn: &str, rtype: RecordType, ip: IpAddr) {
+        let mut pending = lock(&self.pending);
+        if !pending.is_empty() && pending.get(&(fqdn.to_string(), rtype)).is_some_and(|p| *p != ip) {
+            pending.remove(&(fqdn.to_string(), rtype));
+        }
     }
 
     fn write(
@@ -719,24 +823,31 @@ mod tests {
         assert_eq!(best_zone(&zones, "badexample.com").map(|z| z.id), None);
     }
 
+    /// What a write Hetzner accepted does to the gate.
+    fn take_write(gate: &Gate, limit: WriteLimit) -> Result<(), UpdateError> {
+        gate.may_write(limit)?;
+        gate.spend_write();
+        Ok(())
+    }
+
     #[test]
     fn a_flood_is_held_to_the_burst_plus_the_hourly_refill() {
-        let limit = WriteLimit { burst: 10, per_hour: 12 };
+        let limit = WriteLimit { burst: 10, per_hour: 12, retry_after: Duration::ZERO };
         let gate = Gate::new(limit);
         let mut granted = 0;
         // One hour of a client trying 40 writes a minute, the clock moved
         // by hand: each minute is a minute more since the last refill.
         for _ in 0..60 {
             for _ in 0..40 {
-                granted += u32::from(gate.take_write(limit).is_ok());
+                granted += u32::from(take_write(&gate, limit).is_ok());
             }
             let mut state = lock(&gate.state);
             state.refilled -= Duration::from_secs(60);
         }
         assert!((21..=22).contains(&granted), "{granted} writes in an hour");
         // Spent: the next write is due within one refill interval.
-        while gate.take_write(limit).is_ok() {}
-        match gate.take_write(limit) {
+        while take_write(&gate, limit).is_ok() {}
+        match take_write(&gate, limit) {
             Err(UpdateError::TooManyWrites(wait)) => assert!(wait <= Duration::from_secs(300), "{wait:?}"),
             other => panic!("{other:?}"),
         }
@@ -745,7 +856,7 @@ mod tests {
     #[test]
     fn dry_run_keeps_records_in_memory() {
         let hosts = vec!["home.example.com".to_string()];
-        let limit = WriteLimit { burst: 10, per_hour: 12 };
+        let limit = WriteLimit { burst: 10, per_hour: 12, retry_after: Duration::ZERO };
         let u = Updater::new(Backend::DryRun, &hosts, 60, Duration::ZERO, Duration::ZERO, Duration::ZERO, limit);
         let deadline = Instant::now() + Duration::from_secs(1);
         let ip: IpAddr = "192.0.2.1".parse().expect("ip");

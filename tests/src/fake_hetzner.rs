@@ -61,6 +61,8 @@ struct State {
     actions: HashMap<u64, (u32, bool)>,
     next_action: u64,
     faults: VecDeque<Fault>,
+    /// Every call meets this fault (after the queued ones) until cleared.
+    outage: Option<Fault>,
     /// The next write's action ends in `error` and changes nothing.
     fail_next_action: bool,
     /// Polls before an action reports success.
@@ -164,6 +166,11 @@ impl FakeHetzner {
         lock(&self.state).faults.push_back(fault);
     }
 
+    /// Every call fails with `fault` from now on, until `None`.
+    pub fn set_outage(&self, fault: Option<Fault>) {
+        lock(&self.state).outage = fault;
+    }
+
     /// How many polls an action needs before it reports `success` (0 =
     /// already `success` in the write's answer).
     pub fn set_polls_per_action(&self, n: u32) {
@@ -221,6 +228,17 @@ impl FakeHetzner {
             let _ = rq.respond(tiny_http::Response::from_string("ok"));
             return;
         }
+        if let Some(kind) = url.strip_prefix("/outage/") {
+            // `/outage/KIND` (for the soak process): hang, 500, reset or none.
+            self.set_outage(match kind {
+                "hang" => Some(Fault::Hang(Duration::from_secs(8))),
+                "500" => Some(Fault::Error { status: 500, code: "server_error" }),
+                "reset" => Some(Fault::Reset),
+                _ => None,
+            });
+            let _ = rq.respond(tiny_http::Response::from_string("ok"));
+            return;
+        }
         if let Some(rest) = url.strip_prefix("/hang/") {
             self.queue_hangs(rest);
             let _ = rq.respond(tiny_http::Response::from_string("ok"));
@@ -230,7 +248,8 @@ impl FakeHetzner {
             let mut s = lock(&self.state);
             s.calls.push(format!("{method} {url}"));
             s.remaining = (s.remaining - 1).max(0);
-            (s.faults.pop_front(), s.remaining, s.reset_at)
+            let fault = s.faults.pop_front().or_else(|| s.outage.clone());
+            (fault, s.remaining, s.reset_at)
         };
         let reset = reset_at.unwrap_or_else(|| unix_now() + 1);
         let (status, doc, extra): (u16, String, Vec<(String, String)>) = match fault {

@@ -367,3 +367,61 @@ fn http2_and_other_versions_are_refused_and_their_connections_end() {
     }
     assert_eq!(server.get("/healthz").status, 200);
 }
+
+#[test]
+fn after_a_hetzner_outage_retrying_routers_are_not_locked_out_and_their_last_report_lands() {
+    let (fake, server) = server(&[("FAILED_WRITE_RETRY", "3")]);
+    let key = server.key(HOME);
+    let report = |n: u32| server.get_as(&format!("/nic/update?hostname={HOME}&myip=192.0.2.{n}"), "home", &key).body;
+    assert_eq!(report(1), "good 192.0.2.1");
+    fake.set_outage(Some(e2e::Fault::Error { status: 503, code: "unavailable" }));
+    fake.clear_calls();
+    // A router that retries through the outage, its address changing more
+    // often than HOST_WRITE_BURST (10) allows: none of it reached Hetzner,
+    // so none of it is charged to the host.
+    for n in 2..30 {
+        assert_eq!(report(n), "911", "report {n} during the outage");
+    }
+    let calls = fake.call_count();
+    // 28 reports over a few seconds: one attempt per FAILED_WRITE_RETRY
+    // (3 s), each with Hetzner's own retries.
+    assert!(calls <= 3 * 3, "{calls} calls for 28 reports in one outage: {:?}", fake.calls());
+    fake.set_outage(None);
+    // The router's last report lands without its help.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while fake.rrset("example.com", "home", "A") != Some(vec!["192.0.2.29".to_string()]) {
+        assert!(
+            std::time::Instant::now() < until,
+            "the last report never landed: {:?}",
+            fake.rrset("example.com", "home", "A")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(report(29), "nochg 192.0.2.29");
+    // And its next change goes through at once.
+    assert_eq!(report(30), "good 192.0.2.30");
+}
+
+#[test]
+fn a_report_during_an_outage_is_replaced_by_a_newer_one() {
+    let (fake, server) = server(&[("FAILED_WRITE_RETRY", "3")]);
+    let key = server.key(HOME);
+    let report = |n: u32| server.get_as(&format!("/nic/update?hostname={HOME}&myip=192.0.2.{n}"), "home", &key).body;
+    assert_eq!(report(1), "good 192.0.2.1");
+    fake.set_outage(Some(e2e::Fault::Reset));
+    assert_eq!(report(7), "911");
+    fake.set_outage(None);
+    // The router went back to its old address before the server retried
+    // (answered from memory: the failure was moments ago).
+    assert_eq!(report(1), "911");
+    // Once the server has written the newest report itself, it is settled;
+    // the replaced 192.0.2.7 is never written.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while report(1) != "nochg 192.0.2.1" {
+        assert!(std::time::Instant::now() < until, "the newest report was not settled");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // Two more rounds of the retry thread: nothing else is written.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["192.0.2.1".to_string()]), "{:?}", fake.calls());
+}

@@ -431,7 +431,10 @@ fn a_host_without_a_zone_is_a_dns_error_not_a_wrong_match() {
 
 #[test]
 fn hetzner_errors_are_surfaced_nothing_is_cached_and_recovery_writes() {
-    let (fake, server) = setup(HOME);
+    let fake = FakeHetzner::start();
+    fake.add_zone("example.com");
+    // Every report goes to Hetzner, even right after a failure.
+    let server = Setup::new(&fake, HOME).var("FAILED_WRITE_RETRY", "0").start();
     let key = server.key(HOME);
     server.update(r#"{"fqdn": "home.example.com", "ip": "192.0.2.1"}"#, &key);
 
@@ -544,7 +547,7 @@ fn dry_run_needs_no_token_and_keeps_records_in_memory() {
 fn invalid_input_hangs_and_resets_end_promptly_and_cache_nothing() {
     let fake = FakeHetzner::start();
     fake.add_zone("example.com");
-    let server = Setup::new(&fake, HOME).var("HETZNER_TIMEOUT", "1").start();
+    let server = Setup::new(&fake, HOME).var("HETZNER_TIMEOUT", "1").var("FAILED_WRITE_RETRY", "0").start();
     let key = server.key(HOME);
     server.update(r#"{"fqdn": "home.example.com", "ip": "192.0.2.1"}"#, &key);
 
