@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq as _;
@@ -59,6 +59,8 @@ pub struct App {
     /// records it compared.
     reconciled: Mutex<BTreeMap<String, ZoneReconcile>>,
     pub started: Instant,
+    /// The HTTPS certificate, when the server serves HTTPS itself.
+    pub certificates: std::sync::OnceLock<Arc<crate::certificates::CertStore>>,
 }
 
 /// A LAN host's last update through its router's prefix, for `/status`.
@@ -157,6 +159,7 @@ impl App {
             private_warned: Mutex::default(),
             reconciled: Mutex::default(),
             started: Instant::now(),
+            certificates: std::sync::OnceLock::new(),
         }
     }
 

@@ -31,12 +31,18 @@ pub const MAX_HEADERS: usize = 100;
 /// The listening server. Dropping it closes idle connections and stops
 /// accepting; requests in hand are finished by their threads.
 pub struct Listener {
-    server: tiny_http::Server,
+    /// Plain HTTP and/or HTTPS; their connections in one table, so
+    /// `MAX_CONNECTIONS` bounds both together.
+    servers: Vec<tiny_http::Server>,
 }
 
 impl Listener {
-    /// Serve `app` on `listener` until dropped.
-    pub fn start(listener: std::net::TcpListener, app: &Arc<App>) -> std::io::Result<Listener> {
+    /// Serve `app` on `plain` (HTTP) and `tls` (HTTPS) until dropped.
+    pub fn start(
+        plain: Option<std::net::TcpListener>,
+        tls: Option<(std::net::TcpListener, tiny_http::TlsConfig)>,
+        app: &Arc<App>,
+    ) -> std::io::Result<Listener> {
         let limits = tiny_http::Limits {
             max_request_line: MAX_REQUEST_LINE,
             max_header_bytes: MAX_HEADER_BYTES,
@@ -47,31 +53,37 @@ impl Listener {
         };
         let app = Arc::clone(app);
         let handler: tiny_http::Handler = Arc::new(move |rq| serve(&app, rq));
-        let server = tiny_http::Server::with_limits(listener, limits, Some(handler))
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok(Listener { server })
+        let mut servers: Vec<tiny_http::Server> = Vec::new();
+        let sockets = plain.map(|p| (p, None)).into_iter().chain(tls.map(|(s, c)| (s, Some(c))));
+        for (socket, config) in sockets {
+            let server =
+                tiny_http::Server::with_tls(socket, limits.clone(), Some(handler.clone()), config, servers.first())
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+            servers.push(server);
+        }
+        Ok(Listener { servers })
     }
 
     /// Stop taking requests: no new connection is served, idle ones are
     /// closed, those with a request in hand close once it is answered.
     pub fn stop_accepting(&self) {
-        self.server.close_idle();
+        self.servers.iter().for_each(tiny_http::Server::close_idle);
     }
 
-    /// Connections open now (idle or busy).
+    /// Connections open now (idle or busy; one table for all listeners).
     pub fn open(&self) -> usize {
-        self.server.num_open()
+        self.servers.first().map_or(0, tiny_http::Server::num_open)
     }
 
     /// Requests being handled now.
     pub fn in_flight(&self) -> usize {
-        self.server.num_busy()
+        self.servers.first().map_or(0, tiny_http::Server::num_busy)
     }
 
-    /// Is the accept thread still running? (It ends only at shutdown or
-    /// if it panicked.)
+    /// Are the accept threads still running? (They end only at shutdown or
+    /// if one panicked.)
     pub fn accepting(&self) -> bool {
-        self.server.accepting()
+        self.servers.iter().all(tiny_http::Server::accepting)
     }
 }
 

@@ -22,10 +22,14 @@
 #![forbid(unsafe_code)]
 
 pub mod acme;
+pub mod acme_client;
 pub mod app;
 pub mod atomic;
+pub mod certificates;
 pub mod challenges;
 pub mod config;
+pub mod der;
+pub mod dns_query;
 pub mod dyndns2;
 pub mod env;
 pub mod fqdn;
@@ -42,6 +46,7 @@ pub mod message;
 pub mod net;
 pub mod notify;
 pub mod pages;
+pub mod renewal;
 pub mod server;
 pub mod setup;
 pub mod state;

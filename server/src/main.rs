@@ -119,7 +119,7 @@ fn serve(config: Config) -> ExitCode {
     };
     let status = loop {
         match server.next_event() {
-            Event::Reload => server.app.reload_keys(),
+            Event::Reload => server.reload(),
             Event::Stop(cause) => {
                 log::info!("{cause}: shutting down");
                 break ExitCode::SUCCESS;

@@ -17,10 +17,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::app::App;
-use crate::config::{Config, ConfigError};
+use crate::certificates::{self, CertStore, FileStamp};
+use crate::config::{Config, ConfigError, TlsSource};
 use crate::http::Listener;
 use crate::keys::{self, KeyFile};
 use crate::notify::{self, Message, Notifier};
+use crate::renewal;
+use crate::updater::UpdateError;
 
 /// How long shutdown waits for requests in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -46,9 +49,10 @@ pub enum Event {
 pub enum StartError {
     Config(ConfigError),
     Keys(keys::KeyFileError),
-    /// The listening socket could not be opened.
+    /// The listening socket could not be opened; `what` names the settings.
     Listen {
         addr: SocketAddr,
+        what: &'static str,
         source: std::io::Error,
     },
 }
@@ -58,14 +62,14 @@ impl fmt::Display for StartError {
         match self {
             StartError::Config(e) => write!(f, "{e}"),
             StartError::Keys(e) => write!(f, "{e}"),
-            StartError::Listen { addr, source } => write!(
+            StartError::Listen { addr, what, source } => write!(
                 f,
-                "LISTEN_ADDR/LISTEN_PORT: cannot listen on {addr}: {source}; {}",
+                "{what}: cannot listen on {addr}: {source}; {}",
                 match source.kind() {
                     std::io::ErrorKind::AddrInUse =>
-                        "another program uses the port; stop it or set LISTEN_PORT to a free port",
+                        "another program uses the port; stop it or choose a free port",
                     std::io::ErrorKind::PermissionDenied =>
-                        "ports below 1024 need root or CAP_NET_BIND_SERVICE; use a higher LISTEN_PORT",
+                        "ports below 1024 need root or CAP_NET_BIND_SERVICE (AmbientCapabilities= in systemd); or use a higher port",
                     _ => "check LISTEN_ADDR",
                 }
             ),
@@ -100,6 +104,9 @@ pub struct Server {
     /// Dropped at shutdown, which ends the thread that writes changes
     /// answered 911 (not waited for, as the reconcile).
     retry_stop: Option<Sender<()>>,
+    /// Dropped at shutdown, which ends the certificate renewal thread.
+    renewal_stop: Option<Sender<()>>,
+    tls_addr: Option<SocketAddr>,
     /// In a mutex only so that `Server` can be shared between threads.
     events: Mutex<Receiver<Event>>,
     events_tx: Sender<Event>,
@@ -127,16 +134,53 @@ impl Server {
         let notifier = Notifier::start(&config);
         let keys = ensure_keys(&config)?;
         report_key_problems(&config, &keys, &notifier);
-        let socket =
-            TcpListener::bind(config.listen).map_err(|source| StartError::Listen { addr: config.listen, source })?;
-        let addr = socket.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
+        let plain = match config.plain_http {
+            true => Some(bind(config.listen, "LISTEN_ADDR/LISTEN_PORT")?),
+            false => None,
+        };
+        let store = tls_store(&config)?;
+        let tls_socket = match &config.tls {
+            Some(tls) => Some(bind(tls.listen, "LISTEN_ADDR/LISTEN_TLS_PORT")?),
+            None => None,
+        };
+        let addr = match (&plain, &tls_socket) {
+            (Some(s), _) | (None, Some(s)) => s.local_addr(),
+            (None, None) => Err(std::io::Error::other("nothing to listen on")),
+        }
+        .map_err(|source| StartError::Listen {
+            addr: config.listen,
+            what: "LISTEN_ADDR/LISTEN_PORT",
+            source,
+        })?;
+        let tls_addr = tls_socket.as_ref().and_then(|s| s.local_addr().ok());
         if config.dry_run {
             log::warn!("DRY_RUN=1: records are kept in memory and logged as \"would set\"; Hetzner is not called");
         }
         let app = Arc::new(App::new(config, keys, notifier));
-        let listener = Arc::new(Listener::start(socket, &app).map_err(|source| StartError::Listen { addr, source })?);
+        if let Some(store) = &store {
+            let _ = app.certificates.set(Arc::clone(store));
+            check_tls_domains(&app)?;
+        }
+        let tls = match (tls_socket, &store) {
+            (Some(socket), Some(store)) => {
+                let config = store.server_config().map_err(|e| StartError::Config(ConfigError(format!("TLS: {e}"))))?;
+                Some((socket, config))
+            }
+            _ => None,
+        };
+        let listener = Arc::new(Listener::start(plain, tls, &app).map_err(|source| StartError::Listen {
+            addr,
+            what: "LISTEN_ADDR/LISTEN_PORT",
+            source,
+        })?);
         let housekeeping = spawn_housekeeping(&app, &listener, events_tx.clone());
-        log::info!("listening on http://{addr}");
+        if app.config.plain_http {
+            log::info!("listening on http://{addr}");
+        }
+        if let Some(a) = tls_addr {
+            log::info!("listening on https://{a}");
+        }
+        let renewal_stop = spawn_renewal(&app);
         check_zones_in_background(&app);
         let reconcile_stop = spawn_reconcile(&app);
         let retry_stop = spawn_retry(&app);
@@ -147,14 +191,28 @@ impl Server {
             housekeeping,
             reconcile_stop,
             retry_stop,
+            renewal_stop,
+            tls_addr,
             events: Mutex::new(events),
             events_tx,
         })
     }
 
-    /// The address actually bound (port 0 resolved).
+    /// The address actually bound (port 0 resolved): plain HTTP's, or
+    /// with HTTPS only, the HTTPS one.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The HTTPS address bound, when the server serves HTTPS.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// `SIGHUP`: the key file, and `TLS_CERT_FILE`/`TLS_KEY_FILE`.
+    pub fn reload(&self) {
+        self.app.reload_keys();
+        reload_tls_files(&self.app);
     }
 
     /// Connections open now, idle or busy.
@@ -189,6 +247,7 @@ impl Server {
         }
         drop(self.reconcile_stop);
         drop(self.retry_stop);
+        drop(self.renewal_stop);
         if let Some((stop, handle)) = self.housekeeping {
             let _ = stop.send(());
             let _ = handle.join();
@@ -263,7 +322,19 @@ fn spawn_housekeeping(
         let tick = check_every.min(FLUSH_EVERY);
         let mut next_check = Instant::now() + check_every;
         let mut reported = false;
+        let tls_files = match app.config.tls.as_ref().map(|t| &t.source) {
+            Some(TlsSource::Files { cert, key }) => Some((cert.clone(), key.clone())),
+            _ => None,
+        };
+        let mut stamp = tls_files.as_ref().map(|(c, k)| FileStamp::of(c, k));
         while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(tick) {
+            if let Some((cert, key)) = &tls_files {
+                let now = FileStamp::of(cert, key);
+                if stamp.as_ref() != Some(&now) {
+                    stamp = Some(now);
+                    reload_tls_files(&app);
+                }
+            }
             if !listener.accepting() && !reported {
                 reported = true;
                 let _ = events.send(Event::Failed("the listener stopped accepting connections".into()));
@@ -280,6 +351,90 @@ fn spawn_housekeeping(
         Ok(handle) => Some((stop_tx, handle)),
         Err(e) => {
             log::error!("cannot start the housekeeping thread (lost-host checks, state file): {e}");
+            None
+        }
+    }
+}
+
+fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).map_err(|source| StartError::Listen { addr, what, source })
+}
+
+/// The certificate store of HTTPS, with what can be served at once:
+/// `TLS_CERT_FILE` (which must be good: exit 2 otherwise) or the stored
+/// ACME certificate.
+fn tls_store(config: &Config) -> Result<Option<Arc<CertStore>>, StartError> {
+    let Some(tls) = &config.tls else { return Ok(None) };
+    match &tls.source {
+        TlsSource::Files { cert, key } => {
+            let store = CertStore::new(Vec::new());
+            let loaded = certificates::read_files(cert, key).map_err(|e| StartError::Config(ConfigError(e)))?;
+            store.install(loaded);
+            Ok(Some(store))
+        }
+        TlsSource::Acme(acme) => {
+            let store = CertStore::new(acme.domains.clone());
+            renewal::load_stored(acme, &store);
+            Ok(Some(store))
+        }
+    }
+}
+
+/// Every `TLS_DOMAINS` name must lie in a zone of the token: checked at
+/// start when Hetzner answers (exit 2 otherwise); when it does not, the
+/// renewal finds out and keeps trying.
+fn check_tls_domains(app: &App) -> Result<(), StartError> {
+    let Some(TlsSource::Acme(acme)) = app.config.tls.as_ref().map(|t| &t.source) else { return Ok(()) };
+    if app.updater.hetzner().is_none() {
+        return Err(StartError::Config(ConfigError(
+            "TLS_DOMAINS needs the Hetzner token to write the challenge records; unset DRY_RUN or use TLS_CERT_FILE and TLS_KEY_FILE".into(),
+        )));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for name in &acme.domains {
+        let host = name.trim_start_matches("*.");
+        match app.updater.zone_for(host, deadline) {
+            Ok(_) => {}
+            Err(UpdateError::NoZone(_)) => {
+                return Err(StartError::Config(ConfigError(format!(
+                    "TLS_DOMAINS: no zone of this Hetzner project contains {name}; the server gets its certificate through its own zones, so use a name in one of them (or TLS_CERT_FILE for a certificate from elsewhere)"
+                ))))
+            }
+            Err(e) => {
+                log::warn!("TLS_DOMAINS: cannot check the zone of {name} now ({e}); the certificate will be ordered when Hetzner answers");
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `SIGHUP` or a change of the files: serve them anew; a bad file keeps
+/// the certificate in use and says so.
+fn reload_tls_files(app: &App) {
+    let (Some(store), Some(TlsSource::Files { cert, key })) =
+        (app.certificates.get(), app.config.tls.as_ref().map(|t| &t.source))
+    else {
+        return;
+    };
+    if let Err(e) = certificates::reload_files(store, cert, key) {
+        log::error!("TLS: {e}; keeping the certificate in use");
+    }
+}
+
+/// Get and renew the certificate of `TLS_DOMAINS` (`renewal`), until the
+/// returned sender is dropped.
+fn spawn_renewal(app: &Arc<App>) -> Option<Sender<()>> {
+    let Some(TlsSource::Acme(acme)) = app.config.tls.as_ref().map(|t| t.source.clone()) else { return None };
+    let store = Arc::clone(app.certificates.get()?);
+    let (stop_tx, stop) = mpsc::channel::<()>();
+    let app = Arc::clone(app);
+    let spawned =
+        std::thread::Builder::new().name("certificates".into()).spawn(move || renewal::run(&app, &acme, &store, &stop));
+    match spawned {
+        Ok(_) => Some(stop_tx),
+        Err(e) => {
+            log::error!("cannot start the certificate thread: {e}");
             None
         }
     }

@@ -63,6 +63,11 @@ struct State {
     faults: VecDeque<Fault>,
     /// Every call meets this fault (after the queued ones) until cleared.
     outage: Option<Fault>,
+    /// pebble-challtestsrv's management URL: TXT RRSets are mirrored
+    /// there, so that its DNS server answers what the zone holds.
+    mirror: Option<String>,
+    /// What was mirrored last: (FQDN, values).
+    mirrored: Vec<(String, Vec<String>)>,
     /// The next write's action ends in `error` and changes nothing.
     fail_next_action: bool,
     /// Polls before an action reports success.
@@ -164,6 +169,43 @@ impl FakeHetzner {
     /// Queue a fault for the next call that reaches the fake.
     pub fn fail_next(&self, fault: Fault) {
         lock(&self.state).faults.push_back(fault);
+    }
+
+    /// Mirror every TXT RRSet into pebble-challtestsrv at `management_url`
+    /// (its `/set-txt` and `/clear-txt`), as Hetzner's name servers would
+    /// publish them.
+    pub fn mirror_txt_to(&self, management_url: &str) {
+        lock(&self.state).mirror = Some(management_url.to_string());
+    }
+
+    fn mirror_txt(&self) {
+        let (url, now, before) = {
+            let mut s = lock(&self.state);
+            let Some(url) = s.mirror.clone() else { return };
+            let mut now = Vec::new();
+            for ((zone, name, rtype), set) in &s.rrsets {
+                if rtype != "TXT" {
+                    continue;
+                }
+                let zone = s.zones.iter().find(|z| z.id == *zone).map(|z| z.name.clone()).unwrap_or_default();
+                let fqdn = if name == "@" { format!("{zone}.") } else { format!("{name}.{zone}.") };
+                now.push((fqdn, set.records.iter().map(|v| v.trim_matches('"').to_string()).collect::<Vec<_>>()));
+            }
+            let before = std::mem::replace(&mut s.mirrored, now.clone());
+            (url, now, before)
+        };
+        let post = |path: &str, body: serde_json::Value| {
+            let _ = ureq::post(&format!("{url}{path}")).send(body.to_string());
+        };
+        for (fqdn, _) in before.iter().filter(|b| !now.contains(b)) {
+            post("/clear-txt", serde_json::json!({"host": fqdn}));
+        }
+        for (fqdn, values) in now.iter().filter(|n| !before.contains(n)) {
+            post("/clear-txt", serde_json::json!({"host": fqdn}));
+            for v in values {
+                post("/set-txt", serde_json::json!({"host": fqdn, "value": v}));
+            }
+        }
     }
 
     /// Every call fails with `fault` from now on, until `None`.
@@ -275,7 +317,13 @@ impl FakeHetzner {
                 lock(&self.state).fail_next_action = true;
                 self.route(&method, &url, &body, auth.as_deref())
             }
-            None => self.route(&method, &url, &body, auth.as_deref()),
+            None => {
+                let answer = self.route(&method, &url, &body, auth.as_deref());
+                if method != "GET" {
+                    self.mirror_txt();
+                }
+                answer
+            }
         };
         let mut reset_header = reset.to_string();
         let doc_is_html = status == 301 || doc.starts_with('<');

@@ -194,6 +194,14 @@ pub struct SslConfig {
 /// answer holds up only that connection.
 pub type Handler = Arc<dyn Fn(Request) + Send + Sync>;
 
+/// patch 13: what a TLS listener serves with (certificates through its
+/// resolver, so they can be replaced while the server runs).
+#[cfg(feature = "ssl-rustls")]
+pub type TlsConfig = Arc<rustls::ServerConfig>;
+/// patch 13: without the `ssl-rustls` feature there is no TLS listener.
+#[cfg(not(feature = "ssl-rustls"))]
+pub enum TlsConfig {}
+
 impl Server {
     /// Shortcut for a simple server on a specific address.
     #[inline]
@@ -245,13 +253,30 @@ impl Server {
         limits: Limits,
         handler: Option<Handler>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::with_tls(listener, limits, handler, None, None)
+    }
+
+    /// patch 13: like `with_limits`; with `tls`, every connection speaks
+    /// TLS (its handshake within `Limits::timeout`, like the request). With
+    /// `share`, the connections of both servers are counted and evicted in
+    /// one table, so `Limits::max_connections` bounds them together.
+    pub fn with_tls<L: Into<Listener>>(
+        listener: L,
+        limits: Limits,
+        handler: Option<Handler>,
+        tls: Option<TlsConfig>,
+        share: Option<&Server>,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
         let close_trigger = Arc::new(AtomicBool::new(false));
         let local_addr = listener.local_addr()?;
         log::debug!("Server listening on {}", local_addr);
 
         let messages = MessagesQueue::with_capacity(8);
-        let connections = Arc::new(limits::Connections::new(limits.max_connections));
+        let connections = match share {
+            Some(other) => other.connections.clone(),
+            None => Arc::new(limits::Connections::new(limits.max_connections)),
+        };
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
@@ -266,6 +291,7 @@ impl Server {
                     &inside_connections,
                     &limits,
                     handler,
+                    tls,
                 )
             })?;
 
@@ -317,6 +343,7 @@ fn accept_loop(
     connections: &Arc<limits::Connections>,
     limits: &Limits,
     handler: Option<Handler>,
+    tls: Option<TlsConfig>,
 ) {
     // a tasks pool is used to dispatch the connections into threads
     let tasks_pool = util::TaskPool::new();
@@ -342,7 +369,19 @@ fn accept_loop(
         };
         let _ = sock.set_write_timeout(limits.timeout);
         let deadline = limits::Deadline::new(connections.base());
-        let (read, write) = util::RefinedTcpStream::new(sock);
+        let stream = match (&tls, sock) {
+            #[cfg(feature = "ssl-rustls")]
+            (Some(config), Connection::Tcp(tcp)) => match util::tls_stream::TlsStream::new(config.clone(), tcp) {
+                Ok(tls) => util::refined_tcp_stream::Stream::Https(tls),
+                Err(e) => {
+                    log::warn!("cannot start TLS on a connection: {e}");
+                    connections.remove(&slot);
+                    continue;
+                }
+            },
+            (_, sock) => util::refined_tcp_stream::Stream::from(sock),
+        };
+        let (read, write) = util::RefinedTcpStream::new(stream);
         let client = ClientConnection::new(write, read.with_deadline(deadline.clone()), limits.clone(), deadline);
         let messages = messages.clone();
         let connections = connections.clone();

@@ -12,6 +12,8 @@ mod messages_queue;
 pub(crate) mod refined_tcp_stream;
 mod sequential;
 mod task_pool;
+#[cfg(feature = "ssl-rustls")]
+pub(crate) mod tls_stream;
 
 /// Parses a the value of a header.
 /// Suitable for `Accept-*`, `TE`, etc.
