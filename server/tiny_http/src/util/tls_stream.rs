@@ -16,7 +16,40 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-type Tls = rustls::StreamOwned<rustls::ServerConnection, TcpStream>;
+type Tls = rustls::StreamOwned<rustls::ServerConnection, Socket>;
+
+/// The TCP socket under rustls. After a read timed out, further reads in
+/// the same `TlsStream::read` time out at once: rustls reads again after a
+/// timeout when the first read of the call got some bytes, and each read
+/// would wait the whole timeout again (half a ClientHello held a
+/// connection for twice `CLIENT_TIMEOUT`).
+struct Socket {
+    tcp: TcpStream,
+    timed_out: bool,
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
+        if self.timed_out {
+            return Err(IoError::new(ErrorKind::WouldBlock, "timed out"));
+        }
+        let result = self.tcp.read(buf);
+        if matches!(&result, Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut) {
+            self.timed_out = true;
+        }
+        result
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
+        self.tcp.write(buf)
+    }
+
+    fn flush(&mut self) -> IoResult<()> {
+        self.tcp.flush()
+    }
+}
 
 pub(crate) struct TlsStream {
     tls: Arc<Mutex<Tls>>,
@@ -31,7 +64,8 @@ impl TlsStream {
     pub(crate) fn new(config: Arc<rustls::ServerConfig>, tcp: TcpStream) -> IoResult<TlsStream> {
         let conn = rustls::ServerConnection::new(config).map_err(|e| IoError::new(ErrorKind::Other, e))?;
         let own = tcp.try_clone()?;
-        Ok(TlsStream { tls: Arc::new(Mutex::new(rustls::StreamOwned::new(conn, own))), tcp })
+        let socket = Socket { tcp: own, timed_out: false };
+        Ok(TlsStream { tls: Arc::new(Mutex::new(rustls::StreamOwned::new(conn, socket))), tcp })
     }
 
     fn lock(&self) -> IoResult<MutexGuard<'_, Tls>> {
@@ -71,7 +105,9 @@ impl TlsStream {
 
 impl Read for TlsStream {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
-        match self.lock()?.read(buf) {
+        let mut tls = self.lock()?;
+        tls.sock.timed_out = false;
+        match tls.read(buf) {
             // A client that closes without close_notify (most do after
             // their last answer) is an ordinary end of the connection.
             Err(e) if e.kind() == ErrorKind::UnexpectedEof => Ok(0),
