@@ -120,6 +120,7 @@ pub fn status(app: &App, req: &Req) -> Reply {
         "hetzner_rate_limit_remaining": app.updater.hetzner().and_then(|h| h.rate_remaining()),
         "hetzner": api_budget(app),
         "reconcile": reconcile_doc(app, now),
+        "tls": tls_doc(app, now),
         "hosts": hosts,
     });
     Reply { content_type: "application/json", ..Reply::text(200, doc.to_string()) }
@@ -137,6 +138,26 @@ fn api_budget(app: &App) -> Value {
         "reserve": h.rate_limit() * RESERVE_PERCENT / 100,
         "budget_low": h.budget_low(),
         "calls_last_hour": by_kind,
+    })
+}
+
+/// The HTTPS certificate: names, serial, expiry, the last renewal.
+fn tls_doc(app: &App, now: u64) -> Value {
+    let Some(store) = app.certificates.get() else { return Value::Null };
+    let status = store.snapshot();
+    let (result, at) = match &status.last_attempt {
+        Some((at, Ok(()))) => (json!("ok"), Some(*at)),
+        Some((at, Err(e))) => (json!(e), Some(*at)),
+        None => (Value::Null, None),
+    };
+    json!({
+        "names": status.names,
+        "serial": status.info.as_ref().map(|i| i.serial.clone()),
+        "not_after": status.info.as_ref().map(|i| i.not_after),
+        "expires_in": status.info.as_ref().map(|i| duration_text(i.not_after.saturating_sub(now))),
+        "last_renewal": at,
+        "last_renewal_result": result,
+        "next_renewal": status.next_attempt,
     })
 }
 
@@ -296,6 +317,18 @@ pub fn metrics(app: &App, req: &Req) -> Reply {
     for state in ["online", "lost", "never seen"] {
         let n = rows.iter().filter(|r| r.state == state).count();
         let _ = writeln!(out, "dyndns_hosts{{state=\"{}\"}} {n}", state.replace(' ', "_"));
+    }
+    if let Some(store) = app.certificates.get() {
+        let status = store.snapshot();
+        if let Some(info) = &status.info {
+            out.push_str("# HELP dyndns_tls_certificate_expiry_timestamp_seconds When the HTTPS certificate in use expires.\n# TYPE dyndns_tls_certificate_expiry_timestamp_seconds gauge\n");
+            let _ = writeln!(out, "dyndns_tls_certificate_expiry_timestamp_seconds {}", info.not_after);
+        }
+        if let Some((at, result)) = &status.last_attempt {
+            out.push_str("# HELP dyndns_tls_renewal_success Whether the last certificate renewal succeeded (1) or failed (0), and when.\n# TYPE dyndns_tls_renewal_success gauge\n");
+            let _ = writeln!(out, "dyndns_tls_renewal_success {}", u8::from(result.is_ok()));
+            let _ = writeln!(out, "dyndns_tls_renewal_last_timestamp_seconds {at}");
+        }
     }
     out.push_str("# HELP dyndns_notification_failures_total Notifications that could not be delivered.\n# TYPE dyndns_notification_failures_total counter\n");
     let _ = writeln!(out, "dyndns_notification_failures_total {}", app.notifier.failures());
