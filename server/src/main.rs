@@ -193,7 +193,7 @@ fn setup(config: &Config, host: &str) -> ExitCode {
     let Some(key) = keys.get(&host) else {
         return fatal(&format!("{host} has no key in {}", config.key_file.display()));
     };
-    let url = config.public_url.clone().unwrap_or_else(|| {
+    let url = config.public_url.clone().or_else(|| tls_url(config)).unwrap_or_else(|| {
         let guess = derived_url(config);
         log::warn!("PUBLIC_URL is not set; using {guess}. Set PUBLIC_URL to the address routers reach the server at (usually your TLS reverse proxy, e.g. https://dyndns.example.com)");
         guess
@@ -206,6 +206,17 @@ fn setup(config: &Config, host: &str) -> ExitCode {
     };
     print!("{}", dyndns_server::setup::text(&target));
     ExitCode::SUCCESS
+}
+
+/// With `TLS_DOMAINS`: `https://<first name that is not a wildcard>[:port]`.
+fn tls_url(config: &Config) -> Option<String> {
+    let tls = config.tls.as_ref()?;
+    let dyndns_server::config::TlsSource::Acme(acme) = &tls.source else { return None };
+    let name = acme.domains.iter().find(|d| !d.starts_with("*."))?;
+    Some(match tls.listen.port() {
+        443 => format!("https://{name}"),
+        port => format!("https://{name}:{port}"),
+    })
 }
 
 /// `http://<listen address or this machine's name>[:port]`.
@@ -230,12 +241,21 @@ fn derived_url(config: &Config) -> String {
 fn healthcheck(config: &Config) -> ExitCode {
     use std::io::{Read, Write};
     use std::time::Duration;
-    let mut addr = config.listen;
+    // HTTPS only: the TLS listener accepting a connection is the check
+    // (the image has no CA bundle to verify the server's own certificate).
+    let tls_only = !config.plain_http;
+    let mut addr = match (&config.tls, tls_only) {
+        (Some(tls), true) => tls.listen,
+        _ => config.listen,
+    };
     if addr.ip().is_unspecified() {
         addr.set_ip(if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
     }
     let probe = || -> std::io::Result<bool> {
         let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+        if tls_only {
+            return Ok(true);
+        }
         stream.set_read_timeout(Some(Duration::from_secs(3)))?;
         stream.write_all(b"GET /healthz HTTP/1.0\r\nUser-Agent: dyndns-server-healthcheck\r\n\r\n")?;
         let mut answer = Vec::new();
