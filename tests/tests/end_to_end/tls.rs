@@ -331,7 +331,11 @@ fn a_certificate_is_obtained_by_dns01_served_renewed_and_kept_across_a_restart_w
     // The challenge value is gone from the zone.
     assert_eq!(fake.rrset("example.com", "_acme-challenge.dyndns", "TXT").unwrap_or_default(), Vec::<String>::new());
     let (answers, _) = https(addr, &client(&root), &["/metrics"]);
-    assert!(answers[0].contains("dyndns_tls_certificate_expiry_timestamp_seconds 1") && answers[0].contains("dyndns_tls_renewal_success 1"), "{answers:?}");
+    assert!(
+        answers[0].contains("dyndns_tls_certificate_expiry_timestamp_seconds 1")
+            && answers[0].contains("dyndns_tls_renewal_success 1"),
+        "{answers:?}"
+    );
     let stored = dir.join("tls-certificate.pem");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&stored).expect("stored").permissions().mode() & 0o777, 0o600);
