@@ -181,6 +181,15 @@ impl App {
         // State first: once the old key is refused, the state is on disk.
         self.save_state_if_dirty();
         let path = &self.config.key_file;
+        // A missing file is not an empty one here: a file moved away by
+        // mistake (or a volume not mounted) must not revoke every key.
+        if let Err(e) = std::fs::metadata(path) {
+            log::error!(
+                "SIGHUP: cannot read {}: {e}; keeping the keys in use (to revoke every key, empty the file instead)",
+                path.display()
+            );
+            return;
+        }
         let fresh = match KeyFile::load(path) {
             Ok(f) => f,
             Err(e) => {

@@ -671,8 +671,8 @@ impl Hetzner {
             Ok(ErrorAnswer::Hetzner { error }) => ApiError::Api {
                 status,
                 code: Some(error.code).filter(|c| !c.is_empty()).unwrap_or_else(|| format!("http_{status}")),
-                message: error.message,
-                correlation_id,
+                message: escape_remote(&error.message),
+                correlation_id: correlation_id.map(|c| escape_remote(&c)),
             },
             Ok(ErrorAnswer::Other(_)) => {
                 ApiError::Api { status, code: format!("http_{status}"), message: String::new(), correlation_id }
@@ -711,6 +711,21 @@ impl Hetzner {
     }
 }
 
+/// Text from Hetzner as it may be logged: control characters (a newline
+/// would start a forged log line) and non-ASCII as `\xNN`/`\u{..}`, at most
+/// 300 characters.
+fn escape_remote(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars().take(300) {
+        match c {
+            ' '..='~' => out.push(c),
+            c if (c as u32) < 0x80 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push_str(&c.escape_unicode().to_string()),
+        }
+    }
+    out
+}
+
 /// Read an answer body as `T`; a body that is not JSON, or JSON of another
 /// shape, is `Malformed` (with the start of the body, never more).
 fn parse_answer<T: DeserializeOwned>(text: &str, status: u16) -> Result<T, ApiError> {
@@ -744,6 +759,13 @@ fn malformed(detail: &str) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_from_hetzner_cannot_start_a_log_line() {
+        assert_eq!(escape_remote("bad\n2026-01-01 [INFO] forged"), "bad\\x0a2026-01-01 [INFO] forged");
+        assert_eq!(escape_remote("Zone ü"), "Zone \\u{fc}");
+        assert_eq!(escape_remote(&"a".repeat(1000)).len(), 300);
+    }
 
     #[test]
     fn errors_say_what_to_do() {

@@ -425,3 +425,18 @@ fn a_report_during_an_outage_is_replaced_by_a_newer_one() {
     std::thread::sleep(std::time::Duration::from_secs(5));
     assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["192.0.2.1".to_string()]), "{:?}", fake.calls());
 }
+
+#[test]
+fn a_reload_with_the_key_file_missing_keeps_the_keys_in_use() {
+    let (_fake, server) = server(&[]);
+    let key = server.key(HOME);
+    std::fs::remove_file(server.dir.join("keys")).expect("remove the key file");
+    server.running().reload();
+    let r = server.get_as(&format!("/nic/update?hostname={HOME}&myip=192.0.2.1"), "home", &key);
+    assert_eq!(r.body, "good 192.0.2.1", "the key was revoked by a missing file");
+    // An emptied file still revokes.
+    std::fs::write(server.dir.join("keys"), "").expect("empty the key file");
+    server.running().reload();
+    let r = server.get_as(&format!("/nic/update?hostname={HOME}&myip=192.0.2.2"), "home", &key);
+    assert_eq!(r.status, 401, "{}", r.body);
+}
