@@ -298,7 +298,11 @@ impl Config {
         let proxies: Vec<String> = self.trusted_proxies.iter().map(Cidr::to_string).collect();
         format!(
             "listen={} api={} registered=[{}] key_file={} state_file={} ntfy={ntfy} notify_on_change={} lost_after={}s record_ttl={} zone_cache_ttl={}s request_cache_ttl={}s hetzner_timeout={}s client_timeout={}s max_connections={} host_writes={}+{}/h failed_write_retry={}s reconcile={}s repair={} lan_hosts={} acme_only=[{}] allow_private={} trusted_proxies=[{}] token={} admin={admin} dry_run={} debug={} log_file={log_file}",
-            self.listen,
+            match (&self.tls, self.plain_http) {
+                (Some(t), true) => format!("{} https={}", self.listen, t.listen),
+                (Some(t), false) => format!("off https={}", t.listen),
+                (None, _) => self.listen.to_string(),
+            },
             redact_url(&self.api_url),
             self.registered.join(","),
             self.key_file.display(),

@@ -3,6 +3,8 @@
 //! The token it accepts is `e2e::TOKEN`; `GET /stats` (outside `/v1`)
 //! answers the number of API calls so far, `GET /calls` the calls as a JSON
 //! list, `GET /seed/N/IP` puts records `hI.<first zone> A IP` for N hosts.
+//! With `MIRROR_TXT_TO` (pebble-challtestsrv's management URL), TXT RRSets
+//! are published there, as Hetzner's name servers would.
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -10,6 +12,9 @@ fn main() {
     let fake = e2e::FakeHetzner::start_on(&addr);
     for zone in args {
         fake.add_zone(&zone);
+    }
+    if let Ok(url) = std::env::var("MIRROR_TXT_TO") {
+        fake.mirror_txt_to(&url);
     }
     println!("{}", fake.url());
     loop {
