@@ -18,6 +18,38 @@ use crate::fqdn;
 use crate::lan::{self, LanHost};
 use crate::net::Cidr;
 
+/// Beginnings of our settings' names: an unknown variable starting so is
+/// named at start as a likely typo.
+const SETTING_PREFIXES: &[&str] = &[
+    "HETZNER_",
+    "LISTEN_",
+    "NTFY_",
+    "TLS_",
+    "HOST_",
+    "RECONCILE_",
+    "BASIC_AUTH_",
+    "NOTIFY_",
+    "LOG_",
+    "IPV6_",
+    "REQUEST_",
+    "ZONE_",
+    "RECORD_",
+    "PRE_SHARED_",
+    "ACME_",
+    "CLIENT_",
+    "REGISTERED_",
+    "TRUSTED_",
+    "ALLOW_",
+    "STATE_",
+    "PUBLIC_",
+    "LOST_",
+    "CONNECTION_",
+    "METRICS_",
+    "FAILED_",
+    "DEBUG_",
+    "DRY_",
+];
+
 pub const DEFAULT_API_URL: &str = "https://api.hetzner.cloud/v1";
 /// Shortest admin password accepted (`BASIC_AUTH_PASSWORD`): it unlocks
 /// every host, so it must resist guessing at the limiter's pace for years.
@@ -163,8 +195,24 @@ pub const DEFAULT_TRUSTED_PROXIES: &str = "127.0.0.0/8,::1/128";
 
 impl Config {
     /// Read the process environment.
+    /// From the process environment; variables that look like a misspelt
+    /// setting are named (a warning, or with the errors when the start stops).
     pub fn from_env() -> Result<Config, ConfigError> {
-        Config::from_lookup(&|name| std::env::var(name).ok())
+        let read = std::cell::RefCell::new(Vec::<String>::new());
+        let result = Config::from_lookup(&|name| {
+            read.borrow_mut().push(name.to_string());
+            std::env::var(name).ok()
+        });
+        let read = read.into_inner();
+        let typos = crate::env::unknown_settings(&read, std::env::vars().map(|(k, _)| k), SETTING_PREFIXES);
+        match result {
+            Ok(mut config) => {
+                config.warnings.extend(typos);
+                Ok(config)
+            }
+            Err(ConfigError(text)) if !typos.is_empty() => Err(ConfigError(format!("{text}\n{}", typos.join("\n")))),
+            Err(e) => Err(e),
+        }
     }
 
     /// Read settings through `lookup` (the environment, or a map in tests).

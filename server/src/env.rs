@@ -95,6 +95,49 @@ pub fn redact_url(url: &str) -> String {
     format!("{scheme}{host}{rest}")
 }
 
+/// Variables in `present` that look like settings of ours (`prefixes`, or
+/// within two edits of a name in `read`) but are not among the names the
+/// program read: a typo that would otherwise be ignored without a word.
+/// One line each, naming the setting it probably meant.
+pub fn unknown_settings(read: &[String], present: impl Iterator<Item = String>, prefixes: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut present: Vec<String> = present.collect();
+    present.sort();
+    for var in present {
+        if read.contains(&var) {
+            continue;
+        }
+        let closest = read.iter().map(|r| (edit_distance(&var, r), r)).min();
+        // Short names (TZ, PWD) are too close to everything to guess.
+        let near = closest.filter(|(d, _)| *d <= 2 && var.len() >= 6);
+        let ours = prefixes.iter().any(|p| var.starts_with(p));
+        match (near, ours) {
+            (Some((_, name)), _) => out.push(format!("{var} is not a setting; did you mean {name}? (it is ignored)")),
+            (None, true) => out.push(format!(
+                "{var} is not a setting of this program; it is ignored (check the spelling in the settings table)"
+            )),
+            (None, false) => {}
+        }
+    }
+    out
+}
+
+/// Levenshtein distance of two ASCII-ish names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
 /// Reads settings through a lookup function (the process environment, or a
 /// map in tests) and collects what is wrong.
 pub struct Env<'a> {
@@ -256,6 +299,18 @@ mod tests {
         assert_eq!(url_host("http://localhost@attacker.example/x"), "attacker.example");
         assert_eq!(url_host("http://[::1]:8080/"), "::1");
         assert_eq!(url_host("dyndns.example.com"), "");
+    }
+
+    #[test]
+    fn typos_of_settings_are_named_with_what_was_meant() {
+        let read: Vec<String> = ["LISTEN_PORT", "REGISTERED_FQDNS", "DRY_RUN"].iter().map(|s| s.to_string()).collect();
+        let present = ["LISTEN_PROT", "REGISTERD_FQDNS", "DRYRUN", "LISTEN_PORT", "HOME", "LISTEN_SOMETHING"];
+        let w = unknown_settings(&read, present.iter().map(|s| s.to_string()), &["LISTEN_"]);
+        assert!(w.iter().any(|l| l.starts_with("LISTEN_PROT ") && l.contains("did you mean LISTEN_PORT")), "{w:?}");
+        assert!(w.iter().any(|l| l.starts_with("REGISTERD_FQDNS ") && l.contains("REGISTERED_FQDNS")), "{w:?}");
+        assert!(w.iter().any(|l| l.starts_with("DRYRUN ") && l.contains("DRY_RUN")), "{w:?}");
+        assert!(w.iter().any(|l| l.starts_with("LISTEN_SOMETHING ") && l.contains("not a setting")), "{w:?}");
+        assert!(!w.iter().any(|l| l.starts_with("HOME") || l.starts_with("LISTEN_PORT ")), "{w:?}");
     }
 
     #[test]
