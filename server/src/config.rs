@@ -573,6 +573,13 @@ fn admin(env: &mut Env<'_>) -> Option<Admin> {
             Some(Admin { username, password })
         }
         (None, None) => None,
+        // A password that was set but refused (placeholder, quotes) has
+        // its own message already.
+        (Some(_), None)
+            if env.text("BASIC_AUTH_PASSWORD").is_some() || env.text("BASIC_AUTH_PASSWORD_FILE").is_some() =>
+        {
+            None
+        }
         (Some(_), None) => {
             env.error("BASIC_AUTH_USERNAME is set but BASIC_AUTH_PASSWORD is not; set both or neither");
             None
@@ -841,6 +848,9 @@ mod tests {
         assert!(err.0.contains("LISTEN_ADDR=\"localhost\""));
         let err = load(&[("BASIC_AUTH_USERNAME", "admin")]).expect_err("half admin");
         assert!(err.0.contains("BASIC_AUTH_PASSWORD"));
+        let err = load(&[("BASIC_AUTH_USERNAME", "admin"), ("BASIC_AUTH_PASSWORD", "\"correct-horse-battery\"")])
+            .expect_err("quoted");
+        assert!(err.0.contains("quotes") && !err.0.contains("is not; set both"), "one message, the right one: {err}");
         let err = load(&[("BASIC_AUTH_USERNAME", "admin"), ("BASIC_AUTH_PASSWORD", "pw")]).expect_err("short");
         assert!(err.0.contains("shorter than 12"), "{err}");
         let c = load(&[("BASIC_AUTH_USERNAME", "admin"), ("BASIC_AUTH_PASSWORD", "correct-horse-battery")])
