@@ -111,22 +111,8 @@ impl Config {
     /// From the process environment; variables that look like a misspelt
     /// setting are named (a warning, or with the errors).
     pub fn from_env(args: &[String]) -> Result<Config, ConfigError> {
-        let read = std::cell::RefCell::new(Vec::<String>::new());
-        let result = Config::load(args, &|name| {
-            read.borrow_mut().push(name.to_string());
-            std::env::var(name).ok()
-        });
-        let read = read.into_inner();
         let prefixes = ["BACKEND_", "PRE_SHARED_", "IPV4_", "IPV6_", "CA_", "FQDN"];
-        let typos = env::unknown_settings(&read, std::env::vars().map(|(k, _)| k), &prefixes);
-        match result {
-            Ok(mut config) => {
-                config.warnings.extend(typos);
-                Ok(config)
-            }
-            Err(ConfigError(text)) if !typos.is_empty() => Err(ConfigError(format!("{text}\n{}", typos.join("\n")))),
-            Err(e) => Err(e),
-        }
+        env::from_process(&prefixes, |lookup| Config::load(args, lookup), |c| &mut c.warnings)
     }
 
     /// `args` are the positional arguments (program name excluded).

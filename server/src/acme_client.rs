@@ -139,7 +139,6 @@ struct Answer {
 /// A session with one CA under one account key.
 pub struct AcmeClient {
     agent: ureq::Agent,
-    directory_url: String,
     directory: Directory,
     key: EcdsaKeyPair,
     rng: SystemRandom,
@@ -180,7 +179,7 @@ impl AcmeClient {
         }
         let directory: Directory = serde_json::from_str(&answer.body)
             .map_err(|e| err(format!("the ACME directory {url} is not a directory ({e})")))?;
-        Ok(AcmeClient { agent, directory_url: url.to_string(), directory, key, rng, kid: None, nonce: None })
+        Ok(AcmeClient { agent, directory, key, rng, kid: None, nonce: None })
     }
 
     fn jwk(&self) -> Value {
@@ -323,10 +322,6 @@ impl AcmeClient {
             return Err(err(format!("{url} did not send a PEM certificate chain")));
         }
         Ok(answer.body)
-    }
-
-    pub fn directory_url(&self) -> &str {
-        &self.directory_url
     }
 }
 

@@ -194,25 +194,10 @@ pub enum NtfyAuth {
 pub const DEFAULT_TRUSTED_PROXIES: &str = "127.0.0.0/8,::1/128";
 
 impl Config {
-    /// Read the process environment.
     /// From the process environment; variables that look like a misspelt
     /// setting are named (a warning, or with the errors when the start stops).
     pub fn from_env() -> Result<Config, ConfigError> {
-        let read = std::cell::RefCell::new(Vec::<String>::new());
-        let result = Config::from_lookup(&|name| {
-            read.borrow_mut().push(name.to_string());
-            std::env::var(name).ok()
-        });
-        let read = read.into_inner();
-        let typos = crate::env::unknown_settings(&read, std::env::vars().map(|(k, _)| k), SETTING_PREFIXES);
-        match result {
-            Ok(mut config) => {
-                config.warnings.extend(typos);
-                Ok(config)
-            }
-            Err(ConfigError(text)) if !typos.is_empty() => Err(ConfigError(format!("{text}\n{}", typos.join("\n")))),
-            Err(e) => Err(e),
-        }
+        crate::env::from_process(SETTING_PREFIXES, Config::from_lookup, |c| &mut c.warnings)
     }
 
     /// Read settings through `lookup` (the environment, or a map in tests).
@@ -240,7 +225,7 @@ impl Config {
                 Vec::new()
             }
         };
-        let config = Config {
+        let mut config = Config {
             token: hetzner_token(&mut env, dry_run),
             api_url: api_url(&mut env),
             registered,
@@ -280,7 +265,6 @@ impl Config {
             reconcile_repair: env.flag("RECONCILE_REPAIR", true),
             warnings: Vec::new(),
         };
-        let mut config = config;
         config.tls = tls(&mut env, config.listen.ip(), &config.state_file);
         if config.tls.is_some() {
             config.plain_http = env.text("LISTEN_PORT").is_some();
@@ -512,7 +496,7 @@ fn acme(env: &mut Env<'_>, domains: Vec<String>, state_file: &std::path::Path) -
         }
     };
     let resolver = env.text("TLS_DNS_RESOLVER").map(|r| {
-        if r.to_socket_addrs_checked().is_none() {
+        if !is_host_port(&r) {
             env.error(format!("TLS_DNS_RESOLVER={r:?} is not host:port; use e.g. 1.1.1.1:53 or [2606:4700::1111]:53"));
         }
         r
@@ -546,15 +530,8 @@ fn acme(env: &mut Env<'_>, domains: Vec<String>, state_file: &std::path::Path) -
 }
 
 /// `host:port` with a numeric port (the host is resolved when used).
-trait HostPort {
-    fn to_socket_addrs_checked(&self) -> Option<()>;
-}
-
-impl HostPort for String {
-    fn to_socket_addrs_checked(&self) -> Option<()> {
-        let (host, port) = self.rsplit_once(':')?;
-        (!host.is_empty() && port.parse::<u16>().is_ok()).then_some(())
-    }
+fn is_host_port(text: &str) -> bool {
+    text.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
 }
 
 fn admin(env: &mut Env<'_>) -> Option<Admin> {

@@ -122,6 +122,31 @@ pub fn unknown_settings(read: &[String], present: impl Iterator<Item = String>, 
     out
 }
 
+/// Settings read by `load` from the process environment, with the
+/// variables that look like misspelt settings (`unknown_settings`) added to
+/// the warnings `warnings` picks out of the result — or, when `load` fails,
+/// to its errors, since a typo is often why it failed.
+pub fn from_process<T>(
+    prefixes: &[&str],
+    load: impl FnOnce(&dyn Fn(&str) -> Option<String>) -> Result<T, ConfigError>,
+    warnings: impl FnOnce(&mut T) -> &mut Vec<String>,
+) -> Result<T, ConfigError> {
+    let read = std::cell::RefCell::new(Vec::<String>::new());
+    let result = load(&|name| {
+        read.borrow_mut().push(name.to_string());
+        std::env::var(name).ok()
+    });
+    let typos = unknown_settings(&read.into_inner(), std::env::vars().map(|(k, _)| k), prefixes);
+    match result {
+        Ok(mut value) => {
+            warnings(&mut value).extend(typos);
+            Ok(value)
+        }
+        Err(ConfigError(text)) if !typos.is_empty() => Err(ConfigError(format!("{text}\n{}", typos.join("\n")))),
+        Err(e) => Err(e),
+    }
+}
+
 /// Levenshtein distance of two ASCII-ish names.
 fn edit_distance(a: &str, b: &str) -> usize {
     let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());

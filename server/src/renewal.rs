@@ -21,7 +21,7 @@
 //! is why no run against Let's Encrypt's staging comes first. The values
 //! are removed after the order is final, in every outcome.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -351,9 +351,4 @@ fn wait_for_txt(acme: &Acme, fqdn: &str, value: &str) -> Result<(), AcmeError> {
         }
     }
     Ok(())
-}
-
-/// Is the certificate file there (a stored certificate to serve)?
-pub fn stored(acme: &Acme) -> bool {
-    Path::new(&certificate_file(acme)).exists()
 }

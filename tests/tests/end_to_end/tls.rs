@@ -82,6 +82,26 @@ fn certificate(dir: &Path, tag: &str) -> (PathBuf, PathBuf, PathBuf) {
     (dir.join(format!("{tag}.pem")), dir.join(format!("{tag}.key")), dir.join(format!("{tag}-ca.pem")))
 }
 
+/// A server on HTTPS only with a certificate from files made for the test
+/// (`certificate(dir, tag)`), and what it was started with.
+struct FilesServer {
+    server: e2e::TestServer,
+    dir: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+    _fake: FakeHetzner,
+}
+
+fn files_server(tag: &str) -> FilesServer {
+    let fake = FakeHetzner::start();
+    fake.add_zone("example.com");
+    let dir = e2e::scratch_dir(&format!("tls-{tag}"));
+    let (cert, key, ca) = certificate(&dir, tag);
+    let server = tls_server(&fake, &cert, &key);
+    FilesServer { server, dir, cert, key, ca, _fake: fake }
+}
+
 fn tls_server(fake: &FakeHetzner, cert: &Path, key: &Path) -> e2e::TestServer {
     Setup::new(fake, "home.example.com")
         .without("LISTEN_PORT")
@@ -98,11 +118,7 @@ fn tls_addr(server: &e2e::TestServer) -> SocketAddr {
 
 #[test]
 fn certificate_files_are_served_with_keep_alive_and_replaced_without_a_restart() {
-    let fake = FakeHetzner::start();
-    fake.add_zone("example.com");
-    let dir = e2e::scratch_dir("tls-files");
-    let (cert, key, ca) = certificate(&dir, "one");
-    let server = tls_server(&fake, &cert, &key);
+    let FilesServer { server, dir, cert, key, ca, .. } = files_server("one");
     let addr = tls_addr(&server);
     // Without LISTEN_PORT, HTTPS is all there is.
     assert_eq!(server.running().addr(), addr);
@@ -130,11 +146,7 @@ fn certificate_files_are_served_with_keep_alive_and_replaced_without_a_restart()
 
 #[test]
 fn hostile_tls_clients_cost_one_connection_and_end_on_time() {
-    let fake = FakeHetzner::start();
-    fake.add_zone("example.com");
-    let dir = e2e::scratch_dir("tls-hostile");
-    let (cert, key, ca) = certificate(&dir, "c");
-    let server = tls_server(&fake, &cert, &key);
+    let FilesServer { server, ca, .. } = files_server("hostile");
     let addr = tls_addr(&server);
     let ends_within = |bytes: &[u8], limit: Duration| {
         let mut tcp = TcpStream::connect(addr).expect("connect");
@@ -191,9 +203,7 @@ fn bad_tls_settings_stop_the_start_naming_the_setting() {
     assert!(e.contains("TLS_CERT_FILE") && e.contains("no PEM certificate"), "{e}");
     let e = start(&[("TLS_DOMAINS", "dyndns.elsewhere.org")]);
     assert!(e.contains("TLS_DOMAINS") && e.contains("dyndns.elsewhere.org"), "{e}");
-    let setup = Setup::new(&fake, "home.example.com").var("TLS_CERT_FILE", &c);
     let e = dyndns_server::config::Config::from_lookup(&|k| if k == "TLS_CERT_FILE" { Some(c.clone()) } else { None });
-    drop(setup);
     assert!(e.expect_err("half").0.contains("TLS_KEY_FILE"));
 }
 
