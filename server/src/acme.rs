@@ -18,8 +18,8 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use crate::app::{App, REQUEST_BUDGET};
+use crate::auth::{Denied, Principal};
 use crate::challenges::{self, ChallengeError, LABEL};
-use crate::fqdn;
 use crate::message::{LogContext, Reply, Req};
 use crate::notify::{self, Message};
 use crate::time::unix_now;
@@ -41,10 +41,6 @@ pub fn handle(app: &App, req: &Req, log: &mut LogContext, present: bool) -> (Rep
         return (Reply::method_not_allowed("POST", "method not allowed; POST a JSON body"), "405");
     }
     let source = app.client_ip(req);
-    if let Some(secs) = app.refused(source) {
-        let text = format!("too many failed authentications from this address; try again in {secs} s");
-        return (Reply::json_error(429, text).with_header("Retry-After", secs.to_string()), "429");
-    }
     let challenge = match parse(&req.body) {
         Ok(c) => c,
         Err(text) => return (Reply::json_error(400, text), "400"),
@@ -52,16 +48,11 @@ pub fn handle(app: &App, req: &Req, log: &mut LogContext, present: bool) -> (Rep
     let Some((user, pass)) = req.basic_auth() else {
         return (unauthorized("HTTP Basic credentials required (the host's name and key)"), "401");
     };
-    let acting = if app.admin_ok(&user, &pass) {
-        app.auth_result(source, true);
-        challenge.host.clone().filter(|h| app.registered(h))
-    } else {
-        let host = key_holder(app, &user, pass.trim(), challenge.host.as_deref());
-        app.auth_result(source, host.is_some());
-        match host {
-            Some(h) => Some(h),
-            None => return (unauthorized("wrong name or key"), "401"),
-        }
+    let acting = match app.guard.authorize(source, &user, &pass, challenge.host.as_deref()) {
+        Ok(Principal::Admin) => challenge.host.clone().filter(|h| app.registered(h)),
+        Ok(Principal::Host(h)) => Some(h),
+        Err(Denied::Refused(secs)) => return (Reply::too_many_failures(secs), "429"),
+        Err(Denied::Wrong) => return (unauthorized("wrong name or key"), "401"),
     };
     log.host = acting.clone().or_else(|| challenge.host.clone());
     let host = match (acting, &challenge.host) {
@@ -90,6 +81,11 @@ pub fn handle(app: &App, req: &Req, log: &mut LogContext, present: bool) -> (Rep
             (Reply::json(200, &body), action)
         }
         Err(e @ ChallengeError::TooMany) => (Reply::json_error(429, e.to_string()), "429"),
+        Err(e @ ChallengeError::TooManyCalls(wait)) => {
+            let reply =
+                Reply::json_error(429, e.to_string()).with_header("Retry-After", wait.as_secs().max(1).to_string());
+            (reply, "429")
+        }
         Err(ChallengeError::Update(e)) => {
             log::error!("ACME {action} for {host}: {e}");
             app.notifier.send_once(
@@ -110,27 +106,6 @@ pub fn handle(app: &App, req: &Req, log: &mut LogContext, present: bool) -> (Rep
 
 fn unauthorized(text: &str) -> Reply {
     Reply::json_error(401, text).with_header("WWW-Authenticate", "Basic realm=\"dyndns\"")
-}
-
-/// The registered host whose key `pass` is, named by `user` (its full name,
-/// or its first label: then the challenge's host if it has that label, else
-/// the one registered host with that label).
-fn key_holder(app: &App, user: &str, pass: &str, target: Option<&str>) -> Option<String> {
-    let user = user.trim().trim_end_matches('.').to_ascii_lowercase();
-    let candidate = if user.contains('.') {
-        fqdn::canonical(&user).ok()
-    } else if let Some(t) = target.filter(|t| fqdn::first_label(t) == user) {
-        Some(t.to_string())
-    } else {
-        let mut named = app.config.registered.iter().filter(|h| fqdn::first_label(h) == user);
-        match (named.next(), named.next()) {
-            (Some(one), None) => Some(one.clone()),
-            _ => None,
-        }
-    };
-    // Always one comparison, so timing does not tell a known name.
-    let host = candidate.unwrap_or_default();
-    (app.key_ok(&host, pass) && app.registered(&host)).then_some(host)
 }
 
 /// Read the body; `Err` is the message of a 400 answer.

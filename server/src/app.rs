@@ -11,11 +11,10 @@ use std::collections::BTreeMap;
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use subtle::ConstantTimeEq as _;
-
+use crate::auth::Guard;
 use crate::challenges::Challenges;
 use crate::config::Config;
 use crate::hetzner::Hetzner;
@@ -23,17 +22,12 @@ use crate::hostbook::HostStates;
 use crate::inspect::Inspector;
 use crate::keys::KeyFile;
 use crate::lan::{self, LanHost, Prefix};
-use crate::limiter::{self, Limiter};
 use crate::message::Req;
 use crate::net::RecordType;
 use crate::notify::{self, Message, Notifier};
 use crate::state;
 use crate::time::{duration_text, unix_now};
 use crate::updater::{Backend, Drift, DriftAction, Outcome, Repair, UpdateError, Updater, WriteLimit};
-
-/// Compared against when a host has no key, so an unknown host costs the
-/// same time as a wrong key: as long as a real key (43 characters).
-const NO_KEY: &str = "no-key-no-key-no-key-no-key-no-key-no-key-x";
 
 /// State shared by all request threads.
 pub struct App {
@@ -46,13 +40,12 @@ pub struct App {
     pub challenges: Challenges,
     /// The last update requests of each host, for `/status`.
     pub inspector: Inspector,
-    /// Replaced whole on reload (`SIGHUP`); readers never see half a file.
-    keys: RwLock<KeyFile>,
+    /// Keys, admin credentials and failed attempts (`auth`).
+    pub guard: Guard,
     pub updater: Updater,
     pub hosts: HostStates,
     pub notifier: Notifier,
     pub counters: Counters,
-    limiter: Limiter,
     /// Hosts already warned about a private address from the connection.
     private_warned: Mutex<HashSet<String>>,
     /// Zone → when its last reconcile finished (Unix seconds) and the
@@ -144,32 +137,23 @@ impl App {
         // ACME-only hosts never report, so they are never lost.
         let hosts = HostStates::new(&config.address_hosts(), host_states);
         let lan = config.lan_hosts.iter().map(|h| (h.fqdn.clone(), LanState::default())).collect();
+        let guard = Guard::new(keys, config.admin.clone(), &config.registered);
         App {
             config,
             record_hosts,
             lan: Mutex::new(lan),
             challenges,
             inspector: Inspector::default(),
-            keys: RwLock::new(keys),
+            guard,
             updater,
             hosts,
             notifier,
             counters: Counters::default(),
-            limiter: Limiter::default(),
             private_warned: Mutex::default(),
             reconciled: Mutex::default(),
             started: Instant::now(),
             certificates: std::sync::OnceLock::new(),
         }
-    }
-
-    /// Does `presented` equal the key of `host`? Constant time, and the same
-    /// work for a host without a key.
-    pub fn key_ok(&self, host: &str, presented: &str) -> bool {
-        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
-        let key = keys.get(host);
-        let same = key.unwrap_or(NO_KEY).as_bytes().ct_eq(presented.as_bytes());
-        bool::from(same) && key.is_some()
     }
 
     /// Read the key file again (`SIGHUP`): a deleted line revokes that key
@@ -200,52 +184,16 @@ impl App {
         for w in &fresh.warnings {
             log::warn!("{}: {w}", path.display());
         }
-        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
-        let change = keys.changes_to(&fresh);
-        *keys = fresh;
-        drop(keys);
+        let change = self.guard.replace_keys(fresh);
         log::info!("SIGHUP: reloaded {}: {change}", path.display());
-        for host in self.config.registered.iter().filter(|h| !self.has_key(h)) {
+        for host in self.config.registered.iter().filter(|h| !self.guard.has_key(h)) {
             log::warn!("{host} is registered but has no key now; it cannot update until a key is added");
         }
-    }
-
-    fn has_key(&self, host: &str) -> bool {
-        self.keys.read().unwrap_or_else(PoisonError::into_inner).get(host).is_some()
-    }
-
-    /// Are these the admin credentials? Both parts are always compared, so
-    /// timing does not tell which one was wrong.
-    pub fn admin_ok(&self, user: &str, pass: &str) -> bool {
-        self.config.admin.as_ref().is_some_and(|a| {
-            let user_ok = a.username.as_bytes().ct_eq(user.as_bytes());
-            let pass_ok = a.password.expose().as_bytes().ct_eq(pass.as_bytes());
-            bool::from(user_ok & pass_ok)
-        })
     }
 
     /// The caller's address (see `Req::client_ip`).
     pub fn client_ip(&self, req: &Req) -> Option<IpAddr> {
         req.client_ip(&self.config.trusted_proxies)
-    }
-
-    /// Seconds a source that failed to authenticate too often is still refused.
-    pub fn refused(&self, source: Option<IpAddr>) -> Option<u64> {
-        self.limiter.blocked(source?).map(|d| d.as_secs().max(1))
-    }
-
-    /// Count the outcome of an authentication attempt (a success erases
-    /// nothing: see `limiter`).
-    pub fn auth_result(&self, source: Option<IpAddr>, ok: bool) {
-        let Some(source) = source.filter(|_| !ok) else { return };
-        if self.limiter.failed(source) {
-            log::warn!(
-                "{source}: {} failed authentications within {}s; refused for {}s",
-                limiter::MAX_FAILURES,
-                limiter::WINDOW.as_secs(),
-                limiter::BLOCK.as_secs()
-            );
-        }
     }
 
     pub fn registered(&self, host: &str) -> bool {
@@ -654,13 +602,3 @@ impl Counters {
 
 /// How long a request may wait at most, retries included.
 pub const REQUEST_BUDGET: Duration = Duration::from_secs(15);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_stand_in_key_is_as_long_as_a_real_one() {
-        assert_eq!(NO_KEY.len(), crate::keys::new_key().expect("random").len());
-    }
-}

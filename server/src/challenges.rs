@@ -5,17 +5,32 @@
 //! other values (a certificate for `nas.example.com` and
 //! `*.nas.example.com` needs two at once) and removed on its own; the
 //! RRSet is deleted with its last value. Both operations read the RRSet
-//! first, so presenting twice leaves one value and cleaning a missing value
-//! costs no write. Operations run one at a time (they are rare, and a
-//! `present` racing the deletion of the last value could lose its value).
-//! A host holds at most `MAX_PER_HOST` values, and values older than
-//! `STALE_AFTER` are removed by the server (`expire`), also across restarts
-//! (they are kept in the state file). In a dry run values live only here.
+//! first, so presenting twice leaves one value.
+//!
+//! What Hetzner is asked is bounded per host:
+//! - A value the server holds for the host is presented again without a
+//!   call, and a value it does not hold (never written, or cleaned up
+//!   already) is cleaned up without one: repeating costs nothing.
+//! - Every operation that does reach Hetzner spends one of the host's
+//!   `CALLS_BURST` tokens, refilled at `CALLS_PER_HOUR`; without one the
+//!   answer is 429 with the wait (one certificate for a name and its
+//!   wildcard takes four operations, so a looping client or a leaked key
+//!   costs at most ~3 calls × `CALLS_PER_HOUR` an hour, not the project's
+//!   whole budget).
+//!
+//! Operations of one host run one at a time (a `present` racing the
+//! deletion of the last value could lose its value); other hosts never
+//! wait for them, and the values themselves sit behind a lock that is
+//! never held across a call, so the state writer, a reload and shutdown
+//! never wait for Hetzner. A host holds at most `MAX_PER_HOST` values, and
+//! values older than `STALE_AFTER` are removed by the server (`expire`),
+//! also across restarts (they are kept in the state file). In a dry run
+//! values live only here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +46,11 @@ pub const STALE_AFTER: u64 = 3600;
 pub const TXT_TTL: u32 = 60;
 /// The label in front of a host's name.
 pub const LABEL: &str = "_acme-challenge";
+/// Operations reaching Hetzner one host may run at once (two certificates
+/// of a name and its wildcard: eight)…
+pub const CALLS_BURST: u32 = 8;
+/// … and refilled per hour.
+pub const CALLS_PER_HOUR: u32 = 12;
 
 /// One value a host holds, as the state file keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +64,8 @@ pub struct Held {
 pub enum ChallengeError {
     /// The host holds `MAX_PER_HOST` values already.
     TooMany,
+    /// The host has no operation token left; one is back after this.
+    TooManyCalls(Duration),
     Update(UpdateError),
 }
 
@@ -54,6 +76,11 @@ impl fmt::Display for ChallengeError {
                 f,
                 "this host holds {MAX_PER_HOST} challenge values already; clean up finished challenges first (stale ones go after {} minutes)",
                 STALE_AFTER / 60
+            ),
+            ChallengeError::TooManyCalls(wait) => write!(
+                f,
+                "this host asked for {CALLS_BURST} challenge changes in a short time; at most {CALLS_PER_HOUR} an hour follow, the next in {} s",
+                wait.as_secs().max(1)
             ),
             ChallengeError::Update(e) => write!(f, "{e}"),
         }
@@ -92,16 +119,57 @@ impl Done {
     }
 }
 
+/// One host's operation lock and its tokens.
+struct HostOps {
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl HostOps {
+    /// Spend a token, or say when the next one is back.
+    fn spend(&mut self) -> Result<(), ChallengeError> {
+        let per_second = f64::from(CALLS_PER_HOUR) / 3600.0;
+        let refill = self.refilled.elapsed().as_secs_f64() * per_second;
+        self.tokens = (self.tokens + refill).min(f64::from(CALLS_BURST));
+        self.refilled = Instant::now();
+        if self.tokens < 1.0 {
+            return Err(ChallengeError::TooManyCalls(Duration::from_secs_f64((1.0 - self.tokens) / per_second)));
+        }
+        self.tokens -= 1.0;
+        Ok(())
+    }
+}
+
 #[derive(Default)]
 pub struct Challenges {
-    /// Host → the values it holds. Also the serializing lock of every
-    /// operation (held across the API calls on purpose, see above).
+    /// Host → the values it holds. Never locked across a call.
     held: Mutex<BTreeMap<String, Vec<Held>>>,
+    /// Host → its operations' lock (held across the calls of one
+    /// operation) and tokens. Hosts are the registered ones: bounded.
+    ops: Mutex<HashMap<String, Arc<Mutex<HostOps>>>>,
+}
+
+/// Who pays for an operation: a host's request spends its tokens, the
+/// server's own expiry does not.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Payer {
+    Host,
+    Server,
 }
 
 impl Challenges {
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Vec<Held>>> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn host_ops(&self, host: &str) -> Arc<Mutex<HostOps>> {
+        let mut ops = self.ops.lock().unwrap_or_else(PoisonError::into_inner);
+        let fresh = || Arc::new(Mutex::new(HostOps { tokens: f64::from(CALLS_BURST), refilled: Instant::now() }));
+        ops.entry(host.to_string()).or_insert_with(fresh).clone()
+    }
+
+    fn holds(&self, host: &str, value: &str) -> bool {
+        self.lock().get(host).is_some_and(|v| v.iter().any(|h| h.value == value))
     }
 
     /// Values remembered from the state file.
@@ -125,22 +193,25 @@ impl Challenges {
         now: u64,
         deadline: Instant,
     ) -> Result<Done, ChallengeError> {
-        let mut held = self.lock();
-        let mine = held.entry(host.to_string()).or_default();
-        let known = mine.iter().any(|h| h.value == value);
-        if !known && mine.len() >= MAX_PER_HOST {
-            return Err(ChallengeError::TooMany);
+        let ops = self.host_ops(host);
+        let mut ops = ops.lock().unwrap_or_else(PoisonError::into_inner);
+        {
+            let held = self.lock();
+            let mine = held.get(host).map_or(&[][..], Vec::as_slice);
+            if mine.iter().any(|h| h.value == value) {
+                return Ok(Done::AlreadyPresent);
+            }
+            if mine.len() >= MAX_PER_HOST {
+                return Err(ChallengeError::TooMany);
+            }
         }
         let done = match updater.hetzner() {
             None => {
                 log::info!("dry run: would add TXT {LABEL}.{host} {value:?}");
-                if known {
-                    Done::AlreadyPresent
-                } else {
-                    Done::Added
-                }
+                Done::Added
             }
             Some(api) => {
+                ops.spend()?;
                 let (zone, name, current) = txt_of(updater, api, host, deadline)?;
                 if current.iter().any(|v| v == value) {
                     Done::AlreadyPresent
@@ -151,6 +222,7 @@ impl Challenges {
                 }
             }
         };
+        let mut held = self.lock();
         let mine = held.entry(host.to_string()).or_default();
         mine.retain(|h| h.value != value);
         mine.push(Held { value: value.to_string(), added: now });
@@ -158,7 +230,8 @@ impl Challenges {
     }
 
     /// Remove exactly `value` from the TXT RRSet of `_acme-challenge.<host>`
-    /// (the RRSet with its last value).
+    /// (the RRSet with its last value). A value the server does not hold
+    /// for the host costs no call.
     pub fn cleanup(
         &self,
         updater: &Updater,
@@ -166,9 +239,7 @@ impl Challenges {
         value: &str,
         deadline: Instant,
     ) -> Result<Done, ChallengeError> {
-        let mut held = self.lock();
-        let done = remove(updater, &mut held, host, value, deadline)?;
-        Ok(done)
+        self.remove(updater, host, value, deadline, Payer::Host)
     }
 
     /// Remove every value older than `STALE_AFTER`; returns what was tried,
@@ -179,8 +250,8 @@ impl Challenges {
         now: u64,
         deadline: Instant,
     ) -> Vec<(String, String, Result<Done, ChallengeError>)> {
-        let mut held = self.lock();
-        let stale: Vec<(String, String)> = held
+        let stale: Vec<(String, String)> = self
+            .lock()
             .iter()
             .flat_map(|(host, values)| {
                 values
@@ -192,7 +263,7 @@ impl Challenges {
         stale
             .into_iter()
             .map(|(host, value)| {
-                let result = remove(updater, &mut held, &host, &value, deadline);
+                let result = self.remove(updater, &host, &value, deadline, Payer::Server);
                 (host, value, result)
             })
             .collect()
@@ -202,47 +273,52 @@ impl Challenges {
     pub fn any(&self) -> bool {
         self.lock().values().any(|v| !v.is_empty())
     }
-}
 
-fn remove(
-    updater: &Updater,
-    held: &mut BTreeMap<String, Vec<Held>>,
-    host: &str,
-    value: &str,
-    deadline: Instant,
-) -> Result<Done, ChallengeError> {
-    let done = match updater.hetzner() {
-        None => {
-            let had = held.get(host).is_some_and(|v| v.iter().any(|h| h.value == value));
-            log::info!("dry run: would remove TXT {LABEL}.{host} {value:?}");
-            if had {
-                Done::Removed
-            } else {
-                Done::AlreadyGone
-            }
+    fn remove(
+        &self,
+        updater: &Updater,
+        host: &str,
+        value: &str,
+        deadline: Instant,
+        payer: Payer,
+    ) -> Result<Done, ChallengeError> {
+        let ops = self.host_ops(host);
+        let mut ops = ops.lock().unwrap_or_else(PoisonError::into_inner);
+        if !self.holds(host, value) {
+            return Ok(Done::AlreadyGone);
         }
-        Some(api) => {
-            let (zone, name, current) = txt_of(updater, api, host, deadline)?;
-            if !current.iter().any(|v| v == value) {
-                Done::AlreadyGone
-            } else {
-                if current.iter().all(|v| v == value) {
-                    api.delete_rrset(zone, &name, "TXT", deadline)?;
-                } else {
-                    api.remove_txt(zone, &name, value, deadline)?;
+        let done = match updater.hetzner() {
+            None => {
+                log::info!("dry run: would remove TXT {LABEL}.{host} {value:?}");
+                Done::Removed
+            }
+            Some(api) => {
+                if payer == Payer::Host {
+                    ops.spend()?;
                 }
-                log::info!("hetzner: removed TXT {LABEL}.{host} {value:?}");
-                Done::Removed
+                let (zone, name, current) = txt_of(updater, api, host, deadline)?;
+                if !current.iter().any(|v| v == value) {
+                    Done::AlreadyGone
+                } else {
+                    if current.iter().all(|v| v == value) {
+                        api.delete_rrset(zone, &name, "TXT", deadline)?;
+                    } else {
+                        api.remove_txt(zone, &name, value, deadline)?;
+                    }
+                    log::info!("hetzner: removed TXT {LABEL}.{host} {value:?}");
+                    Done::Removed
+                }
+            }
+        };
+        let mut held = self.lock();
+        if let Some(mine) = held.get_mut(host) {
+            mine.retain(|h| h.value != value);
+            if mine.is_empty() {
+                held.remove(host);
             }
         }
-    };
-    if let Some(mine) = held.get_mut(host) {
-        mine.retain(|h| h.value != value);
-        if mine.is_empty() {
-            held.remove(host);
-        }
+        Ok(done)
     }
-    Ok(done)
 }
 
 /// The zone id, RRSet name and current values of a host's challenge RRSet.

@@ -14,6 +14,7 @@ use serde_json::{json, Map, Value};
 
 use crate::acme;
 use crate::app::{App, REQUEST_BUDGET};
+use crate::auth::{Denied, Principal};
 use crate::dyndns2::{self, Addresses, Answer, Params};
 use crate::fqdn;
 use crate::inspect;
@@ -151,10 +152,6 @@ fn json_update(app: &App, req: &Req, log: &mut LogContext) -> (Reply, Option<Out
         return (Reply::method_not_allowed("POST", "method not allowed; POST a JSON body"), None);
     }
     let source = app.client_ip(req);
-    if let Some(secs) = app.refused(source) {
-        let text = format!("too many failed authentications from this address; try again in {secs} s");
-        return (Reply::json_error(429, text).with_header("Retry-After", secs.to_string()), None);
-    }
     let mut fields = match parse_json_update(&req.body) {
         Ok(f) => f,
         Err(text) => return (Reply::json_error(400, text), None),
@@ -162,17 +159,22 @@ fn json_update(app: &App, req: &Req, log: &mut LogContext) -> (Reply, Option<Out
     let host = std::mem::take(&mut fields.host);
     log.host = Some(host.clone());
 
-    let key_ok = req.header("x-pre-shared-key").is_some_and(|k| app.key_ok(&host, k.trim()));
-    let admin_ok = req.basic_auth().is_some_and(|(u, p)| app.admin_ok(&u, &p));
-    app.auth_result(source, key_ok || admin_ok);
-    log.authenticated = Some(key_ok || admin_ok);
-    if !key_ok && !admin_ok {
-        let message = if req.header("x-pre-shared-key").is_none() && req.header("authorization").is_none() {
-            "missing X-Pre-Shared-Key header"
-        } else {
-            "wrong pre-shared key for this host"
-        };
-        return (Reply::json_error(401, message), None);
+    // The host's key in its header, or Basic credentials (the admin's, or
+    // the host's name and key as on the dyndns2 endpoint).
+    let principal = match (req.header("x-pre-shared-key"), req.basic_auth()) {
+        (Some(key), _) => app.guard.authorize(source, &host, key, Some(&host)),
+        (None, Some((user, pass))) => app.guard.authorize(source, &user, &pass, Some(&host)),
+        (None, None) => return (Reply::json_error(401, "missing X-Pre-Shared-Key header"), None),
+    };
+    log.authenticated = Some(principal.is_ok());
+    match principal {
+        Ok(Principal::Admin) => {}
+        Ok(Principal::Host(h)) if h == host => {}
+        Ok(Principal::Host(h)) => {
+            return (Reply::json_error(403, format!("these credentials are {h}'s; they cannot update {host}")), None)
+        }
+        Err(Denied::Refused(secs)) => return (Reply::too_many_failures(secs), None),
+        Err(Denied::Wrong) => return (Reply::json_error(401, "wrong pre-shared key for this host"), None),
     }
     if !app.registered(&host) {
         app.rejected(&host, "nohost", format!("{host} authenticated but is not in REGISTERED_FQDNS"));
@@ -353,10 +355,6 @@ fn dyndns2_answers(
     source: Option<IpAddr>,
     log: &mut LogContext,
 ) -> Result<Vec<Answer>, Answer> {
-    if app.refused(source).is_some() {
-        // The protocol's own code for a client that is blocked.
-        return Err(Answer::Abuse);
-    }
     let (user, pass) = req.basic_auth().or_else(|| params.credentials()).ok_or(Answer::BadAuth)?;
     let hosts = requested_hosts(params, &user)?;
     log.host = Some(match hosts.as_slice() {
@@ -444,8 +442,8 @@ fn requested_hosts(params: &Params<'_>, user: &str) -> Result<Vec<Option<String>
     Ok(hosts)
 }
 
-/// The admin credentials, or every host's own key with the user name being
-/// that host (full name or first label).
+/// The admin credentials, or the key of the host every name in `hosts` is
+/// (with the user name being that host: full name or first label).
 fn authenticate(
     app: &App,
     user: &str,
@@ -453,22 +451,16 @@ fn authenticate(
     hosts: &[Option<String>],
     source: Option<IpAddr>,
 ) -> Result<(), Answer> {
-    if app.admin_ok(user, pass) {
-        app.auth_result(source, true);
-        return Ok(());
-    }
-    let user = user.trim().trim_end_matches('.');
-    let all_ok = hosts.iter().all(|h| {
-        h.as_deref().is_some_and(|h| {
-            (user.eq_ignore_ascii_case(h) || user.eq_ignore_ascii_case(fqdn::first_label(h)))
-                && app.key_ok(h, pass.trim())
-        })
-    });
-    app.auth_result(source, all_ok);
-    if all_ok {
-        Ok(())
-    } else {
-        Err(Answer::BadAuth)
+    let target = match hosts {
+        [Some(one), rest @ ..] if rest.iter().all(|h| h.as_ref() == Some(one)) => Some(one.as_str()),
+        _ => None,
+    };
+    match app.guard.authorize(source, user, pass, target) {
+        Ok(Principal::Admin) => Ok(()),
+        Ok(Principal::Host(h)) if target == Some(h.as_str()) => Ok(()),
+        Ok(Principal::Host(_)) | Err(Denied::Wrong) => Err(Answer::BadAuth),
+        // The protocol's own code for a client that is refused.
+        Err(Denied::Refused(_)) => Err(Answer::Abuse),
     }
 }
 

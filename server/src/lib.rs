@@ -8,8 +8,9 @@
 //!  └ server (life: start, events, shutdown) ─ config ─ env
 //!          └ http (tiny_http glue) ─ handlers ─ pages · acme
 //!                                      └ message (Req, Reply)
-//!                                      └ app (App: auth, reports, state file)
-//!                                          └ inspect · challenges · updater · notify · hostbook · state · limiter
+//!                                      └ app (App: reports, state file)
+//!                                          └ auth (keys, admin, failed attempts) ─ limiter
+//!                                          └ inspect · challenges · updater · notify · hostbook · state
 //!                                              └ hetzner
 //!                                                  └ leaves: net · lan · time · keys · atomic · dyndns2 · fqdn · env
 //! ```
@@ -25,6 +26,7 @@ pub mod acme;
 pub mod acme_client;
 pub mod app;
 pub mod atomic;
+pub mod auth;
 pub mod certificates;
 pub mod challenges;
 pub mod config;

@@ -133,6 +133,12 @@ impl Reply {
     pub fn method_not_allowed(allow: &'static str, body: &str) -> Reply {
         Reply::text(405, body).with_header("Allow", allow)
     }
+
+    /// 429 for a source with too many failed attempts (`auth`).
+    pub fn too_many_failures(secs: u64) -> Reply {
+        let text = format!("too many failed authentications from this address; try again in {secs} s");
+        Reply::json_error(429, text).with_header("Retry-After", secs.to_string())
+    }
 }
 
 /// What the request log line says beyond the request and the reply: filled

@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use serde_json::{json, Value};
 
 use crate::app::App;
+use crate::auth::{Denied, Principal};
 use crate::hetzner::{Kind, RESERVE_PERCENT};
 use crate::message::{Reply, Req};
 use crate::net::RecordType;
@@ -23,11 +24,16 @@ fn require_admin(app: &App, req: &Req, public: bool) -> Result<(), Reply> {
     if app.config.admin.is_none() {
         return Err(Reply::text(404, "not found (set BASIC_AUTH_USERNAME and BASIC_AUTH_PASSWORD to enable)"));
     }
-    if req.basic_auth().is_some_and(|(u, p)| app.admin_ok(&u, &p)) {
-        Ok(())
-    } else {
-        Err(Reply::text(401, "admin credentials required").with_header("WWW-Authenticate", "Basic realm=\"dyndns\""))
+    let Some((user, pass)) = req.basic_auth() else { return Err(admin_required()) };
+    match app.guard.authorize(app.client_ip(req), &user, &pass, None) {
+        Ok(Principal::Admin) => Ok(()),
+        Err(Denied::Refused(secs)) => Err(Reply::too_many_failures(secs)),
+        Ok(Principal::Host(_)) | Err(Denied::Wrong) => Err(admin_required()),
     }
+}
+
+fn admin_required() -> Reply {
+    Reply::text(401, "admin credentials required").with_header("WWW-Authenticate", "Basic realm=\"dyndns\"")
 }
 
 struct HostRow {

@@ -63,6 +63,8 @@ struct State {
     faults: VecDeque<Fault>,
     /// Every call meets this fault (after the queued ones) until cleared.
     outage: Option<Fault>,
+    /// Calls whose path holds this text hang this long, then fail 503.
+    hang_matching: Option<(String, Duration)>,
     /// pebble-challtestsrv's management URL: TXT RRSets are mirrored
     /// there, so that its DNS server answers what the zone holds.
     mirror: Option<String>,
@@ -209,6 +211,12 @@ impl FakeHetzner {
     }
 
     /// Every call fails with `fault` from now on, until `None`.
+    /// Calls whose path contains `text` (e.g. one RRSet's name) hang for
+    /// `d` and then answer 503; every other call is served as usual.
+    pub fn hang_matching(&self, text: &str, d: Duration) {
+        lock(&self.state).hang_matching = Some((text.to_string(), d));
+    }
+
     pub fn set_outage(&self, fault: Option<Fault>) {
         lock(&self.state).outage = fault;
     }
@@ -290,7 +298,8 @@ impl FakeHetzner {
             let mut s = lock(&self.state);
             s.calls.push(format!("{method} {url}"));
             s.remaining = (s.remaining - 1).max(0);
-            let fault = s.faults.pop_front().or_else(|| s.outage.clone());
+            let hang = s.hang_matching.as_ref().filter(|(text, _)| url.contains(text.as_str())).map(|(_, d)| *d);
+            let fault = hang.map(Fault::Hang).or_else(|| s.faults.pop_front()).or_else(|| s.outage.clone());
             (fault, s.remaining, s.reset_at)
         };
         let reset = reset_at.unwrap_or_else(|| unix_now() + 1);

@@ -193,3 +193,98 @@ fn a_value_left_behind_is_removed_after_an_hour_also_across_a_restart() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+#[test]
+fn one_key_cannot_spend_the_api_budget_on_challenges() {
+    let (fake, server) = acme_server();
+    let key = server.key(NAS);
+    fake.clear_calls();
+    // Cleaning up values the server never wrote costs nothing.
+    for _ in 0..100 {
+        let r = post(&server, "/cleanup", "nas", &key, &challenge(V2));
+        assert_eq!(r.json()["status"], "already gone", "{}", r.body);
+    }
+    assert_eq!(fake.call_count(), 0, "{:?}", fake.calls());
+
+    // A looping client: present and clean up, again and again.
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses.push(post(&server, "/present", "nas", &key, &challenge(V1)));
+        statuses.push(post(&server, "/cleanup", "nas", &key, &challenge(V1)));
+    }
+    let kinds: Vec<String> =
+        statuses
+            .iter()
+            .map(|r| {
+                if r.status == 200 {
+                    r.json()["status"].as_str().unwrap_or("").to_string()
+                } else {
+                    r.status.to_string()
+                }
+            })
+            .collect();
+    let written = kinds.iter().filter(|k| *k == "added" || *k == "removed").count();
+    assert_eq!(written, 8, "{kinds:?}");
+    // Past the burst every present is refused, and the cleanups after them cost nothing.
+    assert!(kinds[8..].chunks(2).all(|c| c == ["429", "already gone"]), "{kinds:?}");
+    let refused = statuses.iter().find(|r| r.status == 429).expect("refused");
+    let wait: u64 = refused.header("retry-after").expect("Retry-After").parse().expect("seconds");
+    assert!((1..=300).contains(&wait), "{wait}");
+    assert!(refused.body.contains("an hour"), "{}", refused.body);
+    let calls = fake.call_count();
+    assert!(calls <= 8 * 3, "{calls} calls for 8 operations: {:?}", fake.calls());
+    assert_eq!(txt(&fake), None, "the last operation that ran was a cleanup");
+
+    // Another host is not held back.
+    let cam = r#"{"fqdn": "_acme-challenge.cam.example.com.", "value": "abc"}"#;
+    let r = post(&server, "/present", "cam", &server.key("cam.example.com"), cam);
+    assert_eq!(r.json()["status"], "added", "{}", r.body);
+}
+
+#[test]
+fn a_hanging_challenge_of_one_host_holds_up_nobody_else() {
+    let (fake, server) = {
+        let fake = FakeHetzner::start();
+        fake.add_zone("example.com");
+        let server = Setup::new(&fake, &format!("{NAS},cam.example.com")).var("HETZNER_TIMEOUT", "4").start();
+        fake.wait_for_zone_listing();
+        (fake, server)
+    };
+    fake.hang_matching("_acme-challenge.nas", std::time::Duration::from_secs(6));
+    let key = server.key(NAS);
+    let hung: Vec<_> = [V1, V2, "third-value"]
+        .into_iter()
+        .map(|v| {
+            let (base, key, body) = (server.base.clone(), key.clone(), challenge(v));
+            std::thread::spawn(move || {
+                let auth = basic("nas", &key);
+                e2e::request(&format!("{base}/present"), "POST", &[("Authorization", &auth)], Some(&body)).status
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+
+    let started = std::time::Instant::now();
+    let cam = r#"{"fqdn": "_acme-challenge.cam.example.com.", "value": "abc"}"#;
+    let r = post(&server, "/present", "cam", &server.key("cam.example.com"), cam);
+    assert_eq!(r.json()["status"], "added", "{}", r.body);
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "another host waited {:?}", started.elapsed());
+
+    // A reload (SIGHUP) saves the state first: it does not wait either.
+    let started = std::time::Instant::now();
+    server.running().reload();
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "the reload took {:?}", started.elapsed());
+
+    // Shutdown waits its grace for the hung requests, then writes the state
+    // at once: well inside Docker's 10 s.
+    let started = std::time::Instant::now();
+    let dir = server.stop();
+    let took = started.elapsed();
+    let grace = dyndns_server::server::SHUTDOWN_GRACE;
+    assert!(took < grace + std::time::Duration::from_secs(2), "shutdown took {took:?}");
+    let state = std::fs::read_to_string(dir.join("dyndns-state.json")).expect("state file");
+    assert!(state.contains("\"abc\""), "cam's value is kept: {state}");
+    for t in hung {
+        assert_ne!(t.join().expect("thread"), 200, "a hung Hetzner cannot have confirmed");
+    }
+}

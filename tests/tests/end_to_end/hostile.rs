@@ -16,32 +16,66 @@ fn server(extra: &[(&str, &str)]) -> (FakeHetzner, TestServer) {
 }
 
 #[test]
-fn key_guessing_is_refused_per_source_without_locking_out_others() {
-    let (fake, server) = server(&[]);
+fn guesses_from_an_address_never_lock_out_a_right_key_from_it() {
+    let (fake, server) = server(&[("BASIC_AUTH_USERNAME", "boss"), ("BASIC_AUTH_PASSWORD", "a-long-admin-password")]);
     let key = server.key(HOME);
     let body = r#"{"fqdn": "home.example.com", "ip": "192.0.2.1"}"#;
-    // The test client is behind the "proxy" 127.0.0.1 (trusted by default).
+    // The test client is behind the "proxy" 127.0.0.1 (trusted by default):
+    // everyone here shares one address, as behind CGNAT.
+    let shared = "203.0.113.66";
     let from = |source: &str, k: &str| {
         server.request("POST", "/update", &[("X-Pre-Shared-Key", k), ("X-Real-Ip", source)], Some(body))
     };
+    let admin_from = |source: &str, pass: &str| {
+        let auth = e2e::basic("boss", pass);
+        server.request(
+            "GET",
+            "/status",
+            &[("Authorization", &auth), ("X-Real-Ip", source), ("Accept", "application/json")],
+            None,
+        )
+    };
     for _ in 0..10 {
-        assert_eq!(from("203.0.113.66", "guess").status, 401);
+        assert_eq!(from(shared, "guess").status, 401);
     }
-    let r = from("203.0.113.66", &key);
-    assert_eq!(r.status, 429, "blocked even with the right key: {}", r.body);
+    // Wrong keys are now answered at once with 429 …
+    let r = from(shared, "guess");
+    assert_eq!(r.status, 429, "{}", r.body);
     assert!(r.header("retry-after").is_some_and(|s| s.parse::<u64>().is_ok_and(|n| n > 200)));
+    // … but the right key from the same address works, on every endpoint.
+    let r = from(shared, &key);
+    assert_eq!(r.json()["status"], "created", "{}", r.body);
     let auth = e2e::basic("home", &key);
     let r = server.request(
         "GET",
-        "/nic/update?hostname=home.example.com&myip=192.0.2.1",
-        &[("Authorization", &auth), ("X-Real-Ip", "203.0.113.66")],
+        "/nic/update?hostname=home.example.com&myip=192.0.2.2",
+        &[("Authorization", &auth), ("X-Real-Ip", shared)],
         None,
     );
-    assert_eq!((r.status, r.body.as_str()), (200, "abuse"));
-    // Another source with the right key is not affected.
-    let r = from("198.51.100.5", &key);
-    assert_eq!(r.json()["status"], "created", "{}", r.body);
-    assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["192.0.2.1".to_string()]));
+    assert_eq!((r.status, r.body.as_str()), (200, "good 192.0.2.2"));
+    let r = server.request(
+        "GET",
+        "/nic/update?hostname=home.example.com&myip=192.0.2.3",
+        &[("Authorization", &e2e::basic("home", "guess")), ("X-Real-Ip", shared)],
+        None,
+    );
+    assert_eq!(r.body, "abuse", "a wrong key from the refused source");
+    assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["192.0.2.2".to_string()]));
+    // Host-key guesses do not lock the admin out either.
+    assert_eq!(admin_from(shared, "a-long-admin-password").status, 200);
+
+    // Guessing the admin's password: ten tries, then the admin's logins
+    // from that address are refused, right or wrong …
+    for _ in 0..10 {
+        assert_eq!(admin_from("198.51.100.7", "wrong-password").status, 401);
+    }
+    let r = admin_from("198.51.100.7", "a-long-admin-password");
+    assert_eq!(r.status, 429, "the right password from the guessing address: {}", r.body);
+    assert_eq!(admin_from("198.51.100.7", "wrong-password").status, 429);
+    // … while the admin from elsewhere, and host keys from there, still work.
+    assert_eq!(admin_from("198.51.100.8", "a-long-admin-password").status, 200);
+    let r = from("198.51.100.7", &key);
+    assert_eq!(r.status, 200, "{}", r.body);
 }
 
 /// A request through a proxy on the same host (the test client's 127.0.0.1)
