@@ -181,7 +181,7 @@ def hostile(server, fake, nic, auth, dur):
     slow = []
     for _ in range(50):
         s = socket.create_connection(("127.0.0.1", server.port))
-        s.sendall(b"POST /update HTTP/1.1\r\nContent-Length: 2000\r\n\r\n")
+        s.sendall(b"POST /update HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n")
         slow.append(s)
     time.sleep(0.5)
     status = proc_status(server.proc.pid)

@@ -59,6 +59,10 @@ enum ReadError {
     Timeout { started: bool },
     /// patch 12: a version other than 1.0 and 1.1 (`HTTP/2.0`, the h2 preface)
     Version,
+    /// patch 14: a method that is not one of the standard ones (methods
+    /// are case-sensitive: `head` is not `HEAD`), or a transfer coding
+    /// other than `chunked`
+    NotImplemented(HTTPVersion, &'static str),
     ReadIoError(IoError),
 }
 
@@ -143,7 +147,9 @@ impl ClientConnection {
 
             prev_byte_was_cr = byte == b'\r';
 
-            if buf.len() >= limit {
+            // `limit` bytes of line, then its CR (patch 14: a line of
+            // exactly `limit` bytes was refused).
+            if buf.len() >= limit && !(buf.len() == limit && byte == b'\r') {
                 return Err(LineError::TooLong);
             }
             buf.push(byte);
@@ -180,15 +186,17 @@ impl ClientConnection {
                         )
                     })?;
 
-                let parsed = parse_request_line(
-                    line.as_str().trim(), // TODO: remove this conversion
-                )?;
+                // patch 14: exactly `method SP target SP version`, nothing trimmed.
+                let parsed = parse_request_line(line.as_str())?;
                 // patch 12: refused before anything else is read; the
                 // request's own writer must not exist yet (it used to be
                 // answered through a second writer that waited forever for
                 // the first, leaking the thread and the connection).
                 if parsed.2 != HTTPVersion(1, 0) && parsed.2 != HTTPVersion(1, 1) {
                     return Err(ReadError::Version);
+                }
+                if let Method::NonStandard(_) = parsed.0 {
+                    return Err(ReadError::NotImplemented(parsed.2, "the method is not implemented"));
                 }
                 parsed
             };
@@ -215,13 +223,29 @@ impl ClientConnection {
                     if headers.len() >= self.limits.max_headers {
                         return Err(ReadError::TooLarge(431, version));
                     }
-                    headers.push(match FromStr::from_str(line.as_str().trim()) {
-                        // TODO: remove this conversion
+                    // patch 14: a field name is a non-empty token right
+                    // before its colon; a line starting with white space
+                    // (obs-fold) would continue the previous value for one
+                    // parser and start a header for another: 400 (RFC 9112
+                    // 5.1, 5.2).
+                    let field_ok = line.as_str().split_once(':').is_some_and(|(name, _)| {
+                        !name.is_empty() && name.bytes().all(is_tchar)
+                    });
+                    if !field_ok {
+                        return Err(ReadError::WrongHeader(version));
+                    }
+                    headers.push(match FromStr::from_str(line.as_str()) {
                         Ok(h) => h,
                         _ => return Err(ReadError::WrongHeader(version)),
                     });
                 }
 
+                // patch 14: HTTP/1.1 needs exactly one Host, 1.0 at most one
+                // (RFC 9112 3.2).
+                let hosts = headers.iter().filter(|h: &&crate::Header| h.field.equiv("Host")).count();
+                if hosts > 1 || (hosts == 0 && version == HTTPVersion(1, 1)) {
+                    return Err(ReadError::WrongHeader(version));
+                }
                 headers
             };
 
@@ -261,6 +285,9 @@ impl ClientConnection {
                 }
                 request::RequestCreationError::BodyTooLarge => ReadError::TooLarge(413, version),
                 request::RequestCreationError::BadBody => ReadError::BadBody(version),
+                request::RequestCreationError::UnknownCoding => {
+                    ReadError::NotImplemented(version, "only the chunked transfer coding is implemented")
+                }
             }
         })?;
         self.deadline.set(None);
@@ -354,6 +381,11 @@ impl Iterator for ClientConnection {
                     return None;
                 }
 
+                Err(ReadError::NotImplemented(ver, text)) => {
+                    self.refuse(501, ver, text);
+                    return None;
+                }
+
                 Err(ReadError::Version) => {
                     self.refuse(505, HTTPVersion(1, 1), "only HTTP/1.0 and HTTP/1.1 are served");
                     return None;
@@ -407,16 +439,24 @@ fn parse_http_version(version: &str) -> Result<HTTPVersion, ReadError> {
 
 /// Parses the request line of the request.
 /// eg. GET / HTTP/1.1
+/// patch 14: three parts and single spaces; the method a token, the
+/// target not empty.
 fn parse_request_line(line: &str) -> Result<(Method, String, HTTPVersion), ReadError> {
     let mut parts = line.split(' ');
+    let (Some(method), Some(path), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(ReadError::WrongRequestLine);
+    };
+    if method.is_empty() || !method.bytes().all(is_tchar) || path.is_empty() {
+        return Err(ReadError::WrongRequestLine);
+    }
+    let method = method.parse().map_err(|_| ReadError::WrongRequestLine)?;
+    Ok((method, path.to_owned(), parse_http_version(version)?))
+}
 
-    let method = parts.next().and_then(|w| w.parse().ok());
-    let path = parts.next().map(ToOwned::to_owned);
-    let version = parts.next().and_then(|w| parse_http_version(w).ok());
-
-    method
-        .and_then(|method| Some((method, path?, version?)))
-        .ok_or(ReadError::WrongRequestLine)
+/// A byte of a token (RFC 9110 5.6.2): field names and methods.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]
@@ -431,5 +471,8 @@ mod test {
 
         assert!(super::parse_request_line("GET /hello").is_err());
         assert!(super::parse_request_line("qsd qsd qsd").is_err());
+        assert!(super::parse_request_line("GET /hello HTTP/1.1 x").is_err());
+        assert!(super::parse_request_line("GET  /hello HTTP/1.1").is_err());
+        assert!(super::parse_request_line("G(T /hello HTTP/1.1").is_err());
     }
 }

@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::mpsc::Sender;
 
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
-use chunked_transfer::Decoder;
 
 /// Represents an HTTP request made by a client.
 ///
@@ -113,6 +112,9 @@ pub enum RequestCreationError {
     /// patch 4: the length of the body is ambiguous.
     BadBody,
 
+    /// patch 14: a transfer coding other than `chunked`.
+    UnknownCoding,
+
     /// Error while reading data from the socket during the creation of the `Request`.
     CreationIoError(IoError),
 }
@@ -154,24 +156,36 @@ where
 
     // patch 4: a body whose length is ambiguous is refused (request
     // smuggling): a Content-Length that is not a number, two that differ,
-    // Content-Length beside Transfer-Encoding, or a transfer coding that
-    // does not end in chunked.
-    let transfer_encoding = find(&headers, "Transfer-Encoding").last().map(|h| h.value.as_str().to_ascii_lowercase());
+    // Content-Length beside Transfer-Encoding. patch 14: a Content-Length
+    // is digits only (no sign, no list); the only transfer coding is
+    // `chunked`, once (`gzip, chunked` would pass the body on undecoded:
+    // 501; `chunked, chunked` is 400, RFC 9112 6.1).
+    let codings: Vec<String> = find(&headers, "Transfer-Encoding")
+        .flat_map(|h| h.value.as_str().split(','))
+        .map(|c| c.trim().to_ascii_lowercase())
+        .collect();
     let lengths: Vec<_> = find(&headers, "Content-Length")
-        .map(|h| h.value.as_str().trim().parse::<usize>().ok())
+        .map(|h| {
+            let v = h.value.as_str().trim();
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            v.parse::<usize>().ok()
+        })
         .collect();
     let content_length = match lengths.first() {
         None => None,
         Some(&Some(n)) if lengths.iter().all(|&l| l == Some(n)) => Some(n),
         Some(_) => return Err(RequestCreationError::BadBody),
     };
-    let chunked = match &transfer_encoding {
-        None => false,
-        Some(_) if content_length.is_some() || version < HTTPVersion(1, 1) => {
+    let chunked = match codings.as_slice() {
+        [] => false,
+        _ if content_length.is_some() || version < HTTPVersion(1, 1) => return Err(RequestCreationError::BadBody),
+        [one] if one == "chunked" => true,
+        many if many.iter().any(String::is_empty) || many.iter().filter(|c| *c == "chunked").count() > 1 => {
             return Err(RequestCreationError::BadBody)
         }
-        Some(te) if te.rsplit(',').next().map(str::trim) == Some("chunked") => true,
-        Some(_) => return Err(RequestCreationError::BadBody),
+        _ => return Err(RequestCreationError::UnknownCoding),
     };
 
     // true if the client sent a `Expect: 100-continue` header
@@ -212,13 +226,13 @@ where
         // against twice the body bound plus a little.
         let wire_limit = (max_body as u64).saturating_mul(2).saturating_add(4096);
         let mut wire = source_data.by_ref().take(wire_limit);
-        let read = Decoder::new(&mut wire).take(max_body as u64 + 1).read_to_end(&mut body);
+        let read = read_chunked(&mut wire, max_body, &mut body);
         if body.len() > max_body || wire.limit() == 0 {
             return Err(RequestCreationError::BodyTooLarge);
         }
         match read {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::TimedOut => return Err(e.into()),
+            Ok(()) => {}
+            Err(Some(e)) if e.kind() == ErrorKind::TimedOut => return Err(e.into()),
             Err(_) => return Err(RequestCreationError::BadBody),
         }
     }
@@ -239,6 +253,73 @@ where
         notify_when_responded: None,
         aborted: None,
     })
+}
+
+/// patch 14: a strict `chunked` body (RFC 9112 7.1): each size is 1 to 16
+/// hex digits and nothing else, an extension holds no control character,
+/// every line ends in CRLF (no bare LF or CR), every chunk's data in CRLF;
+/// trailer lines are read and dropped. Appends at most `max_body + 1`
+/// bytes to `body`. `Err(None)`: malformed; `Err(Some)`: the read failed.
+fn read_chunked<R: Read>(src: &mut R, max_body: usize, body: &mut Vec<u8>) -> Result<(), Option<IoError>> {
+    const MAX_LINE: usize = 1024;
+    const MAX_TRAILERS: usize = 32;
+    fn byte<R: Read>(src: &mut R) -> Result<u8, Option<IoError>> {
+        let mut b = [0u8; 1];
+        match src.read(&mut b) {
+            Ok(1) => Ok(b[0]),
+            Ok(_) => Err(Some(IoError::new(ErrorKind::UnexpectedEof, "the body ended early"))),
+            Err(e) => Err(Some(e)),
+        }
+    }
+    fn line<R: Read>(src: &mut R) -> Result<Vec<u8>, Option<IoError>> {
+        let mut out = Vec::new();
+        loop {
+            match byte(src)? {
+                b'\r' => return if byte(src)? == b'\n' { Ok(out) } else { Err(None) },
+                b'\n' => return Err(None),
+                b if (b < 0x20 && b != b'\t') || b >= 0x7f => return Err(None),
+                b => out.push(b),
+            }
+            if out.len() > MAX_LINE {
+                return Err(None);
+            }
+        }
+    }
+    loop {
+        let size_line = line(src)?;
+        let mut digits = size_line.split(|&b| b == b';').next().unwrap_or(&[]);
+        if digits.len() < size_line.len() {
+            // `BWS ";"` before an extension.
+            while let [rest @ .., b' ' | b'\t'] = digits {
+                digits = rest;
+            }
+        }
+        if digits.is_empty() || digits.len() > 16 || !digits.iter().all(u8::is_ascii_hexdigit) {
+            return Err(None);
+        }
+        let digits = std::str::from_utf8(digits).map_err(|_| None)?;
+        let size = u64::from_str_radix(digits, 16).map_err(|_| None)?;
+        if size == 0 {
+            for _ in 0..=MAX_TRAILERS {
+                if line(src)?.is_empty() {
+                    return Ok(());
+                }
+            }
+            return Err(None);
+        }
+        let room = (max_body + 1).saturating_sub(body.len()) as u64;
+        let take = size.min(room) as usize;
+        let start = body.len();
+        body.resize(start + take, 0);
+        src.read_exact(&mut body[start..]).map_err(Some)?;
+        if size > room {
+            // Over the bound: the caller answers 413.
+            return Ok(());
+        }
+        if byte(src)? != b'\r' || byte(src)? != b'\n' {
+            return Err(None);
+        }
+    }
 }
 
 impl Request {

@@ -11,6 +11,7 @@ mod prefix;
 mod reconcile;
 mod server;
 mod settings;
+mod strict_http;
 mod tls;
 
 /// The server's own allocator, so these tests exercise it under load too.
