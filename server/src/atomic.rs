@@ -8,7 +8,8 @@
 //! 0600, so a link planted where it will be cannot redirect the write, and
 //! nobody can read it while it is written. When the target itself is a
 //! symbolic link (a key file kept elsewhere, a secrets mount), the file it
-//! points to is replaced and the link stays: the operator chose that path. A single file
+//! points to is replaced and the link stays — if that file belongs to the
+//! server's own user (`write`). A single file
 //! bind-mounted into a container cannot be renamed over (`EBUSY`/`EXDEV`);
 //! then the new content is written in place. That fallback is only offered
 //! to callers whose new content *starts with* the old content (the key file
@@ -20,14 +21,68 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+/// Read a file the server owns (key file, state file, certificates): at
+/// most `max` bytes, and only a regular file. `Ok(None)`: it does not
+/// exist. A FIFO, a device or a directory is an error (opened without
+/// blocking, so a FIFO cannot hang the start), and so is a larger file
+/// (a 100 MB "state file" would otherwise be held in memory whole).
+pub fn read_limited(path: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
+    use std::io::Read as _;
+    let file = match OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other("it is not a regular file"));
+    }
+    if meta.len() > max {
+        return Err(io::Error::other(format!(
+            "it holds {} bytes, more than the {max} a file of this kind may",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(io::Error::other(format!("it grew past the {max} bytes a file of this kind may hold")));
+    }
+    Ok(Some(bytes))
+}
+
 /// Replace `path` with `content`, mode 0600.
 ///
 /// `append_only`: the caller guarantees `content` starts with the file's
 /// current content, which permits the in-place fallback described above.
+///
+/// When `path` is a link, the file it points to is replaced only if that
+/// file belongs to the user the server runs as (compared with the owner of
+/// the temporary file just created): a link planted to `/etc/passwd`, or
+/// to another service's file, is refused instead of rewritten — as root
+/// the server could otherwise rewrite any file on the system.
 pub fn write(path: &Path, content: &[u8], append_only: bool) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
     let target = resolve_links(path)?;
+    let linked = target != path;
     let path = target.as_path();
     let (tmp, file) = create_temp(path)?;
+    if linked {
+        let ours = file.metadata()?.uid();
+        if let Ok(meta) = fs::metadata(path) {
+            if meta.uid() != ours {
+                let _ = fs::remove_file(&tmp);
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "it is a link to {}, which belongs to user {} and not to this server's user {ours}; refusing to rewrite it (point the link at a file of this user)",
+                        path.display(),
+                        meta.uid()
+                    ),
+                ));
+            }
+        }
+    }
     let result = fill(file, content).and_then(|()| fs::rename(&tmp, path));
     match result {
         Ok(()) => {

@@ -46,6 +46,9 @@ impl fmt::Display for KeyFileError {
     }
 }
 
+/// The largest key file read (a line is ~100 bytes: room for 80 000 hosts).
+pub const MAX_FILE: u64 = 8 << 20;
+
 /// What one line of the key file holds; `parse` and `rotate` read lines
 /// by the same rules.
 enum Line<'a> {
@@ -101,9 +104,9 @@ impl KeyFile {
 
     /// Read the file; a missing file is an empty key file.
     pub fn load(path: &Path) -> Result<KeyFile, KeyFileError> {
-        match std::fs::read(path) {
-            Ok(bytes) => Ok(KeyFile::parse(&String::from_utf8_lossy(&bytes))),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(KeyFile::default()),
+        match crate::atomic::read_limited(path, MAX_FILE) {
+            Ok(Some(bytes)) => Ok(KeyFile::parse(&String::from_utf8_lossy(&bytes))),
+            Ok(None) => Ok(KeyFile::default()),
             Err(source) => Err(KeyFileError { path: path.to_path_buf(), action: "read", source }),
         }
     }

@@ -131,6 +131,7 @@ impl Server {
             log::warn!("{w}");
         }
         log::info!("dyndns-server {} starting: {}", env!("CARGO_PKG_VERSION"), config.summary());
+        crate::state::check(&config.state_file).map_err(|e| StartError::Config(ConfigError(e)))?;
         let notifier = Notifier::start(&config);
         let keys = ensure_keys(&config)?;
         report_key_problems(&config, &keys, &notifier);

@@ -49,15 +49,32 @@ pub struct Confirmed {
 /// Read the state file. Missing: empty. Unreadable or corrupt: moved aside,
 /// with the warning to log.
 pub fn load(path: &Path) -> (StateFile, Option<String>) {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (StateFile::default(), None),
+    let bytes = match atomic::read_limited(path, MAX_FILE) {
+        Ok(Some(b)) => b,
+        Ok(None) => return (StateFile::default(), None),
         Err(e) => return (StateFile::default(), Some(move_aside(path, &e.to_string()))),
     };
     match serde_json::from_slice::<StateFile>(&bytes) {
         Ok(state) if state.version == VERSION => (state, None),
         Ok(state) => (StateFile::default(), Some(move_aside(path, &format!("unknown version {}", state.version)))),
         Err(e) => (StateFile::default(), Some(move_aside(path, &e.to_string()))),
+    }
+}
+
+/// The largest state file read (a host's entry is ~300 bytes: room for
+/// tens of thousands of hosts); a larger one is moved aside.
+pub const MAX_FILE: u64 = 16 << 20;
+
+/// Can `path` be the state file? It must be a regular file when it exists
+/// (checked at start: a FIFO would hang the read, and a device must never
+/// be moved aside or replaced).
+pub fn check(path: &Path) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => Err(format!(
+            "STATE_FILE {} is not a regular file; point STATE_FILE at a file path the server may create (e.g. /var/lib/dyndns/dyndns-state.json)",
+            path.display()
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -348,3 +348,133 @@ fn a_private_address_from_the_connection_is_refused_or_with_the_setting_warned_a
     let warnings = lines.iter().filter(|l| l.contains("a private address taken from the connection")).count();
     assert_eq!(warnings, 1, "{lines:#?}");
 }
+
+/// Run the server with a timeout (a start that hangs is a failure, not a
+/// stuck test); returns (status, stdout, stderr).
+fn run_bounded(vars: &[(&str, &str)], limit: std::time::Duration) -> (i32, String, String) {
+    use std::process::Stdio;
+    let mut child = Command::new(BIN)
+        .env_clear()
+        .envs(vars.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let until = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let out = child.wait_with_output().expect("output");
+            return (
+                status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            );
+        }
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server neither started nor stopped within {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_fifo_as_state_or_key_file_stops_the_start_instead_of_hanging_it() {
+    let dir = scratch("fifo");
+    let fifo = dir.join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().expect("mkfifo").success());
+    let fifo = fifo.display().to_string();
+    let keys = dir.join("keys").display().to_string();
+    let state = dir.join("state.json").display().to_string();
+    let base = [
+        ("DRY_RUN", "1"),
+        ("LISTEN_ADDR", "127.0.0.1"),
+        ("LISTEN_PORT", "0"),
+        ("REGISTERED_FQDNS", "home.example.com"),
+    ];
+    let limit = std::time::Duration::from_secs(5);
+
+    // A dry run keeps its state in `state.dry-run.json`: the FIFO is there.
+    let dry_state = dir.join("state.dry-run.json");
+    assert!(Command::new("mkfifo").arg(&dry_state).status().expect("mkfifo").success());
+    let mut vars = base.to_vec();
+    vars.extend([("PRE_SHARED_KEY_FILE", keys.as_str()), ("STATE_FILE", state.as_str())]);
+    let (code, out, err) = run_bounded(&vars, limit);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.contains("STATE_FILE") && out.contains("not a regular file"), "{out}{err}");
+
+    let other_state = dir.join("other.json").display().to_string();
+    let mut vars = base.to_vec();
+    vars.extend([("PRE_SHARED_KEY_FILE", fifo.as_str()), ("STATE_FILE", other_state.as_str())]);
+    let (code, out, err) = run_bounded(&vars, limit);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.contains("PRE_SHARED_KEY_FILE") && out.contains("not a regular file"), "{out}{err}");
+}
+
+#[test]
+fn a_huge_state_file_is_moved_aside_without_being_read() {
+    let dir = scratch("huge-state");
+    let state = dir.join("state.dry-run.json");
+    // 100 MB (sparse: nothing is written), which the server once read whole.
+    std::fs::File::create(&state).expect("create").set_len(100 << 20).expect("size");
+    let state_str = dir.join("state.json").display().to_string();
+    let (mut child, addr) = spawn_dry_run(&dir, &[("STATE_FILE", state_str.as_str())]);
+    assert!(http(&addr, "GET /healthz HTTP/1.0\r\n\r\n").ends_with("ok"));
+    let peak = crate::common::proc_status(child.id(), "VmHWM:");
+    assert!(peak < 32 * 1024, "peak RSS {peak} KiB");
+    let _ = child.kill();
+    let _ = child.wait();
+    let aside: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("state.dry-run.json.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "moved aside");
+    assert!(!state.exists() || std::fs::metadata(&state).expect("meta").len() < 1000);
+}
+
+#[test]
+fn a_key_file_linked_to_another_users_file_is_not_rewritten() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = scratch("key-link");
+    // A file of another user (as root: chown it to nobody; otherwise it is
+    // root's already, e.g. a planted link to a system file).
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "other.example.com not-ours\n").expect("victim");
+    let me = std::fs::metadata(&dir).expect("meta").uid();
+    if me == 0 {
+        std::os::unix::fs::chown(&victim, Some(65534), Some(65534)).expect("chown");
+    } else {
+        eprintln!("not root: the victim is our own file, so only the root case is proven");
+        return;
+    }
+    let link = dir.join("keys");
+    std::os::unix::fs::symlink(&victim, &link).expect("link");
+    let keys = link.display().to_string();
+    let vars = [
+        ("DRY_RUN", "1"),
+        ("LISTEN_ADDR", "127.0.0.1"),
+        ("LISTEN_PORT", "0"),
+        ("REGISTERED_FQDNS", "home.example.com"),
+        ("PRE_SHARED_KEY_FILE", keys.as_str()),
+    ];
+    let (code, out, err) = run_bounded(&vars, std::time::Duration::from_secs(5));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.contains("PRE_SHARED_KEY_FILE") && out.contains("belongs to user 65534"), "{out}{err}");
+    let meta = std::fs::metadata(&victim).expect("victim");
+    assert_eq!(std::fs::read_to_string(&victim).expect("read"), "other.example.com not-ours\n", "untouched");
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (65534, 0o644), "owner and mode unchanged");
+
+    // A link to a file of the server's own user is still followed.
+    std::fs::remove_file(&link).expect("unlink");
+    let own = dir.join("own-keys");
+    std::fs::write(&own, "").expect("own");
+    std::os::unix::fs::symlink(&own, &link).expect("link");
+    let (mut child, addr) = spawn_dry_run(&dir, &[]);
+    assert!(http(&addr, "GET /healthz HTTP/1.0\r\n\r\n").ends_with("ok"));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(std::fs::read_to_string(&own).expect("own").starts_with("home.example.com "), "the key went to the target");
+    assert!(std::fs::symlink_metadata(&link).expect("link").file_type().is_symlink(), "the link stays");
+}
