@@ -103,6 +103,24 @@ pub fn init(config: &Config, to_stderr: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// An error that stops the program before the logger exists (a setting
+/// that cannot be used, a log file that cannot be opened): written at once
+/// in the logger's own shape (`<time> [ERROR] …`, one line per line of
+/// `text`) and to the channel it would use, so that everything that stops a
+/// start reads alike and lands in one place.
+pub fn early_error(text: &str, to_stderr: bool) {
+    let mut out = String::with_capacity(text.len() + 32);
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        crate::time::utc_text(&mut out, SystemTime::now(), true);
+        let _ = writeln!(out, " [ERROR] {line}");
+    }
+    let _ = if to_stderr {
+        std::io::stderr().lock().write_all(out.as_bytes())
+    } else {
+        std::io::stdout().lock().write_all(out.as_bytes())
+    };
+}
+
 /// Wait until every line logged so far is written (before the process
 /// exits).
 pub fn flush() {

@@ -62,18 +62,22 @@ fn run() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    // Everything that stops a start is one `[ERROR]` line on the channel the
+    // log uses (stdout when serving; stderr for commands whose stdout is
+    // their output), in the log's shape, whether the logger exists yet or not.
+    let to_stderr = arg.is_some();
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("dyndns-server: {e}");
+            dyndns_server::logging::early_error(&e.to_string(), to_stderr);
             return ExitCode::from(2);
         }
     };
     if arg.as_deref() == Some("healthcheck") {
         return healthcheck(&config);
     }
-    if let Err(e) = dyndns_server::logging::init(&config, arg.is_some()) {
-        eprintln!("dyndns-server: {e}");
+    if let Err(e) = dyndns_server::logging::init(&config, to_stderr) {
+        dyndns_server::logging::early_error(&e, to_stderr);
         return ExitCode::from(2);
     }
     if arg.as_deref() == Some("setup") {

@@ -26,10 +26,17 @@ fn fatal_settings_exit_2_with_one_line_naming_the_variable() {
     let last = out.lines().last().unwrap_or_default();
     assert!(last.contains("[ERROR] HETZNER_TOKEN is not set") && last.contains("DRY_RUN=1"), "{out}");
 
-    let (code, _, err) = run(&[], &[("HETZNER_TOKEN", "replace-with-your-hetzner-cloud-api-token")]);
+    // A setting refused while the settings are read: the same channel and
+    // the same shape as the errors found later.
+    let (code, out, err) = run(&[], &[("HETZNER_TOKEN", "replace-with-your-hetzner-cloud-api-token")]);
     assert_eq!(code, 2);
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("placeholder"), "{err}");
+    assert!(err.is_empty(), "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains("[ERROR] HETZNER_TOKEN") && out.contains("placeholder"), "{out}");
+    let (code, out, err) = run(&[], &[("DRY_RUN", "1"), ("LISTEN_PORT", "99999")]);
+    assert_eq!(code, 2);
+    assert!(err.is_empty() && out.lines().all(|l| l.contains(" [ERROR] ")), "{out}{err}");
+    assert!(out.contains("LISTEN_PORT"), "{out}");
 
     // The key file path is a directory: unreadable.
     let mut vars = base.to_vec();
@@ -57,7 +64,7 @@ fn a_lan_host_entry_that_cannot_be_used_stops_the_start_with_one_line() {
         ("REGISTERED_FQDNS", "router.example.com"),
         ("IPV6_LAN_HOSTS", "nas.example.com=::1@gateway.example.com"),
     ];
-    let (code, _, err) = run(&[], &vars);
+    let (code, err, _) = run(&[], &vars);
     assert_eq!(code, 2, "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
