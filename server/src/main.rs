@@ -1,4 +1,4 @@
-//! `dyndns-server [keys [rotate HOST]|healthcheck|--help|--version]`: parse the settings,
+//! `dyndns-server [keys [rotate HOST|check]|setup HOST|healthcheck|--help|--version]`: parse the settings,
 //! run, map errors to exit codes (2 = a setting or file the operator must fix).
 
 use std::process::ExitCode;
@@ -17,6 +17,8 @@ usage:
   dyndns-server keys rotate HOST
                              give HOST a new key, print it, exit (then send
                              SIGHUP to a running server: the old key stops working)
+  dyndns-server keys check   exit 0 when the key file can be read as a reload
+                             reads it (the systemd unit runs it before SIGHUP)
   dyndns-server setup HOST   print ready-to-paste settings for HOST's router or
                              client (Fritz!Box, OpenWrt, UniFi, OPNsense, Synology,
                              ddclient, inadyn, curl, the agent), key included;
@@ -46,8 +48,9 @@ fn run() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some("keys") if args.len() == 1 || (args.len() == 3 && args[1] == "rotate") => {}
+        Some("keys") if args.len() == 2 && args[1] == "check" => {}
         Some("keys") => {
-            eprintln!("dyndns-server: usage: dyndns-server keys [rotate HOST]");
+            eprintln!("dyndns-server: usage: dyndns-server keys [rotate HOST | check]");
             return ExitCode::from(2);
         }
         None => {}
@@ -82,6 +85,9 @@ fn run() -> ExitCode {
     }
     if arg.as_deref() == Some("setup") {
         return setup(&config, &args[1]);
+    }
+    if arg.as_deref() == Some("keys") && args.get(1).map(String::as_str) == Some("check") {
+        return check_keys(&config);
     }
     if arg.as_deref() == Some("keys") {
         return match args.get(2) {
@@ -137,6 +143,33 @@ fn serve(config: Config) -> ExitCode {
     server.shutdown();
     log::info!("stopped");
     status
+}
+
+/// `keys check`: can the key file be read as the server would on `SIGHUP`?
+/// Run before the signal (the unit's `ExecReload=`), so that a reload that
+/// would keep the old keys fails visibly instead of reporting success.
+fn check_keys(config: &Config) -> ExitCode {
+    use dyndns_server::keys::KeyFile;
+    let path = &config.key_file;
+    if let Err(e) = std::fs::metadata(path) {
+        log::error!(
+            "PRE_SHARED_KEY_FILE: cannot read {}: {e}; a reload would keep the keys in use (check the path, and that this user may read it)",
+            path.display()
+        );
+        return ExitCode::from(2);
+    }
+    match KeyFile::load(path) {
+        Ok(file) => {
+            let usable = config.registered.iter().filter(|h| file.get(h).is_some()).count();
+            println!(
+                "{}: readable; {usable} of {} registered hosts have a key",
+                path.display(),
+                config.registered.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fatal(&format!("{e}; a reload would keep the keys in use")),
+    }
 }
 
 fn print_keys(config: &Config) -> ExitCode {

@@ -131,6 +131,12 @@ impl Server {
             log::warn!("{w}");
         }
         log::info!("dyndns-server {} starting: {}", env!("CARGO_PKG_VERSION"), config.summary());
+        if config.key_file_is_default {
+            log::warn!(
+                "PRE_SHARED_KEY_FILE is not set: the hosts' keys are kept in {}; set PRE_SHARED_KEY_FILE to a file on storage that outlives the server (e.g. /var/lib/dyndns/keys), or every key changes when it is lost",
+                config.key_file.display()
+            );
+        }
         crate::state::check(&config.state_file).map_err(|e| StartError::Config(ConfigError(e)))?;
         let notifier = Notifier::start(&config);
         let keys = ensure_keys(&config)?;

@@ -485,3 +485,51 @@ fn a_key_file_linked_to_another_users_file_is_not_rewritten() {
     assert!(std::fs::read_to_string(&own).expect("own").starts_with("home.example.com "), "the key went to the target");
     assert!(std::fs::symlink_metadata(&link).expect("link").file_type().is_symlink(), "the link stays");
 }
+
+#[test]
+fn serving_without_a_key_file_setting_says_where_the_keys_go() {
+    let dir = scratch("default-keys");
+    // A state path the server refuses stops the start right after the
+    // warning, before any key is written to the default path.
+    std::fs::create_dir(dir.join("state.dry-run")).expect("dir");
+    let state = dir.join("state").display().to_string();
+    let existed = std::path::Path::new("/pre-shared-key").exists();
+    let (code, out, err) = run_bounded(
+        &[("DRY_RUN", "1"), ("LISTEN_PORT", "0"), ("REGISTERED_FQDNS", "home.example.com"), ("STATE_FILE", &state)],
+        std::time::Duration::from_secs(5),
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        out.contains("[WARN] PRE_SHARED_KEY_FILE is not set: the hosts' keys are kept in /pre-shared-key"),
+        "{out}"
+    );
+    assert_eq!(std::path::Path::new("/pre-shared-key").exists(), existed, "nothing written there");
+}
+
+#[test]
+fn keys_check_fails_when_a_reload_could_not_read_the_keys() {
+    let dir = scratch("keys-check");
+    let keys = dir.join("keys");
+    let keys_str = keys.display().to_string();
+    let vars = [
+        ("DRY_RUN", "1"),
+        ("REGISTERED_FQDNS", "a.example.com,b.example.com"),
+        ("PRE_SHARED_KEY_FILE", keys_str.as_str()),
+    ];
+    // Missing: a reload would keep the keys in use, so the check fails.
+    let (code, out, err) = run(&["keys", "check"], &vars);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("[ERROR] PRE_SHARED_KEY_FILE: cannot read") && err.contains("keep the keys in use"), "{err}");
+    assert!(!keys.exists(), "the check writes nothing");
+    // Readable: exit 0, how many hosts have a key.
+    std::fs::write(&keys, "a.example.com 0123456789abcdef0123456789abcdef0123456789a\n").expect("keys");
+    let (code, out, err) = run(&["keys", "check"], &vars);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("readable; 1 of 2 registered hosts have a key"), "{out}");
+    // A directory (or a FIFO) where the file should be: refused.
+    std::fs::remove_file(&keys).expect("rm");
+    std::fs::create_dir(&keys).expect("dir");
+    let (code, _, err) = run(&["keys", "check"], &vars);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a regular file") || err.contains("Is a directory"), "{err}");
+}
