@@ -693,6 +693,37 @@ mod tests {
     }
 
     #[test]
+    fn malformed_acme_settings_are_named_and_quoted() {
+        let base = [("DRY_RUN", "1"), ("TLS_DOMAINS", "dyndns.example.com")];
+        for (name, value, wanted) in [
+            ("TLS_ACME_DIRECTORY", "http://ca.example/dir", "is not an https:// URL"),
+            ("TLS_ACME_DIRECTORY", "letsencrypt-stagin", "is not an https:// URL"),
+            ("TLS_DNS_RESOLVER", "ns1.example.com", "is not host:port"),
+            ("TLS_DNS_RESOLVER", "1.1.1.1:99999", "is not host:port"),
+            ("TLS_ACME_EMAIL", "not-an-address", "is not an e-mail address"),
+            ("TLS_ACME_EMAIL", "a@b.example,c@d.example", "is not an e-mail address"),
+            ("TLS_RENEW_DAYS", "0", "TLS_RENEW_DAYS"),
+            ("TLS_RENEW_DAYS", "thirty", "TLS_RENEW_DAYS"),
+            ("TLS_RENEW_DAYS", "99999", "TLS_RENEW_DAYS"),
+        ] {
+            let mut vars = base.to_vec();
+            vars.push((name, value));
+            let err = load(&vars).expect_err(&format!("{name}={value} was accepted")).0;
+            assert!(err.contains(name) && err.contains(wanted), "{name}={value}: {err}");
+            assert!(err.contains(value), "{name}={value}: the value is quoted: {err}");
+        }
+        // The short names and a good value of each are taken.
+        let mut vars = base.to_vec();
+        vars.extend([
+            ("TLS_ACME_DIRECTORY", "letsencrypt-staging"),
+            ("TLS_DNS_RESOLVER", "[2606:4700::1111]:53"),
+            ("TLS_ACME_EMAIL", "ops@example.com"),
+            ("TLS_RENEW_DAYS", "30"),
+        ]);
+        load(&vars).expect("good values");
+    }
+
+    #[test]
     fn defaults() {
         let c = load(&[("DRY_RUN", "1")]).expect("config");
         assert_eq!(c.listen, "0.0.0.0:80".parse().expect("addr"));

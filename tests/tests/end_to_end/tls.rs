@@ -379,3 +379,59 @@ fn a_certificate_is_obtained_by_dns01_served_renewed_and_kept_across_a_restart_w
     let (answers, _) = https(tls_addr(&server), &client(&root), &["/healthz"]);
     assert!(answers[0].starts_with("HTTP/1.1 200"));
 }
+
+#[test]
+fn an_unreachable_ca_at_the_first_start_leaves_the_server_serving_and_retrying() {
+    let fake = FakeHetzner::start();
+    fake.add_zone("example.com");
+    let ntfy = e2e::FakeNtfy::start();
+    // Nothing listens on this port: the directory cannot be fetched.
+    let dead = format!("https://127.0.0.1:{}/dir", free_port());
+    let server = Setup::new(&fake, "home.example.com")
+        .var("LISTEN_TLS_PORT", "0")
+        .var("TLS_DOMAINS", NAME)
+        .var("TLS_ACME_DIRECTORY", &dead)
+        .var("NTFY_URL", ntfy.url())
+        .var("NTFY_TOPIC", "dyndns")
+        .var("BASIC_AUTH_USERNAME", "admin")
+        .var("BASIC_AUTH_PASSWORD", "a-long-admin-password")
+        .start();
+    // Plain HTTP (LISTEN_PORT is set by the test set-up) answers at once.
+    let key = server.key("home.example.com");
+    assert_eq!(
+        server.get_as("/nic/update?hostname=home.example.com&myip=192.0.2.4", "home", &key).body,
+        "good 192.0.2.4"
+    );
+    // The failure is recorded with its reason and a next attempt, and announced.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let tls = loop {
+        let r = server.request(
+            "GET",
+            "/status",
+            &[("Authorization", &e2e::basic("admin", "a-long-admin-password")), ("Accept", "application/json")],
+            None,
+        );
+        let tls = r.json()["tls"].clone();
+        if tls["last_renewal_result"].is_string() {
+            break tls;
+        }
+        assert!(std::time::Instant::now() < until, "no renewal attempt recorded: {tls}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let result = tls["last_renewal_result"].as_str().unwrap_or_default();
+    assert_ne!(result, "ok");
+    assert!(result.contains("127.0.0.1"), "the reason names the CA: {result}");
+    assert!(tls["next_renewal"].as_u64().is_some(), "it keeps trying: {tls}");
+    assert!(tls["serial"].is_null());
+    let message = ntfy.next(std::time::Duration::from_secs(10)).expect("the first failure is announced");
+    assert!(format!("{message:?}").contains("certificate"), "{message:?}");
+    // The HTTPS port has nothing to serve yet: the handshake fails, the server stays.
+    let addr = tls_addr(&server);
+    let _ = std::net::TcpStream::connect(addr).map(|mut s| {
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(3)));
+        let _ = s.write_all(b"\x16\x03\x01\x00\x05hello");
+        let mut buf = [0u8; 64];
+        let _ = s.read(&mut buf);
+    });
+    assert_eq!(server.get("/healthz").status, 200);
+}
