@@ -193,6 +193,133 @@ def hostile(server, fake, nic, auth, dur):
     return rows, threads_rss
 
 
+def nginx_conf(prefix, port, upstream, cert, key):
+    return f"""daemon off;
+worker_processes 2;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    upstream dyndns {{ server 127.0.0.1:{upstream}; keepalive 32; }}
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location / {{
+            proxy_pass http://dyndns;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }}
+    }}
+}}
+"""
+
+
+def stack_rss(pids):
+    """VmRSS of these processes and their children (nginx's workers), KiB."""
+    total = 0
+    for pid in pids:
+        total += kib(pid, "VmRSS")
+        children = Path(f"/proc/{pid}/task/{pid}/children")
+        if children.exists():
+            for child in children.read_text().split():
+                total += kib(int(child), "VmRSS")
+    return total
+
+
+def https_side_by_side(dur):
+    """The server's own HTTPS against nginx terminating TLS (same certificate)
+    in front of the plain server: cached /nic/update over keep-alive and over
+    a new TLS connection per request, alternating, and the RSS of each stack."""
+    if not shutil.which("nginx"):
+        return None
+    data = Path(tempfile.mkdtemp(prefix="dyndns-bench-tls-"))
+    fake = Fake()
+    procs = []
+    try:
+        cert, key = data / "cert.pem", data / "key.pem"
+        sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+           "-subj", "/CN=dyndns.test", "-addext", "subjectAltName=DNS:dyndns.test", "-keyout", str(key), "-out", str(cert))
+        os.chmod(key, 0o644)  # nginx's master reads it; the directory is private
+        tls_port = free_port()
+        (data / "a").mkdir()
+        (data / "b").mkdir()
+        own = Server(fake, data / "a", ["home.example.com"], LISTEN_TLS_PORT=str(tls_port),
+                     TLS_CERT_FILE=str(cert), TLS_KEY_FILE=str(key))
+        procs.append(own)
+        plain = Server(fake, data / "b", ["home.example.com"])
+        procs.append(plain)
+        nginx_port = free_port()
+        (data / "nginx.conf").write_text(nginx_conf(data, nginx_port, plain.port, cert, key))
+        nginx = subprocess.Popen(["nginx", "-c", str(data / "nginx.conf"), "-p", str(data)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", nginx_port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        rows = {}
+        try:
+            for server in (own, plain):
+                server.update("home.example.com", "192.0.2.2")
+            auth = {s: "Basic " + base64.b64encode(f"home:{s.keys['home.example.com']}".encode()).decode()
+                    for s in (own, plain)}
+            path = "/nic/update?hostname=home.example.com&myip=192.0.2.2"
+            targets = {"server alone": (f"https://127.0.0.1:{tls_port}{path}", own),
+                       "nginx + server": (f"https://127.0.0.1:{nginx_port}{path}", plain)}
+            for mode, extra in (("keep-alive", []), ("new TLS connection each", ["-H", "Connection: close"])):
+                runs = {name: [] for name in targets}
+                for _ in range(ROUNDS):
+                    for name, (url, server) in targets.items():
+                        runs[name].append(wrk(["-t2", "-c16", "-d", dur, "-H", f"Authorization: {auth[server]}",
+                                               *extra, url]))
+                rows[mode] = {name: tuple(sorted(r[i] for r in rs)[len(rs) // 2] for i in range(3))
+                              for name, rs in runs.items()}
+            memory = {"server alone": stack_rss([own.proc.pid]),
+                      "nginx + server": stack_rss([nginx.pid, plain.proc.pid])}
+        finally:
+            nginx.send_signal(signal.SIGQUIT)
+            try:
+                nginx.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                nginx.kill()
+                nginx.wait()
+        return rows, memory
+    finally:
+        for p in procs:
+            p.stop()
+        fake.stop()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def https_lines(tls_rows):
+    if not tls_rows:
+        return ["Not measured (no nginx)."]
+    rows, memory = tls_rows
+    out = [f"Cached `/nic/update`, wrk (2 threads, 16 connections), alternating runs, {ROUNDS} each, medians; the "
+           "same P-256 certificate; nginx (Debian, 2 workers, TLS 1.3, keep-alive upstream) proxies to a second, "
+           "plain server. Goal: ≥ 1.0 of nginx + server on keep-alive, ≥ 0.8 on new connections, ≤ 1/5 of its memory.",
+           "", "| connections | server alone req/s | nginx + server req/s | ratio | p99 alone / nginx + server |",
+           "|---|---|---|---|---|"]
+    for mode, r in rows.items():
+        (ar, _, ap99), (nr, _, np99) = r["server alone"], r["nginx + server"]
+        out.append(f"| {mode} | {ar:,.0f} | {nr:,.0f} | {ar / nr:.2f} | {ap99:.2f} / {np99:.2f} ms |")
+    a, n = memory["server alone"], memory["nginx + server"]
+    out += ["", f"RSS after the runs: server alone {mib(a)}, nginx (master and workers) + server {mib(n)}: "
+            f"{a / n:.2f} of the stack."]
+    return out
+
+
 def hang_update(server, host):
     try:
         server.update(host, "203.0.113.99")
@@ -460,6 +587,8 @@ def main():
         fake.stop()
         shutil.rmtree(data, ignore_errors=True)
 
+    step("https side by side with nginx")
+    tls_rows = https_side_by_side("3s" if SMOKE else f"{DURATION // 2}s")
     images = image_sizes()
     step("simulated hour")
     k = 360 if SMOKE else 60
@@ -485,7 +614,7 @@ def main():
         "",
         "| binary | glibc (dynamic) | x86_64 musl (static) | target |",
         "|---|---|---|---|",
-        f"| dyndns-server | {sizes['dyndns-server'][0]:,} B | {sizes['dyndns-server'][1]:,} B ({sizes['dyndns-server'][1] / 1048576:.2f} MiB) | ≤ 2.5 MiB |",
+        f"| dyndns-server | {sizes['dyndns-server'][0]:,} B | {sizes['dyndns-server'][1]:,} B ({sizes['dyndns-server'][1] / 1048576:.2f} MiB) | ≤ 3.2 MiB |",
         f"| dyndns-agent | {sizes['dyndns-agent'][0]:,} B | {sizes['dyndns-agent'][1]:,} B ({sizes['dyndns-agent'][1] / 1048576:.2f} MiB) | ≤ 2 MiB |",
         "",
         ("Images (`FROM scratch`, the `*-prebuilt` targets, built with buildah): "
@@ -528,6 +657,8 @@ def main():
         lines.append(f"| {name} | {rps:,.0f} | {p50:.2f} ms | {p99:.2f} ms | {hz:.2f} ms | p99 ≤ 50 ms |")
     t, rss = results["idle_threads_rss"]
     lines += ["", f"With 1000 idle + 50 slow connections open (`MAX_CONNECTIONS=512`): {t} threads, RSS {mib(rss)}.", "",
+              "## HTTPS: the server's own TLS against nginx in front of the plain server", "",
+              ] + https_lines(tls_rows) + ["",
               "## Hetzner API calls per operation (counted by the fake)", "",
               "The fake's actions are `running` once before `success` (one poll). The zone list is read once at start",
               "and cached for `ZONE_CACHE_TTL` for all hosts; it is not counted here.", "",
