@@ -67,6 +67,17 @@ struct Directory {
     new_nonce: String,
     new_account: String,
     new_order: String,
+    /// ACME renewal information (RFC 9773), where the CA offers it.
+    renewal_info: Option<String>,
+}
+
+/// When the CA suggests renewing a certificate (RFC 9773 4.2), Unix
+/// seconds, and when to ask again (its `Retry-After`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenewalWindow {
+    pub start: u64,
+    pub end: u64,
+    pub retry_after: Option<u64>,
 }
 
 /// An order (RFC 8555 7.1.3).
@@ -182,6 +193,37 @@ impl AcmeClient {
         Ok(AcmeClient { agent, directory, key, rng, kid: None, nonce: None })
     }
 
+    /// The CA's renewal window for the certificate with this ARI
+    /// identifier (`der::CertInfo::ari_id`); `None` when the CA offers no
+    /// renewal information. Unauthenticated GET, as RFC 9773 4.2 says.
+    pub fn renewal_window(&self, ari_id: &str) -> Result<Option<RenewalWindow>, AcmeError> {
+        #[derive(Deserialize)]
+        struct Info {
+            #[serde(rename = "suggestedWindow")]
+            window: Window,
+        }
+        #[derive(Deserialize)]
+        struct Window {
+            start: String,
+            end: String,
+        }
+        let Some(base) = &self.directory.renewal_info else { return Ok(None) };
+        let url = format!("{}/{ari_id}", base.trim_end_matches('/'));
+        let answer = get(&self.agent, &url)?;
+        if answer.status != 200 {
+            return Err(err(format!("the CA's renewal information {url} answered {}", answer.status)));
+        }
+        let info: Info = parse(&answer.body, "renewal information")?;
+        let time = |text: &str| {
+            rfc3339(text).ok_or_else(|| err(format!("the CA's renewal information has a bad time {:?}", short(text))))
+        };
+        let (start, end) = (time(&info.window.start)?, time(&info.window.end)?);
+        if end < start {
+            return Err(err("the CA's renewal window ends before it starts"));
+        }
+        Ok(Some(RenewalWindow { start, end, retry_after: answer.retry_after }))
+    }
+
     fn jwk(&self) -> Value {
         let point = self.key.public_key().as_ref();
         json!({"crv": "P-256", "kty": "EC", "x": b64(&point[1..33]), "y": b64(&point[33..65])})
@@ -265,10 +307,16 @@ impl AcmeClient {
         Ok(())
     }
 
-    pub fn new_order(&mut self, names: &[String]) -> Result<Order, AcmeError> {
+    /// A new order for `names`; `replaces`: the ARI identifier of the
+    /// certificate it renews (RFC 9773 5), when the CA offers ARI.
+    pub fn new_order(&mut self, names: &[String], replaces: Option<&str>) -> Result<Order, AcmeError> {
         let identifiers: Vec<Value> = names.iter().map(|n| json!({"type": "dns", "value": n})).collect();
         let url = self.directory.new_order.clone();
-        let answer = self.post(&url, Some(&json!({ "identifiers": identifiers })))?;
+        let mut body = json!({ "identifiers": identifiers });
+        if let Some(id) = replaces.filter(|_| self.directory.renewal_info.is_some()) {
+            body["replaces"] = json!(id);
+        }
+        let answer = self.post(&url, Some(&body))?;
         let mut order: Order = parse(&answer.body, "order")?;
         order.url = answer.location.ok_or_else(|| err(format!("{url} gave the order no Location")))?;
         Ok(order)
@@ -335,6 +383,57 @@ fn pause(retry_after: Option<u64>, until: Instant, what: &str) -> Result<(), Acm
     Ok(())
 }
 
+fn short(text: &str) -> String {
+    text.chars().take(40).collect()
+}
+
+/// An RFC 3339 time (`2026-12-02T04:00:00Z`, fractions and offsets too) as
+/// Unix seconds; `None` if it is not one.
+pub fn rfc3339(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    let num = |range: std::ops::Range<usize>| -> Option<u64> {
+        let part = text.get(range)?;
+        part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok())?
+    };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (y, mo, d, h, mi, sec) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &text[19..];
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        rest = &fraction[digits..];
+    }
+    let offset: i64 = match rest.as_bytes() {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] if [h1, h2, m1, m2].iter().all(|c| c.is_ascii_digit()) => {
+            let hours = i64::from((h1 - b'0') * 10 + (h2 - b'0'));
+            let minutes = i64::from((m1 - b'0') * 10 + (m2 - b'0'));
+            let total = hours * 3600 + minutes * 60;
+            if *sign == b'+' {
+                total
+            } else {
+                -total
+            }
+        }
+        _ => return None,
+    };
+    let local = der::days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec;
+    u64::try_from(local as i64 - offset).ok()
+}
+
 fn parse<T: serde::de::DeserializeOwned>(body: &str, what: &str) -> Result<T, AcmeError> {
     serde_json::from_str(body).map_err(|e| err(format!("the CA sent an unreadable {what} ({e})")))
 }
@@ -359,4 +458,29 @@ fn read(mut resp: ureq::http::Response<ureq::Body>, url: &str) -> Result<Answer,
         .read_to_string()
         .map_err(|e| err(format!("the answer of {url} broke off ({e})")))?;
     Ok(Answer { status, location, retry_after, body })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc_3339_times_are_read_with_fractions_and_offsets() {
+        assert_eq!(rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(rfc3339("2026-12-02T18:52:31Z"), Some(1_796_237_551));
+        assert_eq!(rfc3339("2026-12-02T18:52:31.123456Z"), Some(1_796_237_551));
+        assert_eq!(rfc3339("2026-12-02T19:52:31+01:00"), Some(1_796_237_551));
+        assert_eq!(rfc3339("2026-12-02T17:52:31-01:00"), Some(1_796_237_551));
+        for bad in [
+            "2026-12-02",
+            "2026-13-02T00:00:00Z",
+            "2026-12-02T00:00:00",
+            "2026-12-02T00:00:00+0100",
+            "x026-12-02T00:00:00Z",
+            "2026-12-02T00:00:00.Z",
+            "1970-01-01T00:00:00+01:00",
+        ] {
+            assert_eq!(rfc3339(bad), None, "{bad}");
+        }
+    }
 }

@@ -98,6 +98,10 @@ pub struct CertInfo {
     /// Validity, Unix seconds.
     pub not_before: u64,
     pub not_after: u64,
+    /// The ACME renewal information (ARI, RFC 9773 4.1) identifier:
+    /// base64url of the authority key identifier, ".", base64url of the
+    /// serial's DER bytes. `None` without an authority key identifier.
+    pub ari_id: Option<String>,
 }
 
 /// Serial and validity of a DER X.509 certificate (RFC 5280 4.1).
@@ -109,14 +113,57 @@ pub fn cert_info(der: &[u8]) -> Option<CertInfo> {
     if field.0 == 0xa0 {
         field = tbs.next()?; // the version
     }
-    let serial: String = field.1.iter().map(|b| format!("{b:02x}")).collect();
+    let serial_der = field.1;
+    let serial: String = serial_der.iter().map(|b| format!("{b:02x}")).collect();
     tbs.next()?; // signature algorithm
     tbs.next()?; // issuer
     let (_, validity) = tbs.next()?;
     let mut validity = Reader(validity);
     let not_before = time(validity.next()?)?;
     let not_after = time(validity.next()?)?;
-    Some(CertInfo { serial, not_before, not_after })
+    tbs.next()?; // subject
+    tbs.next()?; // subject public key info
+                 // Then [1], [2] (unique identifiers) and [3] the extensions.
+    let mut aki = None;
+    while let Some((tag, content)) = tbs.next() {
+        if tag == 0xa3 {
+            aki = authority_key_id(content);
+        }
+    }
+    let ari_id = aki.map(|key_id| {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!("{}.{}", b64.encode(key_id), b64.encode(serial_der))
+    });
+    Some(CertInfo { serial, not_before, not_after, ari_id })
+}
+
+/// The keyIdentifier of the authority key identifier extension (OID
+/// 2.5.29.35, RFC 5280 4.2.1.1) in `[3] Extensions`.
+fn authority_key_id(explicit: &[u8]) -> Option<&[u8]> {
+    const AKI: &[u8] = &[0x55, 0x1d, 0x23];
+    let (_, extensions) = Reader(explicit).next()?;
+    let mut extensions = Reader(extensions);
+    while let Some((_, extension)) = extensions.next() {
+        let mut fields = Reader(extension);
+        let (tag, oid) = fields.next()?;
+        if tag != 0x06 || oid != AKI {
+            continue;
+        }
+        let mut value = fields.next()?;
+        if value.0 == 0x01 {
+            value = fields.next()?; // critical
+        }
+        let (_, aki) = Reader(value.1).next()?;
+        let mut aki = Reader(aki);
+        while let Some((tag, content)) = aki.next() {
+            if tag == 0x80 {
+                return Some(content);
+            }
+        }
+        return None;
+    }
+    None
 }
 
 /// UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`).
@@ -139,7 +186,7 @@ fn time((tag, text): (u8, &[u8])) -> Option<u64> {
 }
 
 /// Days since 1970-01-01 (Howard Hinnant's algorithm).
-fn days_from_civil(y: u64, m: u64, d: u64) -> u64 {
+pub fn days_from_civil(y: u64, m: u64, d: u64) -> u64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y / 400;
     let yoe = y - era * 400;
@@ -168,6 +215,42 @@ mod tests {
         assert_eq!(time((0x18, b"20261202185231Z")), Some(1_796_237_551));
         assert_eq!(time((0x18, b"2026120218523Z")), None);
         assert_eq!(time((0x17, b"261302185231Z")), None);
+    }
+
+    #[test]
+    fn the_ari_identifier_is_rfc_9773s() {
+        // RFC 9773 4.1's example: keyIdentifier 69:88:5B:6B:87:46:40:41:E1:
+        // B3:7B:84:7B:A0:AE:2C:DE:01:C8:D4, serial 00:87:65:43:21.
+        let key_id = [
+            0x69, 0x88, 0x5b, 0x6b, 0x87, 0x46, 0x40, 0x41, 0xe1, 0xb3, 0x7b, 0x84, 0x7b, 0xa0, 0xae, 0x2c, 0xde, 0x01,
+            0xc8, 0xd4,
+        ];
+        let aki = seq(&[&tlv(0x80, &key_id)]);
+        let extension = seq(&[&tlv(0x06, &[0x55, 0x1d, 0x23]), &tlv(0x04, &aki)]);
+        let other = seq(&[&tlv(0x06, &[0x55, 0x1d, 0x13]), &tlv(0x01, &[0xff]), &tlv(0x04, &seq(&[]))]);
+        let extensions = tlv(0xa3, &seq(&[&other, &extension]));
+        let validity = seq(&[&tlv(0x17, b"260101000000Z"), &tlv(0x17, b"260401000000Z")]);
+        let tbs = seq(&[
+            &tlv(0xa0, &tlv(0x02, &[2])),
+            &tlv(0x02, &[0x00, 0x87, 0x65, 0x43, 0x21]),
+            &seq(&[]),
+            &seq(&[]),
+            &validity,
+            &seq(&[]),
+            &seq(&[]),
+            &extensions,
+        ]);
+        let cert = seq(&[&tbs, &seq(&[]), &tlv(0x03, &[0])]);
+        let info = cert_info(&cert).expect("parsed");
+        assert_eq!(info.ari_id.as_deref(), Some("aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"));
+        assert_eq!(info.serial, "0087654321");
+        // Without the extension: no identifier, the rest still read.
+        let bare = seq(&[
+            &seq(&[&tlv(0x02, &[5]), &seq(&[]), &seq(&[]), &validity, &seq(&[]), &seq(&[])]),
+            &seq(&[]),
+            &tlv(0x03, &[0]),
+        ]);
+        assert_eq!(cert_info(&bare).map(|i| i.ari_id), Some(None));
     }
 
     #[test]

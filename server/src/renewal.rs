@@ -4,8 +4,11 @@
 //! One thread: at start the stored certificate (`tls-certificate.pem`
 //! beside the state file, chain and key in one file written atomically,
 //! mode 0600) is served at once; a new order is placed only when it is
-//! missing, for other names, or due: fewer than `TLS_RENEW_DAYS` days left,
-//! or without that setting a third of its lifetime. A certificate got in
+//! missing, for other names, or due: fewer than `TLS_RENEW_DAYS` days left;
+//! without that setting, at a moment picked inside the CA's suggested
+//! renewal window (ARI, RFC 9773; asked again every 6 hours or as its
+//! `Retry-After` says), and where the CA offers none at a third of the
+//! certificate's lifetime. A certificate got in
 //! this run is not renewed again for `MIN_RENEW_GAP`, so a CA with short
 //! lifetimes cannot cause an order loop. A failure is tried again after
 //! `FIRST_RETRY`, doubling to `MAX_RETRY`: at most four attempts in the
@@ -95,6 +98,65 @@ fn due(acme: &Acme, store: &CertStore, names_match: bool) -> u64 {
     info.not_after.saturating_sub(before)
 }
 
+/// What the CA's renewal information (ARI) last said for the certificate
+/// in use: when to renew (a moment picked at random inside its window, as
+/// RFC 9773 4.2 asks, so that many servers do not renew at once) and when
+/// to ask again.
+#[derive(Default)]
+struct Ari {
+    /// The certificate it is for (its ARI identifier).
+    for_id: Option<String>,
+    renew_at: Option<u64>,
+    window: Option<(u64, u64)>,
+    ask_at: u64,
+}
+
+/// Asked again at most this often, and at least this often.
+const ARI_MIN_RECHECK: u64 = 3600;
+const ARI_RECHECK: u64 = 6 * 3600;
+const ARI_MAX_RECHECK: u64 = 24 * 3600;
+
+/// Ask the CA for the renewal window of `ari_id` if it is time to; the
+/// renewal time it implies, if the CA offers ARI.
+fn check_ari(acme: &Acme, ari: &mut Ari, ari_id: &str, now: u64) -> Option<u64> {
+    if ari.for_id.as_deref() != Some(ari_id) {
+        *ari = Ari { for_id: Some(ari_id.to_string()), ..Ari::default() };
+    }
+    if now < ari.ask_at {
+        return ari.renew_at;
+    }
+    let answer = account_key(acme)
+        .map_err(AcmeError)
+        .and_then(|key| AcmeClient::connect(&acme.directory, acme.ca_file.as_deref(), &key))
+        .and_then(|client| client.renewal_window(ari_id));
+    match answer {
+        Ok(Some(w)) => {
+            ari.ask_at = now + w.retry_after.unwrap_or(ARI_RECHECK).clamp(ARI_MIN_RECHECK, ARI_MAX_RECHECK);
+            if ari.window != Some((w.start, w.end)) {
+                let pick = if w.end > w.start { fastrand::u64(w.start..w.end) } else { w.start };
+                ari.window = Some((w.start, w.end));
+                ari.renew_at = Some(pick);
+                log::info!(
+                    "TLS: the CA suggests renewing between {} and {}; renewing at {}",
+                    utc(w.start),
+                    utc(w.end),
+                    utc(pick.max(now))
+                );
+            }
+        }
+        Ok(None) => {
+            // No ARI at this CA: ask again a day later (it may start to offer it).
+            ari.ask_at = now + ARI_MAX_RECHECK;
+            ari.renew_at = None;
+        }
+        Err(e) => {
+            log::warn!("TLS: cannot read the CA's renewal information ({e}); renewing by the certificate's lifetime");
+            ari.ask_at = now + ARI_RECHECK;
+        }
+    }
+    ari.renew_at
+}
+
 /// Run until `stop` says so (or is dropped): obtain, serve, renew.
 pub fn run(app: &Arc<App>, acme: &Acme, store: &Arc<CertStore>, stop: &Receiver<()>) {
     let names_file = acme.dir.join("tls-names");
@@ -104,15 +166,25 @@ pub fn run(app: &Arc<App>, acme: &Acme, store: &Arc<CertStore>, stop: &Receiver<
     let mut retry = FIRST_RETRY;
     let mut failing = false;
     let mut warned_at: u64 = 0;
+    let mut ari = Ari::default();
     loop {
         let now = unix_now();
         let mut at = due(acme, store, names_match);
+        // Without TLS_RENEW_DAYS, the CA's renewal window decides where it offers one.
+        let ari_id = store.snapshot().info.and_then(|i| i.ari_id).filter(|_| names_match);
+        let mut replaces = None;
+        if let (None, Some(id)) = (acme.renew_days, ari_id.as_deref()) {
+            if let Some(t) = check_ari(acme, &mut ari, id, now) {
+                at = t;
+                replaces = Some(id.to_string());
+            }
+        }
         if let Some(got) = obtained_at {
             at = at.max(now + MIN_RENEW_GAP.saturating_sub(got.elapsed()).as_secs());
         }
         if at <= now {
             store.note_next(None);
-            match obtain(app, acme) {
+            match obtain(app, acme, replaces.as_deref()) {
                 Ok(pem) => match save_and_install(acme, store, &pem) {
                     Ok(()) => {
                         let _ = crate::atomic::write(&names_file, wanted.as_bytes(), false);
@@ -145,8 +217,13 @@ pub fn run(app: &Arc<App>, acme: &Acme, store: &Arc<CertStore>, stop: &Receiver<
         }
         warn_expiry(app, store, &wanted, &mut warned_at);
         store.note_next(Some(at));
-        // Wake at least hourly: the clock may jump, the expiry warning ticks.
-        let wait = Duration::from_secs((at - now).min(3600));
+        // Wake at least hourly: the clock may jump, the expiry warning ticks,
+        // and the CA's renewal information is asked again when it is time.
+        let mut wait = (at - now).min(3600);
+        if ari.for_id.is_some() {
+            wait = wait.min(ari.ask_at.saturating_sub(now).max(1));
+        }
+        let wait = Duration::from_secs(wait);
         if !matches!(stop.recv_timeout(wait), Err(RecvTimeoutError::Timeout)) {
             return;
         }
@@ -246,13 +323,13 @@ struct Written {
 }
 
 /// One whole order; the chain and key as one PEM text.
-fn obtain(app: &App, acme: &Acme) -> Result<String, AcmeError> {
+fn obtain(app: &App, acme: &Acme, replaces: Option<&str>) -> Result<String, AcmeError> {
     let err = |e: String| AcmeError(e);
     let key = account_key(acme).map_err(err)?;
     log::info!("TLS: ordering a certificate for {} from {}", acme.domains.join(", "), acme.directory);
     let mut client = AcmeClient::connect(&acme.directory, acme.ca_file.as_deref(), &key)?;
     client.account(acme.email.as_deref())?;
-    let order = client.new_order(&acme.domains)?;
+    let order = client.new_order(&acme.domains, replaces)?;
     let mut written = Vec::new();
     let result = validate_and_issue(app, acme, &mut client, order, &mut written);
     for w in written {

@@ -381,6 +381,13 @@ fn accept_loop(
             },
             (_, sock) => util::refined_tcp_stream::Stream::from(sock),
         };
+        // patch 13: without a handler, a TLS connection reads its next
+        // request only after the last one was answered: the reader would
+        // hold the stream's lock while the answer waits for it.
+        #[cfg(feature = "ssl-rustls")]
+        let in_turns = matches!(stream, util::refined_tcp_stream::Stream::Https(_));
+        #[cfg(not(feature = "ssl-rustls"))]
+        let in_turns = false;
         let (read, write) = util::RefinedTcpStream::new(stream);
         let client = ClientConnection::new(write, read.with_deadline(deadline.clone()), limits.clone(), deadline);
         let messages = messages.clone();
@@ -399,6 +406,14 @@ fn accept_loop(
                             break;
                         }
                         slot.idle();
+                    }
+                    None if in_turns => {
+                        let (answered, wait) = std::sync::mpsc::channel();
+                        messages.push(rq.with_notify_sender(answered).into());
+                        // Answered, or dropped (a 500 was written).
+                        if wait.recv().is_err() || close.load(Relaxed) {
+                            break;
+                        }
                     }
                     None => messages.push(rq.into()),
                 }

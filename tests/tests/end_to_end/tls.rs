@@ -435,3 +435,151 @@ fn an_unreachable_ca_at_the_first_start_leaves_the_server_serving_and_retrying()
     });
     assert_eq!(server.get("/healthz").status, 200);
 }
+
+/// pebble's directory with `renewalInfo` added (pebble 2.4 has no ARI),
+/// served over HTTPS with pebble's own certificate; its renewal
+/// information answers `window` and records the identifiers asked for.
+struct AriDirectory {
+    url: String,
+    asked: Arc<std::sync::Mutex<Vec<String>>>,
+    window: Arc<std::sync::Mutex<(u64, u64)>>,
+    _server: Arc<tiny_http::Server>,
+}
+
+fn rfc3339(unix: u64) -> String {
+    let mut out = String::new();
+    dyndns_server::time::utc_text(&mut out, std::time::UNIX_EPOCH + Duration::from_secs(unix), false);
+    out
+}
+
+impl AriDirectory {
+    fn start(dir: &Path, pebble: &Pebble) -> AriDirectory {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(dir.join("pebble.pem")).expect("pem").map(|c| c.expect("cert")).collect();
+        let key = PrivateKeyDer::from_pem_file(dir.join("pebble.key")).expect("key");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("config");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("https://127.0.0.1:{}", listener.local_addr().expect("addr").port());
+        let server = Arc::new(
+            tiny_http::Server::with_tls(listener, tiny_http::Limits::default(), None, Some(Arc::new(config)), None)
+                .expect("server"),
+        );
+        let out = Command::new("curl").args(["-fsS", "--cacert"]).arg(&pebble.ca).arg(&pebble.directory).output();
+        let mut directory: serde_json::Value = serde_json::from_slice(&out.expect("curl").stdout).expect("directory");
+        directory["renewalInfo"] = serde_json::json!(format!("{url}/ari"));
+        let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let window = Arc::new(std::sync::Mutex::new((0, 0)));
+        let (s, a, w) = (Arc::clone(&server), Arc::clone(&asked), Arc::clone(&window));
+        std::thread::spawn(move || {
+            for rq in s.incoming_requests() {
+                let body = if let Some(id) = rq.url().strip_prefix("/ari/") {
+                    a.lock().expect("asked").push(id.to_string());
+                    let (start, end) = *w.lock().expect("window");
+                    serde_json::json!({"suggestedWindow": {"start": rfc3339(start), "end": rfc3339(end)}}).to_string()
+                } else {
+                    directory.to_string()
+                };
+                let header = tiny_http::Header::from_bytes("Content-Type", "application/json").expect("header");
+                let _ = rq.respond(tiny_http::Response::from_string(body).with_header(header));
+            }
+        });
+        AriDirectory { url: format!("{url}/dir"), asked, window, _server: server }
+    }
+}
+
+#[test]
+fn the_cas_renewal_window_decides_when_to_renew() {
+    let fake = FakeHetzner::start();
+    fake.add_zone("example.com");
+    let dir = e2e::scratch_dir("tls-ari");
+    let pebble = Pebble::start(&dir);
+    fake.mirror_txt_to(&pebble.management);
+    let ari = AriDirectory::start(&dir, &pebble);
+    let now = dyndns_server::time::unix_now();
+    *ari.window.lock().expect("window") = (now + 30 * 86_400, now + 31 * 86_400);
+    let (ca, dns) = (pebble.ca.display().to_string(), pebble.dns.clone());
+    let setup = |dir: PathBuf| {
+        Setup::in_dir(&fake, "home.example.com", dir)
+            .without("LISTEN_PORT")
+            .var("LISTEN_TLS_PORT", "0")
+            .var("TLS_DOMAINS", NAME)
+            .var("TLS_ACME_DIRECTORY", &ari.url)
+            .var("TLS_ACME_CA_FILE", &ca)
+            .var("TLS_DNS_RESOLVER", &dns)
+    };
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let until = Instant::now() + Duration::from_secs(90);
+        while !done() {
+            assert!(Instant::now() < until, "{what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let server = setup(dir.clone()).start();
+    let store = Arc::clone(server.running().app.certificates.get().expect("store"));
+    wait_for("a certificate", &|| store.has_certificate());
+    let first = store.snapshot().info.expect("info");
+    let id = first.ari_id.clone().expect("pebble's certificates have an authority key identifier");
+    // The CA is asked about exactly this certificate, and the renewal is
+    // planned inside its window, not at a third of pebble's 5 years.
+    wait_for("the renewal information asked", &|| ari.asked.lock().expect("asked").contains(&id));
+    wait_for("a renewal planned", &|| store.snapshot().next_attempt.is_some_and(|t| t > now + 86_400));
+    let next = store.snapshot().next_attempt.expect("next");
+    assert!((now + 30 * 86_400..=now + 31 * 86_400).contains(&next), "{next} outside the window");
+    let data = server.stop();
+
+    // The window moves into the past: after a restart (no 12-hour gap for a
+    // certificate got in an earlier run) it is renewed at once.
+    *ari.window.lock().expect("window") = (now - 7200, now - 3600);
+    let server = setup(data).start();
+    let store = Arc::clone(server.running().app.certificates.get().expect("store"));
+    wait_for("renewed by the window", &|| store.snapshot().info.is_some_and(|i| i.serial != first.serial));
+    let second = store.snapshot().info.expect("info");
+    assert!(second.not_after > 0 && second.ari_id.is_some_and(|n| n != id));
+}
+
+/// The patched tiny_http without a handler (requests taken from
+/// `incoming_requests` by another thread, as the ARI fake above does): a
+/// TLS connection answers each request before reading the next. Its reader
+/// held the stream's lock while it waited for the next request, so no
+/// answer was ever written (tiny-http #144's deadlock, in the queue path).
+#[test]
+fn tls_requests_taken_from_the_queue_are_answered_with_keep_alive() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = e2e::scratch_dir("tls-queue");
+    let (chain, key, ca) = certificate(&dir, "queue");
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(&chain).expect("pem").map(|c| c.expect("cert")).collect();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, PrivateKeyDer::from_pem_file(&key).expect("key"))
+        .expect("config");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let limits = tiny_http::Limits { timeout: Some(Duration::from_secs(5)), ..tiny_http::Limits::default() };
+    let server =
+        Arc::new(tiny_http::Server::with_tls(listener, limits, None, Some(Arc::new(config)), None).expect("server"));
+    let s = Arc::clone(&server);
+    std::thread::spawn(move || {
+        for rq in s.incoming_requests() {
+            let body = format!("answer to {}", rq.url());
+            let _ = rq.respond(tiny_http::Response::from_string(body));
+        }
+    });
+    let started = Instant::now();
+    let (answers, _) = https(addr, &client(&ca), &["/one", "/two", "/three"]);
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    for (answer, path) in answers.iter().zip(["/one", "/two", "/three"]) {
+        assert!(answer.ends_with(&format!("answer to {path}")), "{answer:?}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(4), "answers waited for the read timeout");
+}
