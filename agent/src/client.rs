@@ -15,17 +15,12 @@ use serde_json::{json, Value};
 
 use crate::config::{Config, ConfigError, Family, Ipv6Source};
 use crate::ipv6;
+use dyndns_common::answer::UpdateAnswer;
 
 const USER_AGENT: &str = concat!("dyndns-agent/", env!("CARGO_PKG_VERSION"));
 
 /// What the server said to an accepted report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Accepted {
-    /// `created`, `updated` or `unchanged`.
-    pub status: String,
-    pub ip: String,
-    pub rtype: String,
-}
+pub type Accepted = UpdateAnswer;
 
 /// Why a report did not go through.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,20 +129,18 @@ impl Reporter {
         };
         let status = resp.status().as_u16();
         let text = resp.body_mut().with_config().limit(64 * 1024).read_to_string().unwrap_or_default();
-        let doc: Option<Value> = serde_json::from_str(&text).ok();
-        let field = |k: &str| doc.as_ref().and_then(|d| d.get(k)).and_then(Value::as_str).map(str::to_string);
         if status == 200 {
-            // Only the statuses dyndns-server documents, with an address.
-            let documented = field("status").filter(|s| ["created", "updated", "unchanged"].contains(&s.as_str()));
-            let ip = field("ip").filter(|ip| ip.parse::<std::net::IpAddr>().is_ok());
-            return match (documented, ip) {
-                (Some(status), Some(ip)) => Ok(Accepted { status, ip, rtype: field("type").unwrap_or_default() }),
-                _ => Err(ReportError::Rejected(format!(
+            // Only the answer dyndns-server documents: a status it
+            // names, with an address.
+            return serde_json::from_str::<UpdateAnswer>(&text).map_err(|_| {
+                ReportError::Rejected(format!(
                     "{} answered 200 but not as dyndns-server does; check BACKEND_URL",
                     crate::config::redact_url(&self.url)
-                ))),
-            };
+                ))
+            });
         }
+        let doc: Option<Value> = serde_json::from_str(&text).ok();
+        let field = |k: &str| doc.as_ref().and_then(|d| d.get(k)).and_then(Value::as_str).map(str::to_string);
         let message = field("error").unwrap_or_else(|| text.chars().take(120).collect::<String>().trim().to_string());
         let message = format!("server answered {status}: {message}");
         if status == 429 || status >= 500 {

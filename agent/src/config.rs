@@ -4,15 +4,13 @@
 //! the variable, quotes the value (never a key) and says what to do.
 //!
 //! The rules for flags, numbers and secrets are the server's own: this
-//! module compiles `server/src/env.rs` (one file, so the two cannot drift).
+//! module reads them with `dyndns_common::env` (one crate, so the two cannot drift).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-#[path = "../../server/src/env.rs"]
-mod env;
-
+use dyndns_common::env;
 use env::url_host;
 use env::Env;
 pub use env::{redact_url, ConfigError, Secret};

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use client::{ReportError, Reporter};
 use config::{Config, Family, IpVersion};
+use dyndns_common::answer::Outcome;
 use log::{debug, error, info, warning};
 
 /// How the agent ended.
@@ -115,8 +116,8 @@ fn cycle(
             Ok(Some(a)) => {
                 accepted += 1;
                 let line = format!("{} {} {}", config.fqdn, a.rtype, a.ip);
-                if last.get(&family) != Some(&line) || a.status != "unchanged" {
-                    info!("{line} ({})", a.status);
+                if last.get(&family) != Some(&line) || a.status != Outcome::Unchanged {
+                    info!("{line} ({})", a.status.as_str());
                 } else {
                     debug!("{line} (unchanged)");
                 }

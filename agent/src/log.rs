@@ -5,10 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
-// The server's clock helpers, one file for both (the agent uses one of them).
-#[allow(dead_code)]
-#[path = "../../server/src/time.rs"]
-mod time;
+use dyndns_common::time;
 
 static DEBUG: AtomicBool = AtomicBool::new(false);
 

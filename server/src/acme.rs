@@ -90,7 +90,7 @@ pub fn handle(app: &App, req: &Req, log: &mut LogContext, present: bool) -> (Rep
             log::error!("ACME {action} for {host}: {e}");
             app.notifier.send_once(
                 &host,
-                &format!("acme_{}", e.kind()),
+                notify::Kind::Challenge(e.kind()),
                 Message {
                     title: format!("dyndns: ACME {action} for {host} failed"),
                     body: format!("{LABEL}.{host} TXT: {e}"),

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -23,8 +23,9 @@ use crate::inspect::Inspector;
 use crate::keys::KeyFile;
 use crate::lan::{self, LanHost, Prefix};
 use crate::message::Req;
+use crate::metrics::{Counters, Endpoint};
 use crate::net::RecordType;
-use crate::notify::{self, Message, Notifier};
+use crate::notify::{self, ClientMistake, Kind, Message, Notifier};
 use crate::state;
 use crate::time::{duration_text, unix_now};
 use crate::updater::{Backend, Drift, DriftAction, Outcome, Repair, UpdateError, Updater, WriteLimit};
@@ -245,7 +246,7 @@ impl App {
             )
         };
         log::warn!("{text}");
-        self.rejected(host, "unreachable", text.clone());
+        self.rejected(host, ClientMistake::PrivateAddress, text.clone());
         Some(text)
     }
 
@@ -315,7 +316,7 @@ impl App {
                 self.hosts.set_error(host, Some(e.to_string()));
                 self.notifier.send_once(
                     host,
-                    &e.kind(),
+                    Kind::Update(e.kind()),
                     Message {
                         title: format!("dyndns: update of {host} failed"),
                         body: format!("{host} {rtype} {ip}: {e}"),
@@ -329,11 +330,11 @@ impl App {
 
     /// An authenticated request that looks like a misconfigured client:
     /// remembered as the host's last error, announced once.
-    pub fn rejected(&self, host: &str, kind: &str, text: String) {
+    pub fn rejected(&self, host: &str, mistake: ClientMistake, text: String) {
         self.hosts.set_error(host, Some(text.clone()));
         self.notifier.send_once(
             host,
-            kind,
+            Kind::Client(mistake),
             Message {
                 title: format!("dyndns: rejected an update of {host}"),
                 body: text,
@@ -403,7 +404,7 @@ impl App {
                     "error"
                 }
             };
-            self.counters.count("ipv6_prefix", outcome);
+            self.counters.count(Endpoint::Ipv6Prefix, outcome);
             let state = lan.entry(r.fqdn.clone()).or_default();
             state.prefix = Some(prefix.to_string());
             state.at = Some(now);
@@ -494,7 +495,7 @@ impl App {
 
     /// Log, count and announce one drifted record.
     fn drifted(&self, d: Drift) {
-        self.counters.count_drift(d.action.as_str());
+        self.counters.count_drift(d.action.metric());
         let (host, rtype, expected) = (&d.host, d.rtype, d.expected);
         let found = match &d.found {
             Some(values) => values.join(","),
@@ -569,34 +570,6 @@ impl App {
             self.hosts.mark_dirty();
             log::error!("STATE_FILE: cannot write {}: {e}", self.config.state_file.display());
         }
-    }
-}
-
-/// Requests by endpoint and result, drift by action, for `/metrics`.
-#[derive(Default)]
-pub struct Counters {
-    requests: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
-    drift: Mutex<BTreeMap<&'static str, u64>>,
-    /// Zone reconciles skipped because the API budget was low.
-    pub reconcile_deferred: AtomicU64,
-}
-
-impl Counters {
-    fn count_drift(&self, action: &'static str) {
-        *self.drift.lock().unwrap_or_else(PoisonError::into_inner).entry(action).or_insert(0) += 1;
-    }
-
-    pub fn drift(&self) -> BTreeMap<&'static str, u64> {
-        self.drift.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
-    pub fn count(&self, endpoint: &'static str, result: &'static str) {
-        let mut map = self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *map.entry((endpoint, result)).or_insert(0) += 1;
-    }
-
-    pub fn snapshot(&self) -> BTreeMap<(&'static str, &'static str), u64> {
-        self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 }
 

@@ -301,7 +301,7 @@ impl Challenges {
                     Done::AlreadyGone
                 } else {
                     if current.iter().all(|v| v == value) {
-                        api.delete_rrset(zone, &name, "TXT", deadline)?;
+                        api.delete_txt_rrset(zone, &name, deadline)?;
                     } else {
                         api.remove_txt(zone, &name, value, deadline)?;
                     }

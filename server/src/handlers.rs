@@ -20,7 +20,9 @@ use crate::fqdn;
 use crate::inspect;
 use crate::lan::{self, Prefix};
 use crate::message::{LogContext, Reply, Req};
+use crate::metrics::Endpoint;
 use crate::net::RecordType;
+use crate::notify::ClientMistake;
 use crate::pages;
 use crate::updater::{Outcome, UpdateError};
 
@@ -39,21 +41,21 @@ pub fn handle(app: &App, req: &Req, log: &mut LogContext) -> Reply {
     match req.path.as_ref() {
         "/update" => {
             let (reply, outcome) = json_update(app, req, log);
-            app.counters.count("json", outcome.map_or_else(|| status_label(reply.status), Outcome::as_str));
-            inspect(app, req, log, "json", &reply);
+            app.counters.count(Endpoint::Json, outcome.map_or_else(|| status_label(reply.status), Outcome::as_str));
+            inspect(app, req, log, Endpoint::Json, &reply);
             reply
         }
         "/nic/update" | "/v3/update" => {
             let (reply, answers) = nic_update(app, req, log);
             for answer in &answers {
-                app.counters.count("dyndns2", answer.code());
+                app.counters.count(Endpoint::Dyndns2, answer.code());
             }
-            inspect(app, req, log, "dyndns2", &reply);
+            inspect(app, req, log, Endpoint::Dyndns2, &reply);
             reply
         }
         "/present" | "/cleanup" => {
             let (reply, result) = acme::handle(app, req, log, req.path == "/present");
-            app.counters.count("acme", result);
+            app.counters.count(Endpoint::Acme, result);
             reply
         }
         "/status" | "/metrics" | "/ip" | "/healthz" if req.method != "GET" && req.method != "HEAD" => {
@@ -71,13 +73,13 @@ pub fn handle(app: &App, req: &Req, log: &mut LogContext) -> Reply {
 }
 
 /// Keep the request for the inspector of each registered host it named.
-fn inspect(app: &App, req: &Req, log: &LogContext, endpoint: &'static str, reply: &Reply) {
+fn inspect(app: &App, req: &Req, log: &LogContext, endpoint: Endpoint, reply: &Reply) {
     let Some(named) = log.host.as_deref() else { return };
     if !named.split(',').any(|h| app.registered(h)) {
         return;
     }
     let addresses = || address_parameters(req, endpoint);
-    let answer: std::borrow::Cow<'_, str> = if reply.status != 200 && endpoint == "json" {
+    let answer: std::borrow::Cow<'_, str> = if reply.status != 200 && endpoint == Endpoint::Json {
         format!("{} {}", reply.status, reply.body).into()
     } else if reply.body.contains('\n') {
         reply.body.replace('\n', " | ").into()
@@ -89,7 +91,7 @@ fn inspect(app: &App, req: &Req, log: &LogContext, endpoint: &'static str, reply
         source: app.client_ip(req),
         peer: req.peer,
         agent: req.header("user-agent").unwrap_or(""),
-        endpoint,
+        endpoint: endpoint.as_str(),
         hosts: named,
         addresses: &addresses,
         authenticated: log.authenticated.unwrap_or(false),
@@ -99,8 +101,8 @@ fn inspect(app: &App, req: &Req, log: &LogContext, endpoint: &'static str, reply
 }
 
 /// The address parameters a request sent, as text (never a credential).
-fn address_parameters(req: &Req, endpoint: &str) -> String {
-    if endpoint == "json" {
+fn address_parameters(req: &Req, endpoint: Endpoint) -> String {
+    if endpoint == Endpoint::Json {
         let doc: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
         let fields: Vec<String> =
             ["ip", "type", "ipv6_prefix"].iter().filter_map(|k| doc.get(*k).map(|v| format!("{k}={v}"))).collect();
@@ -177,7 +179,7 @@ fn json_update(app: &App, req: &Req, log: &mut LogContext) -> (Reply, Option<Out
         Err(Denied::Wrong) => return (Reply::json_error(401, "wrong pre-shared key for this host"), None),
     }
     if !app.registered(&host) {
-        app.rejected(&host, "nohost", format!("{host} authenticated but is not in REGISTERED_FQDNS"));
+        app.rejected(&host, ClientMistake::NoHost, format!("{host} authenticated but is not in REGISTERED_FQDNS"));
         return (Reply::json_error(404, format!("{host} is not registered on this server (REGISTERED_FQDNS)")), None);
     }
     if app.acme_only(&host) {
@@ -367,7 +369,7 @@ fn dyndns2_answers(
     let bad_request = |text: &dyn Fn(&str) -> String| {
         log::warn!("dyndns2 update of {}: {}", log.host.as_deref().unwrap_or(""), text("the request"));
         for h in hosts.iter().flatten() {
-            app.rejected(h, "badip", text(h));
+            app.rejected(h, ClientMistake::BadIp, text(h));
         }
         Ok(vec![Answer::BadIp; hosts.len()])
     };
@@ -402,7 +404,7 @@ fn dyndns2_answers(
         .map(|host| match host {
             None => Answer::NotFqdn,
             Some(h) if !app.registered(h) => {
-                app.rejected(h, "nohost", format!("{h} authenticated but is not in REGISTERED_FQDNS"));
+                app.rejected(h, ClientMistake::NoHost, format!("{h} authenticated but is not in REGISTERED_FQDNS"));
                 Answer::NoHost
             }
             Some(h) if app.acme_only(h) => {

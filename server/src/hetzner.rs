@@ -133,6 +133,24 @@ pub struct Listed {
     pub values: Vec<String>,
 }
 
+/// The HTTP request of one call; only a POST has a body.
+#[derive(Debug, Clone, Copy)]
+enum Method<'a> {
+    Get,
+    Post(&'a Value),
+    Delete,
+}
+
+impl std::fmt::Display for Method<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Method::Get => "GET",
+            Method::Post(_) => "POST",
+            Method::Delete => "DELETE",
+        })
+    }
+}
+
 /// What a call is for, to count the API budget by purpose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -427,7 +445,7 @@ impl Hetzner {
         let mut page = 1u64;
         for _ in 0..200 {
             let path = format!("/zones?page={page}&per_page=50");
-            let doc: ZonesPage = self.call(Kind::List, "GET", &path, None, deadline)?;
+            let doc: ZonesPage = self.call(Kind::List, Method::Get, &path, deadline)?;
             zones.extend(doc.zones.into_iter().map(Zone::from));
             match doc.meta.and_then(|m| m.pagination).and_then(|p| p.next_page) {
                 Some(next) if next > page => page = next,
@@ -439,7 +457,7 @@ impl Hetzner {
 
     /// One zone by name; `None` when the project has no such zone.
     pub fn get_zone(&self, name: &str, deadline: Instant) -> Result<Option<Zone>, ApiError> {
-        match self.call::<OneZone>(Kind::Read, "GET", &format!("/zones/{name}"), None, deadline) {
+        match self.call::<OneZone>(Kind::Read, Method::Get, &format!("/zones/{name}"), deadline) {
             Ok(doc) => Ok(Some(doc.zone.into())),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
@@ -455,7 +473,7 @@ impl Hetzner {
         deadline: Instant,
     ) -> Result<Option<RRSet>, ApiError> {
         let path = format!("/zones/{zone}/rrsets/{name}/{rtype}");
-        match self.call::<OneRRSet>(Kind::Read, "GET", &path, None, deadline) {
+        match self.call::<OneRRSet>(Kind::Read, Method::Get, &path, deadline) {
             Ok(doc) => Ok(Some(RRSet { values: doc.rrset.records.into_iter().map(|r| r.value).collect() })),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
@@ -474,7 +492,7 @@ impl Hetzner {
     ) -> Result<(), ApiError> {
         let body = json!({"name": name, "type": rtype.as_str(), "ttl": ttl, "records": [{"value": value}]});
         let answer: WriteAnswer =
-            self.call(Kind::Write, "POST", &format!("/zones/{zone}/rrsets"), Some(&body), deadline)?;
+            self.call(Kind::Write, Method::Post(&body), &format!("/zones/{zone}/rrsets"), deadline)?;
         self.wait_action(answer.action, deadline)
     }
 
@@ -489,14 +507,14 @@ impl Hetzner {
     ) -> Result<(), ApiError> {
         let body = json!({"records": [{"value": value}]});
         let path = format!("/zones/{zone}/rrsets/{name}/{rtype}/actions/set_records");
-        let answer: WriteAnswer = self.call(Kind::Write, "POST", &path, Some(&body), deadline)?;
+        let answer: WriteAnswer = self.call(Kind::Write, Method::Post(&body), &path, deadline)?;
         self.wait_action(answer.action, deadline)
     }
 
     /// The values of a TXT RRSet, unquoted; `None` when it does not exist.
     pub fn get_txt(&self, zone: u64, name: &str, deadline: Instant) -> Result<Option<Vec<String>>, ApiError> {
         let path = format!("/zones/{zone}/rrsets/{name}/TXT");
-        match self.call::<OneRRSet>(Kind::Read, "GET", &path, None, deadline) {
+        match self.call::<OneRRSet>(Kind::Read, Method::Get, &path, deadline) {
             Ok(doc) => Ok(Some(doc.rrset.records.into_iter().map(|r| unquote(&r.value)).collect())),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
@@ -508,7 +526,7 @@ impl Hetzner {
     pub fn add_txt(&self, zone: u64, name: &str, ttl: u32, value: &str, deadline: Instant) -> Result<(), ApiError> {
         let body = json!({"ttl": ttl, "records": [{"value": quote(value)}]});
         let path = format!("/zones/{zone}/rrsets/{name}/TXT/actions/add_records");
-        let answer: WriteAnswer = self.call(Kind::Write, "POST", &path, Some(&body), deadline)?;
+        let answer: WriteAnswer = self.call(Kind::Write, Method::Post(&body), &path, deadline)?;
         self.wait_action(answer.action, deadline)
     }
 
@@ -516,15 +534,15 @@ impl Hetzner {
     pub fn remove_txt(&self, zone: u64, name: &str, value: &str, deadline: Instant) -> Result<(), ApiError> {
         let body = json!({"records": [{"value": quote(value)}]});
         let path = format!("/zones/{zone}/rrsets/{name}/TXT/actions/remove_records");
-        let answer: WriteAnswer = self.call(Kind::Write, "POST", &path, Some(&body), deadline)?;
+        let answer: WriteAnswer = self.call(Kind::Write, Method::Post(&body), &path, deadline)?;
         self.wait_action(answer.action, deadline)
     }
 
     /// Delete a whole RRSet and wait for the action; one that is already
     /// gone is no error.
-    pub fn delete_rrset(&self, zone: u64, name: &str, rtype: &str, deadline: Instant) -> Result<(), ApiError> {
-        let path = format!("/zones/{zone}/rrsets/{name}/{rtype}");
-        match self.call::<WriteAnswer>(Kind::Write, "DELETE", &path, None, deadline) {
+    pub fn delete_txt_rrset(&self, zone: u64, name: &str, deadline: Instant) -> Result<(), ApiError> {
+        let path = format!("/zones/{zone}/rrsets/{name}/TXT");
+        match self.call::<WriteAnswer>(Kind::Write, Method::Delete, &path, deadline) {
             Ok(answer) => self.wait_action(answer.action, deadline),
             Err(e) if e.is_not_found() => Ok(()),
             Err(e) => Err(e),
@@ -538,7 +556,7 @@ impl Hetzner {
         let mut page = 1u64;
         for _ in 0..1000 {
             let path = format!("/zones/{zone}/rrsets?type=A&type=AAAA&page={page}&per_page=100");
-            let doc: RRSetsPage = self.call(Kind::List, "GET", &path, None, deadline)?;
+            let doc: RRSetsPage = self.call(Kind::List, Method::Get, &path, deadline)?;
             all.extend(doc.rrsets.into_iter().filter_map(|r| {
                 Some(Listed {
                     name: r.name,
@@ -576,7 +594,7 @@ impl Hetzner {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_secs(2));
             let path = format!("/actions/{}", action.id);
-            action = self.call::<OneAction>(Kind::Poll, "GET", &path, None, deadline)?.action;
+            action = self.call::<OneAction>(Kind::Poll, Method::Get, &path, deadline)?.action;
         }
     }
 
@@ -585,16 +603,15 @@ impl Hetzner {
     fn call<T: DeserializeOwned>(
         &self,
         kind: Kind,
-        method: &str,
+        method: Method<'_>,
         path: &str,
-        body: Option<&Value>,
         deadline: Instant,
     ) -> Result<T, ApiError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             self.budget.count(kind, unix_now());
-            let (result, reset_at) = self.call_once(method, path, body, deadline);
+            let (result, reset_at) = self.call_once(method, path, deadline);
             let err = match result.and_then(|text| parse_answer::<T>(&text, 200)) {
                 Ok(doc) => return Ok(doc),
                 Err(err) => err,
@@ -617,14 +634,8 @@ impl Hetzner {
 
     /// One request: the body of a 2xx answer, or the error; and the
     /// `RateLimit-Reset` of the answer.
-    fn call_once(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-        deadline: Instant,
-    ) -> (Result<String, ApiError>, Option<u64>) {
-        let mut resp = match self.send(method, path, body, deadline) {
+    fn call_once(&self, method: Method<'_>, path: &str, deadline: Instant) -> (Result<String, ApiError>, Option<u64>) {
+        let mut resp = match self.send(method, path, deadline) {
             Ok(r) => r,
             Err(e) => {
                 self.count("transport");
@@ -686,27 +697,30 @@ impl Hetzner {
     /// `HETZNER_TIMEOUT`) as its timeout.
     fn send(
         &self,
-        method: &str,
+        method: Method<'_>,
         path: &str,
-        body: Option<&Value>,
         deadline: Instant,
     ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
         let url = format!("{}{path}", self.base);
         let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
         let timeout = Some(left.min(self.timeout));
         let auth = format!("Bearer {}", self.token.expose());
-        if method == "GET" {
-            let rq = self.agent.get(&url).config().timeout_global(timeout).build();
-            rq.header("Authorization", &auth).header("Accept", "application/json").call()
-        } else if method == "DELETE" {
-            let rq = self.agent.delete(&url).config().timeout_global(timeout).build();
-            rq.header("Authorization", &auth).header("Accept", "application/json").call()
-        } else {
-            let rq = self.agent.post(&url).config().timeout_global(timeout).build();
-            rq.header("Authorization", &auth)
-                .header("Accept", "application/json")
-                .header("Content-Type", "application/json")
-                .send(body.map(Value::to_string).unwrap_or_default())
+        match method {
+            Method::Get => {
+                let rq = self.agent.get(&url).config().timeout_global(timeout).build();
+                rq.header("Authorization", &auth).header("Accept", "application/json").call()
+            }
+            Method::Delete => {
+                let rq = self.agent.delete(&url).config().timeout_global(timeout).build();
+                rq.header("Authorization", &auth).header("Accept", "application/json").call()
+            }
+            Method::Post(body) => {
+                let rq = self.agent.post(&url).config().timeout_global(timeout).build();
+                rq.header("Authorization", &auth)
+                    .header("Accept", "application/json")
+                    .header("Content-Type", "application/json")
+                    .send(body.to_string())
+            }
         }
     }
 }

@@ -16,8 +16,9 @@
 //! ```
 //!
 //! `message` holds `Req` and `Reply` apart from `http` so that the handlers
-//! do not import the module that calls them. The agent compiles `env` and
-//! `time` too, so both programs share one set of settings rules and clock.
+//! do not import the module that calls them. `env` (settings readers) and
+//! `time` come from the `dyndns-common` crate, which the agent uses too, so
+//! both programs share one set of settings rules and clock.
 //! `Server::start` returns a handle, so tests run the real server
 //! in-process on port 0.
 #![forbid(unsafe_code)]
@@ -33,7 +34,6 @@ pub mod config;
 pub mod der;
 pub mod dns_query;
 pub mod dyndns2;
-pub mod env;
 pub mod fqdn;
 pub mod handlers;
 pub mod hetzner;
@@ -45,6 +45,7 @@ pub mod lan;
 pub mod limiter;
 pub mod logging;
 pub mod message;
+pub mod metrics;
 pub mod net;
 pub mod notify;
 pub mod pages;
@@ -52,7 +53,7 @@ pub mod renewal;
 pub mod server;
 pub mod setup;
 pub mod state;
-pub mod time;
 pub mod updater;
 
+pub use dyndns_common::{env, time};
 pub use server::{ensure_keys, Event, Server, StartError};

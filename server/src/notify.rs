@@ -28,8 +28,28 @@ const QUEUE: usize = 64;
 
 /// Messages about one host in one hour at most (every kind together).
 pub const HOST_MESSAGES_PER_HOUR: u32 = 10;
-/// Failure kinds of a misconfigured client, which no write cures.
-const CLIENT_KINDS: &[&str] = &["badip", "nohost", "unreachable"];
+/// What a failure announcement is about; the same kind for the same host
+/// is announced once per `NOTIFY_REPEAT_INTERVAL`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A misconfigured client, which no write cures.
+    Client(ClientMistake),
+    /// An update that failed (`UpdateError::kind`: Hetzner's error code or
+    /// the way the call failed); a write Hetzner accepts ends it.
+    Update(String),
+    /// An ACME challenge write that failed (the same names as `Update`).
+    Challenge(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientMistake {
+    /// dyndns2 `badip`: not an address (a prefix, a wrong family).
+    BadIp,
+    /// Authenticated for a name that is not a registered host.
+    NoHost,
+    /// An address the internet cannot reach (private, loopback, …).
+    PrivateAddress,
+}
 
 /// ntfy priorities.
 pub const HIGH: u8 = 4;
@@ -50,7 +70,7 @@ pub struct Notifier {
     done: Mutex<Option<Receiver<()>>>,
     repeat: Duration,
     /// `(host, kind)` → when it was last announced.
-    last_sent: Mutex<HashMap<(String, String), Instant>>,
+    last_sent: Mutex<HashMap<(String, Kind), Instant>>,
     /// host → (start of its hour, messages in it).
     per_host: Mutex<HashMap<String, (Instant, u32)>>,
     /// Messages that could not be delivered (queue full or ntfy failing).
@@ -153,15 +173,15 @@ impl Notifier {
 
     /// Queue a failure of `kind` about `host` unless it was announced within
     /// `NOTIFY_REPEAT_INTERVAL` (and no recovery came between).
-    pub fn send_once(&self, host: &str, kind: &str, message: Message) {
+    pub fn send_once(&self, host: &str, kind: Kind, message: Message) {
         if !self.enabled() {
             return;
         }
         {
             let mut last = lock(&self.last_sent);
-            let key = (host.to_string(), kind.to_string());
+            let key = (host.to_string(), kind);
             if last.get(&key).is_some_and(|at| at.elapsed() < self.repeat) {
-                log::debug!("ntfy: not repeating {kind} of {host}");
+                log::debug!("ntfy: not repeating {:?} of {host}", key.1);
                 return;
             }
             last.insert(key, Instant::now());
@@ -175,7 +195,7 @@ impl Notifier {
     pub fn recovered(&self, host: &str) {
         let mut last = lock(&self.last_sent);
         if last.keys().any(|(h, _)| h == host) {
-            last.retain(|(h, kind), _| h != host || CLIENT_KINDS.contains(&kind.as_str()));
+            last.retain(|(h, kind), _| h != host || matches!(kind, Kind::Client(_)));
         }
     }
 }

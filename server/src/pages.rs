@@ -13,6 +13,7 @@ use crate::app::App;
 use crate::auth::{Denied, Principal};
 use crate::hetzner::{Kind, RESERVE_PERCENT};
 use crate::message::{Reply, Req};
+use crate::metrics::Drift;
 use crate::net::RecordType;
 use crate::time::{duration_text, unix_now};
 
@@ -36,12 +37,37 @@ fn admin_required() -> Reply {
     Reply::text(401, "admin credentials required").with_header("WWW-Authenticate", "Basic realm=\"dyndns\"")
 }
 
+/// A host's state in `/status` and `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HostState {
+    Online,
+    /// Silent for `LOST_CONNECTION_TIMEOUT`.
+    Lost,
+    NeverSeen,
+    /// A LAN host that is not registered itself: follows its router.
+    Lan,
+}
+
+impl HostState {
+    /// Registered hosts' states, as `/metrics` counts them.
+    const REGISTERED: [HostState; 3] = [HostState::Online, HostState::Lost, HostState::NeverSeen];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            HostState::Online => "online",
+            HostState::Lost => "lost",
+            HostState::NeverSeen => "never seen",
+            HostState::Lan => "lan",
+        }
+    }
+}
+
 struct HostRow {
     fqdn: String,
     a: Option<String>,
     aaaa: Option<String>,
     last_seen: Option<u64>,
-    state: &'static str,
+    state: HostState,
     last_error: Option<String>,
     /// A LAN host's router (prefix mode) and the prefix it last reported.
     via: Option<String>,
@@ -63,11 +89,11 @@ fn host_rows(app: &App) -> Vec<HostRow> {
             a: app.updater.confirmed(&fqdn, RecordType::A).map(|ip| ip.to_string()),
             aaaa: app.updater.confirmed(&fqdn, RecordType::Aaaa).map(|ip| ip.to_string()),
             state: if s.lost {
-                "lost"
+                HostState::Lost
             } else if s.last_seen.is_some() {
-                "online"
+                HostState::Online
             } else {
-                "never seen"
+                HostState::NeverSeen
             },
             last_seen: s.last_seen,
             last_error: s.last_error,
@@ -83,7 +109,7 @@ fn host_rows(app: &App) -> Vec<HostRow> {
             a: app.updater.confirmed(&fqdn, RecordType::A).map(|ip| ip.to_string()),
             aaaa: app.updater.confirmed(&fqdn, RecordType::Aaaa).map(|ip| ip.to_string()),
             last_seen: l.at,
-            state: "lan",
+            state: HostState::Lan,
             last_error: l.error,
             via: via(&fqdn),
             prefix: l.prefix,
@@ -107,7 +133,7 @@ pub fn status(app: &App, req: &Req) -> Reply {
     let hosts: Vec<Value> = rows
         .iter()
         .map(|r| {
-            let mut row = json!({"fqdn": r.fqdn, "a": r.a, "aaaa": r.aaaa, "state": r.state, "last_seen": r.last_seen,
+            let mut row = json!({"fqdn": r.fqdn, "a": r.a, "aaaa": r.aaaa, "state": r.state.as_str(), "last_seen": r.last_seen,
                    "last_seen_ago": r.last_seen.map(|t| duration_text(now.saturating_sub(t))), "last_error": r.last_error});
             if let Some(via) = &r.via {
                 row["via"] = json!(via);
@@ -209,11 +235,11 @@ fn html(app: &App, rows: &[HostRow], now: u64) -> String {
             html_escape(r.a.as_deref().unwrap_or("–")),
             html_escape(r.aaaa.as_deref().unwrap_or("–")),
             r.last_seen.map_or("never".into(), |t| format!("{} ago", duration_text(now.saturating_sub(t)))),
-            r.state.replace(' ', "-"),
+            r.state.as_str().replace(' ', "-"),
             match &r.via {
-                Some(router) if r.state == "lan" => format!("via {}", html_escape(router)),
-                Some(router) => format!("{} via {}", r.state, html_escape(router)),
-                None => r.state.to_string(),
+                Some(router) if r.state == HostState::Lan => format!("via {}", html_escape(router)),
+                Some(router) => format!("{} via {}", r.state.as_str(), html_escape(router)),
+                None => r.state.as_str().to_string(),
             },
             r.last_change.map_or("–".into(), |t| format!("{} ago", duration_text(now.saturating_sub(t)))),
             r.changes,
@@ -277,7 +303,8 @@ pub fn metrics(app: &App, req: &Req) -> Reply {
     for ((endpoint, result), n) in app.counters.snapshot() {
         let _ = writeln!(
             out,
-            "dyndns_update_requests_total{{endpoint=\"{endpoint}\",result=\"{}\"}} {n}",
+            "dyndns_update_requests_total{{endpoint=\"{}\",result=\"{}\"}} {n}",
+            endpoint.as_str(),
             label_escape(result)
         );
     }
@@ -312,17 +339,16 @@ pub fn metrics(app: &App, req: &Req) -> Reply {
             app.counters.reconcile_deferred.load(Ordering::Relaxed)
         );
         out.push_str("# HELP dyndns_drift_total Records found changed outside the server, by what was done.\n# TYPE dyndns_drift_total counter\n");
-        let drift = app.counters.drift();
-        for action in ["restored", "recreated", "reported", "left_lost", "failed"] {
+        for action in Drift::ALL {
             let _ =
-                writeln!(out, "dyndns_drift_total{{action=\"{action}\"}} {}", drift.get(action).copied().unwrap_or(0));
+                writeln!(out, "dyndns_drift_total{{action=\"{}\"}} {}", action.as_str(), app.counters.drift(action));
         }
     }
     let rows = host_rows(app);
     out.push_str("# HELP dyndns_hosts Registered hosts by state.\n# TYPE dyndns_hosts gauge\n");
-    for state in ["online", "lost", "never seen"] {
+    for state in HostState::REGISTERED {
         let n = rows.iter().filter(|r| r.state == state).count();
-        let _ = writeln!(out, "dyndns_hosts{{state=\"{}\"}} {n}", state.replace(' ', "_"));
+        let _ = writeln!(out, "dyndns_hosts{{state=\"{}\"}} {n}", state.as_str().replace(' ', "_"));
     }
     if let Some(store) = app.certificates.get() {
         let status = store.snapshot();

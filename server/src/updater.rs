@@ -27,26 +27,11 @@ use std::time::{Duration, Instant};
 
 use crate::fqdn;
 use crate::hetzner::{ApiError, Hetzner, Listed, Zone};
+use crate::metrics;
 use crate::net::RecordType;
 use crate::time::unix_now;
 
-/// What an update did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Created,
-    Updated,
-    Unchanged,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Created => "created",
-            Outcome::Updated => "updated",
-            Outcome::Unchanged => "unchanged",
-        }
-    }
-}
+pub use dyndns_common::answer::Outcome;
 
 /// Why an update did not happen (or could not be confirmed).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -711,14 +696,19 @@ pub enum DriftAction {
 }
 
 impl DriftAction {
-    pub fn as_str(&self) -> &'static str {
+    /// Its label in `/metrics` and `/status`.
+    pub fn metric(&self) -> metrics::Drift {
         match self {
-            DriftAction::Restored => "restored",
-            DriftAction::Recreated => "recreated",
-            DriftAction::Reported => "reported",
-            DriftAction::LeftLost => "left_lost",
-            DriftAction::Failed(_) => "failed",
+            DriftAction::Restored => metrics::Drift::Restored,
+            DriftAction::Recreated => metrics::Drift::Recreated,
+            DriftAction::Reported => metrics::Drift::Reported,
+            DriftAction::LeftLost => metrics::Drift::LeftLost,
+            DriftAction::Failed(_) => metrics::Drift::Failed,
         }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        self.metric().as_str()
     }
 }
 

@@ -341,3 +341,34 @@ fn the_request_inspector_shows_what_a_router_sent_without_its_key() {
     );
     assert!(html.body.contains("last requests") && html.body.contains("Fritz!Box DDNS/1.0"), "{}", html.body);
 }
+
+/// "Hetzner did not answer" and "the client reported a private address"
+/// were one kind ("unreachable"), muted like a client's mistake: after an
+/// outage was announced and Hetzner recovered, the next outage was silent
+/// for NOTIFY_REPEAT_INTERVAL.
+#[test]
+fn a_second_hetzner_outage_after_a_recovery_is_announced_again() {
+    let fake = fake();
+    let ntfy = FakeNtfy::start();
+    let server = with_ntfy(Setup::new(&fake, HOME), &ntfy).var("FAILED_WRITE_RETRY", "0").start();
+    assert_eq!(update(&server, "192.0.2.1").json()["status"], "created");
+    for (round, ip) in [(1, "192.0.2.2"), (2, "192.0.2.3")] {
+        fake.set_outage(Some(Fault::Reset));
+        assert_ne!(update(&server, ip).status, 200, "round {round}");
+        let m = ntfy.next(WAIT).unwrap_or_else(|| panic!("outage {round} announced"));
+        assert_eq!(m.title, "dyndns: update of home.example.com failed");
+        fake.set_outage(None);
+        let until = Instant::now() + WAIT;
+        while fake.rrset("example.com", "home", "A") != Some(vec![ip.to_string()]) {
+            assert!(Instant::now() < until, "round {round}: {ip} never written");
+            let _ = update(&server, ip);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // A private address is still a client's mistake, announced once.
+    let private = server.update(&format!(r#"{{"fqdn": "{HOME}", "ip": "10.0.0.1"}}"#), &server.key(HOME));
+    assert_ne!(private.status, 200);
+    assert!(ntfy.next(WAIT).is_some_and(|m| m.title.starts_with("dyndns: rejected")));
+    let _ = server.update(&format!(r#"{{"fqdn": "{HOME}", "ip": "10.0.0.2"}}"#), &server.key(HOME));
+    assert!(ntfy.next(Duration::from_secs(2)).is_none(), "a repeated client mistake is muted");
+}

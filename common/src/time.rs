@@ -1,5 +1,5 @@
 //! Wall-clock time as the state file, the status page and the logs show
-//! it. The agent compiles this file too (`#[path]` in `agent/src/log.rs`).
+//! it, for the server and the agent alike.
 
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};

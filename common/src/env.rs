@@ -1,7 +1,6 @@
 //! Reading settings from the environment: one small reader per kind of
 //! setting (text, flag, number, secret), with the same rules for the server
-//! and the agent — the agent compiles this very file (`#[path]` in
-//! `agent/src/config.rs`), so the two cannot drift apart.
+//! and the agent, so the two cannot drift apart.
 //!
 //! Rules:
 //! - a value is trimmed; unset and empty mean "use the default";

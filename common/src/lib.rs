@@ -1,0 +1,8 @@
+//! What `dyndns-server` and `dyndns-agent` share, so the two cannot drift
+//! apart: the rules for reading settings (`env`), time as text (`time`)
+//! and the answer of `POST /update` (`answer`).
+#![forbid(unsafe_code)]
+
+pub mod answer;
+pub mod env;
+pub mod time;
