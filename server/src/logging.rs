@@ -4,23 +4,30 @@
 //! DEBUG adds internals. No level ever shows a key, the token, an
 //! `Authorization` header or a query string (which may carry `pass=`).
 //!
-//! Request threads never wait for each other or for a write to finish: a
-//! record is formatted on its own thread, outside any lock, and handed to
-//! one writer thread through a bounded queue; the writer batches what has
-//! queued up and flushes when the queue is empty. Lines are never dropped:
-//! a full queue (the output is stuck) makes the logging thread wait, as a
-//! blocking write would. `flush` (end of `main`) waits until every queued
-//! line is written. Only our own crate and the HTTP layer's
-//! connection-limit and accept errors are logged: rustls and ureq debug
-//! output could show headers.
+//! `simplelog` formats each record (`2026-12-05T07:24:29.541Z [INFO] …`)
+//! into a queue, never onto a disk: one writer thread drains the queue
+//! into stdout and, through `file-rotate`, into `LOG_FILE`. So request
+//! threads never wait for a write: simplelog's own lock is held only while
+//! a line is formatted and handed over. The writer batches what has queued
+//! up and flushes when the queue is empty. Lines are never dropped: a full
+//! queue (the output is stuck) makes the logging thread wait, as a blocking
+//! write would. `flush` (end of `main`) waits until every queued line is
+//! written. Only our own crate and the HTTP layer's connection-limit and
+//! accept errors are logged: rustls and ureq debug output could show
+//! headers.
 
 use std::fmt::Write as _;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
-use log::{Level, LevelFilter, Log, Metadata, Record};
+use file_rotate::compression::Compression;
+use file_rotate::suffix::AppendCount;
+use file_rotate::{ContentLimit, FileRotate};
+use log::LevelFilter;
+use simplelog::{ConfigBuilder, LevelPadding, WriteLogger};
 
 use crate::config::Config;
 
@@ -28,66 +35,57 @@ use crate::config::Config;
 const QUEUE: usize = 4096;
 
 enum Entry {
-    Line(String),
+    Line(Vec<u8>),
     /// Answered once everything before it is written.
     Flush(SyncSender<()>),
 }
 
-struct Logger {
-    level: LevelFilter,
+/// What simplelog writes into: the pieces of one record are gathered into
+/// a line, and the line goes to the writer thread whole.
+struct Queue {
     tx: SyncSender<Entry>,
+    line: Vec<u8>,
 }
 
-static LOGGER: OnceLock<Logger> = OnceLock::new();
-
-impl Log for Logger {
-    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        let target = metadata.target();
-        metadata.level() <= self.level && (target.starts_with("dyndns_server") || target.starts_with("tiny_http"))
-    }
-
-    fn log(&self, record: &Record<'_>) {
-        if !self.enabled(record.metadata()) {
-            return;
+impl Write for Queue {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        if self.line.ends_with(b"\n") {
+            let line = std::mem::replace(&mut self.line, Vec::with_capacity(160));
+            self.tx.send(Entry::Line(line)).map_err(|_| std::io::Error::other("the log writer ended"))?;
         }
-        let mut line = String::with_capacity(160);
-        crate::time::utc_text(&mut line, SystemTime::now(), true);
-        let _ = write!(line, " [{}] {}", level_name(record.level()), record.args());
-        line.push('\n');
-        let _ = self.tx.send(Entry::Line(line));
+        Ok(buf.len())
     }
 
-    fn flush(&self) {
+    /// Wait until the writer thread has written everything queued.
+    fn flush(&mut self) -> std::io::Result<()> {
         let (done_tx, done) = mpsc::sync_channel(1);
         if self.tx.send(Entry::Flush(done_tx)).is_ok() {
             let _ = done.recv();
         }
+        Ok(())
     }
 }
 
-fn level_name(level: Level) -> &'static str {
-    match level {
-        Level::Error => "ERROR",
-        Level::Warn => "WARN",
-        Level::Info => "INFO",
-        Level::Debug => "DEBUG",
-        Level::Trace => "TRACE",
-    }
-}
+/// Set once the logger is installed (a second `init` in one process, as in
+/// the tests, is a no-op).
+static INSTALLED: OnceLock<()> = OnceLock::new();
+
+/// The time stamp of every line: UTC with milliseconds, as the state file
+/// and the status page write it.
+const TIME_FORMAT: &[time::format_description::BorrowedFormatItem<'static>] =
+    time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
 
 /// Install the logger; `to_stderr` for commands whose stdout is their
 /// output (`keys`). A second call in one process (tests) is a no-op.
 pub fn init(config: &Config, to_stderr: bool) -> Result<(), String> {
-    if LOGGER.get().is_some() {
+    if INSTALLED.get().is_some() {
         return Ok(());
     }
-    let mut file: Option<Box<dyn Write + Send>> = None;
-    if let Some(path) = &config.log_file {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| format!("LOG_FILE: cannot create {}: {e}", dir.display()))?;
-        }
-        file = Some(Box::new(RotatingFile::new(path.clone(), config.log_max_bytes, config.log_backup_count)));
-    }
+    let file = match &config.log_file {
+        Some(path) => Some(rotating_file(path, config.log_max_bytes, config.log_backup_count)?),
+        None => None,
+    };
     let console: Box<dyn Write + Send> =
         if to_stderr { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout()) };
     let (tx, rx) = mpsc::sync_channel(QUEUE);
@@ -96,11 +94,53 @@ pub fn init(config: &Config, to_stderr: bool) -> Result<(), String> {
         .spawn(move || write_all(&rx, console, file))
         .map_err(|e| format!("cannot start the log writer thread: {e}"))?;
     let level = if config.debug { LevelFilter::Debug } else { LevelFilter::Info };
-    let logger = LOGGER.get_or_init(|| Logger { level, tx });
-    if log::set_logger(logger).is_ok() {
-        log::set_max_level(level);
+    let format = ConfigBuilder::new()
+        .set_time_format_custom(TIME_FORMAT)
+        .set_level_padding(LevelPadding::Off)
+        .set_thread_level(LevelFilter::Off)
+        .set_target_level(LevelFilter::Off)
+        .set_location_level(LevelFilter::Off)
+        .add_filter_allow_str("dyndns_server")
+        .add_filter_allow_str("tiny_http")
+        .build();
+    if INSTALLED.set(()).is_ok() {
+        let logger = WriteLogger::new(level, format, Queue { tx, line: Vec::with_capacity(160) });
+        if log::set_boxed_logger(logger).is_ok() {
+            log::set_max_level(level);
+        }
     }
     Ok(())
+}
+
+/// `LOG_FILE` through file-rotate: once the file has passed
+/// `LOG_MAX_BYTES` (whole lines: it ends at the first line past the size),
+/// `path.N-1` becomes `path.N` … and `path` becomes `path.1`, keeping
+/// `LOG_BACKUP_COUNT` old files (0: the file starts over); new files are
+/// opened with mode 0640. The directory is created here, so that a
+/// directory that cannot be made stops the start with its reason.
+fn rotating_file(path: &Path, max: u64, backups: usize) -> Result<FileRotate<AppendCount>, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // file-rotate wants a parent directory: `dyndns.log` is `./dyndns.log`.
+    let path: PathBuf = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => path.to_path_buf(),
+        _ => Path::new(".").join(path),
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("LOG_FILE: cannot create {}: {e}", dir.display()))?;
+    }
+    let mut open = std::fs::OpenOptions::new();
+    open.read(true).create(true).append(true).mode(0o640);
+    // A first open here, for the reason when it fails (file-rotate would
+    // keep quiet and log nothing).
+    open.open(&path).map_err(|e| format!("LOG_FILE: cannot open {}: {e}", path.display()))?;
+    let max = usize::try_from(max.max(1)).unwrap_or(usize::MAX);
+    Ok(FileRotate::new(
+        path,
+        AppendCount::new(backups),
+        ContentLimit::BytesSurpassed(max),
+        Compression::None,
+        Some(open),
+    ))
 }
 
 /// An error that stops the program before the logger exists (a setting
@@ -124,8 +164,8 @@ pub fn early_error(text: &str, to_stderr: bool) {
 /// Wait until every line logged so far is written (before the process
 /// exits).
 pub fn flush() {
-    if let Some(logger) = LOGGER.get() {
-        logger.flush();
+    if INSTALLED.get().is_some() {
+        log::logger().flush();
     }
 }
 
@@ -134,19 +174,30 @@ pub fn flush() {
 const BATCH: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// The writer thread: sleep until a line arrives, write it and whatever
-/// follows within `BATCH`, flush, repeat.
-fn write_all(rx: &Receiver<Entry>, console: Box<dyn Write + Send>, mut file: Option<Box<dyn Write + Send>>) {
+/// follows within `BATCH`, flush, repeat. A log file that fails (file-rotate
+/// panics when its directory is gone) is given up with one line on the
+/// console; the console keeps every line.
+fn write_all(rx: &Receiver<Entry>, console: Box<dyn Write + Send>, mut file: Option<FileRotate<AppendCount>>) {
     let mut console = std::io::BufWriter::with_capacity(16 * 1024, console);
+    let to_file = |file: &mut Option<FileRotate<AppendCount>>, line: &[u8], console: &mut dyn Write| {
+        let Some(f) = file.as_mut() else { return };
+        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.write_all(line)));
+        if written.is_err() {
+            *file = None;
+            let mut note = String::new();
+            crate::time::utc_text(&mut note, SystemTime::now(), true);
+            note.push_str(" [ERROR] LOG_FILE: the log file cannot be written any more; logging to the console only\n");
+            let _ = console.write_all(note.as_bytes());
+        }
+    };
     while let Ok(first) = rx.recv() {
         let mut waiting = Vec::new();
         let mut next = Some(first);
         while let Some(entry) = next {
             match entry {
                 Entry::Line(line) => {
-                    let _ = console.write_all(line.as_bytes());
-                    if let Some(f) = file.as_mut() {
-                        let _ = f.write_all(line.as_bytes());
-                    }
+                    let _ = console.write_all(&line);
+                    to_file(&mut file, &line, &mut console);
                 }
                 Entry::Flush(done) => waiting.push(done),
             }
@@ -166,73 +217,6 @@ fn write_all(rx: &Receiver<Entry>, console: Box<dyn Write + Send>, mut file: Opt
     }
 }
 
-/// `LOG_FILE` with size-based rotation: before a line would take the file
-/// past `LOG_MAX_BYTES`, `path.N-1` becomes `path.N` … and `path` becomes
-/// `path.1`, keeping `LOG_BACKUP_COUNT` old files (0: the file starts over),
-/// and a new file is opened with mode 0640. Errors are not fatal: logging
-/// must never stop the server (stdout still has every line).
-struct RotatingFile {
-    path: std::path::PathBuf,
-    max: u64,
-    backups: usize,
-    file: Option<std::fs::File>,
-    size: u64,
-}
-
-impl RotatingFile {
-    fn new(path: std::path::PathBuf, max: u64, backups: usize) -> RotatingFile {
-        RotatingFile { path, max, backups, file: None, size: 0 }
-    }
-
-    fn backup(&self, n: usize) -> std::path::PathBuf {
-        let mut name = self.path.clone().into_os_string();
-        name.push(format!(".{n}"));
-        name.into()
-    }
-
-    fn rotate(&mut self) {
-        self.file = None;
-        if self.backups == 0 {
-            let _ = std::fs::remove_file(&self.path);
-        } else {
-            for n in (1..self.backups).rev() {
-                let _ = std::fs::rename(self.backup(n), self.backup(n + 1));
-            }
-            let _ = std::fs::rename(&self.path, self.backup(1));
-        }
-        self.size = 0;
-    }
-
-    fn open(&mut self) -> std::io::Result<&mut std::fs::File> {
-        use std::os::unix::fs::OpenOptionsExt;
-        if self.file.is_none() {
-            let file = std::fs::OpenOptions::new().append(true).create(true).mode(0o640).open(&self.path)?;
-            self.size = file.metadata().map_or(0, |m| m.len());
-            self.file = Some(file);
-        }
-        self.file.as_mut().ok_or_else(|| std::io::Error::other("no log file"))
-    }
-}
-
-impl Write for RotatingFile {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.open()?;
-        if self.size > 0 && self.size + buf.len() as u64 > self.max {
-            self.rotate();
-        }
-        self.open()?.write_all(buf)?;
-        self.size += buf.len() as u64;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self.file.as_mut() {
-            Some(f) => f.flush(),
-            None => Ok(()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,21 +226,36 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("dyndns-logrotate-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join("dyndns.log");
-        let mut file = RotatingFile::new(path.clone(), 100, 2);
+        let path = dir.join("logs/dyndns.log");
+        let mut file = rotating_file(&path, 100, 2).expect("file");
         for i in 0..10 {
             file.write_all(format!("line {i:02} {}\n", "x".repeat(30)).as_bytes()).expect("write");
         }
-        let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
-        // 40-byte lines, 100 bytes a file: two lines each, newest in `path`.
-        assert_eq!(read(&path).lines().count(), 2);
-        assert!(read(&path).starts_with("line 08"));
-        assert!(read(&dir.join("dyndns.log.1")).starts_with("line 06"));
-        assert!(read(&dir.join("dyndns.log.2")).starts_with("line 04"));
-        assert!(!dir.join("dyndns.log.3").exists(), "only LOG_BACKUP_COUNT old files");
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        // 40-byte lines; a file is rotated once it has passed 100 bytes:
+        // three lines each, newest in `path`, never a line cut.
+        assert_eq!(read(&path), format!("line 09 {}\n", "x".repeat(30)));
+        assert!(read(&dir.join("logs/dyndns.log.1")).starts_with("line 06"));
+        assert_eq!(read(&dir.join("logs/dyndns.log.1")).lines().count(), 3);
+        assert!(read(&dir.join("logs/dyndns.log.2")).starts_with("line 03"));
+        assert!(!dir.join("logs/dyndns.log.3").exists(), "only LOG_BACKUP_COUNT old files");
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o640);
+
+        // No backups: the file starts over.
+        let single = dir.join("single.log");
+        let mut file = rotating_file(&single, 100, 0).expect("file");
+        for i in 0..10 {
+            file.write_all(format!("line {i:02} {}\n", "x".repeat(30)).as_bytes()).expect("write");
+        }
+        assert!(read(&single).starts_with("line 09"));
+        assert!(!dir.join("single.log.1").exists());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_log_file_that_cannot_be_opened_says_why() {
+        let e = rotating_file(Path::new("/proc/dyndns-test/x.log"), 100, 1).err().expect("an error");
+        assert!(e.starts_with("LOG_FILE: cannot create /proc/dyndns-test"), "{e}");
     }
 }
