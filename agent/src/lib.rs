@@ -104,7 +104,15 @@ fn cycle(
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 Err(ReportError::Unreachable(m)) if config.ip_version == IpVersion::Both && family.is_some() => {
-                    debug!("{label}: skipped: {m}");
+                    // Said once (then at debug), so that a host without
+                    // that family, or a server on loopback, is not silent.
+                    let note = format!("{label}: skipped: {m}");
+                    if last.get(&family) == Some(&note) {
+                        debug!("{note}");
+                    } else {
+                        info!("{note}");
+                        last.insert(family, note);
+                    }
                     break Ok(None);
                 }
                 Err(e) => break Err(e.to_string()),

@@ -45,7 +45,7 @@ fn escape(message: &str) -> String {
 /// `YYYY-MM-DDTHH:MM:SSZ` from the system clock.
 fn timestamp() -> String {
     let mut out = String::with_capacity(20);
-    time::utc_text(&mut out, SystemTime::now(), false);
+    time::utc_text(&mut out, SystemTime::now(), true);
     out
 }
 

@@ -1,7 +1,7 @@
-//! The endpoints, as plain functions of an owned request and the app.
+//! The endpoints, as plain functions of a request and the app.
 //!
-//! Nothing here touches a socket: `http` copies each tiny_http request into
-//! a `Req`, calls `handle` and writes the `Reply` back. Authentication comes
+//! Nothing here touches a socket: `http` lends each tiny_http request as a
+//! `Req`, calls `handle` and writes the `Reply` back. Authentication comes
 //! before anything is done on the caller's behalf: an unauthenticated
 //! request never reaches Hetzner and gets the same answer for a registered
 //! and an unregistered host.

@@ -1,5 +1,5 @@
-//! An HTTP exchange as the handlers see it: `Req`, a request copied out of
-//! tiny_http, and `Reply`, the answer to write back. They live apart from
+//! An HTTP exchange as the handlers see it: `Req`, a request borrowed from
+//! tiny_http (only the body is owned), and `Reply`, the answer to write back. They live apart from
 //! `http` (the glue that calls the handlers) so that the handlers never
 //! import the module that calls them.
 

@@ -530,9 +530,8 @@ impl Updater {
                     self.confirm_if_unchanged(host, rtype, expected, listed_at);
                     continue;
                 }
-                if let Some(d) =
-                    self.drifted(api, zone, host, rtype, expected, found, repair(host), listed_at, deadline)
-                {
+                let seen = Differing { host, rtype, expected, found, listed_at };
+                if let Some(d) = self.drifted(api, zone, seen, repair(host), deadline) {
                     drift.push(d);
                 }
             }
@@ -550,22 +549,18 @@ impl Updater {
         }
     }
 
-    /// Handle one record that differs from its confirmed address, under the
+    /// Handle one record that differs from its confirmed address (`seen`), under the
     /// host's gate (no update of the host runs meanwhile). `None` when an
     /// update of the host changed the record after the listing.
-    #[allow(clippy::too_many_arguments)]
     fn drifted(
         &self,
         api: &Hetzner,
         zone: &Zone,
-        host: &str,
-        rtype: RecordType,
-        expected: Confirmed,
-        found: Option<Vec<String>>,
+        seen: Differing<'_>,
         repair: Repair,
-        listed_at: Instant,
         deadline: Instant,
     ) -> Option<Drift> {
+        let Differing { host, rtype, expected, found, listed_at } = seen;
         let gate = self.gates.get(host).unwrap_or(&self.other_hosts_gate);
         let _inside = gate.enter(deadline).ok()?;
         let now = self.cached(host, rtype);
@@ -710,6 +705,17 @@ impl DriftAction {
     pub fn as_str(&self) -> &'static str {
         self.metric().as_str()
     }
+}
+
+/// One record of a zone listing that differs from what the server
+/// confirmed for it.
+struct Differing<'a> {
+    host: &'a str,
+    rtype: RecordType,
+    expected: Confirmed,
+    /// The RRSet's values in the listing; `None`: not there.
+    found: Option<Vec<String>>,
+    listed_at: Instant,
 }
 
 /// FQDN → zone, from the listing of all zones of the project (one call for
