@@ -21,6 +21,7 @@ use crate::app::{App, REQUEST_BUDGET};
 use crate::auth::{Denied, Principal};
 use crate::challenges::{self, ChallengeError, LABEL};
 use crate::message::{LogContext, Reply, Req};
+use crate::notify::Event;
 use crate::notify::{self, Message};
 use crate::time::unix_now;
 
@@ -95,7 +96,8 @@ pub fn handle(app: &App, req: &Req, log: &mut LogContext, present: bool) -> (Rep
                     title: format!("dyndns: ACME {action} for {host} failed"),
                     body: format!("{LABEL}.{host} TXT: {e}"),
                     priority: notify::HIGH,
-                    tags: "warning",
+                    event: Event::AcmeFailed,
+                    host: None,
                 },
             );
             let status = if e.is_permanent() { 502 } else { 503 };

@@ -25,6 +25,7 @@ use crate::lan::{self, LanHost, Prefix};
 use crate::message::Req;
 use crate::metrics::{Counters, Endpoint};
 use crate::net::RecordType;
+use crate::notify::Event;
 use crate::notify::{self, ClientMistake, Kind, Message, Notifier};
 use crate::state;
 use crate::time::{duration_text, unix_now};
@@ -121,7 +122,8 @@ impl App {
                 title: "dyndns: state file reset".into(),
                 body: w,
                 priority: notify::DEFAULT,
-                tags: "warning",
+                event: Event::StateReset,
+                host: None,
             });
         }
         let (host_states, records, held) = state::split(saved);
@@ -216,7 +218,8 @@ impl App {
                     title: format!("{host} is back online"),
                     body: format!("{host} reported again after {} of silence.", duration_text(outage)),
                     priority: notify::DEFAULT,
-                    tags: "white_check_mark",
+                    event: Event::Back,
+                    host: None,
                 },
             );
         }
@@ -306,7 +309,8 @@ impl App {
                             title: format!("{host} {rtype} is now {ip}"),
                             body: format!("{host}: {rtype} record {} {ip}.", outcome.as_str()),
                             priority: notify::DEFAULT,
-                            tags: "globe_with_meridians",
+                            event: Event::Change,
+                            host: None,
                         },
                     );
                 }
@@ -321,7 +325,8 @@ impl App {
                         title: format!("dyndns: update of {host} failed"),
                         body: format!("{host} {rtype} {ip}: {e}"),
                         priority: notify::HIGH,
-                        tags: "warning",
+                        event: Event::UpdateFailed,
+                        host: None,
                     },
                 );
             }
@@ -339,7 +344,8 @@ impl App {
                 title: format!("dyndns: rejected an update of {host}"),
                 body: text,
                 priority: notify::HIGH,
-                tags: "warning",
+                event: Event::Rejected,
+                host: None,
             },
         );
     }
@@ -359,7 +365,8 @@ impl App {
                         duration_text(timeout)
                     ),
                     priority: notify::HIGH,
-                    tags: "rotating_light",
+                    event: Event::Lost,
+                    host: None,
                 },
             );
         }
@@ -529,7 +536,8 @@ impl App {
                 title: format!("{host} {rtype} was changed outside the server"),
                 body: text,
                 priority: if failed { notify::HIGH } else { notify::DEFAULT },
-                tags: "warning",
+                event: Event::Drift,
+                host: None,
             },
         );
     }

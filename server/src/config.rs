@@ -17,6 +17,7 @@ pub use crate::env::{ConfigError, Secret};
 use crate::fqdn;
 use crate::lan::{self, LanHost};
 use crate::net::Cidr;
+use crate::notifiers::{NtfyAuth, Target};
 
 /// Beginnings of our settings' names: an unknown variable starting so is
 /// named at start as a likely typo.
@@ -127,8 +128,9 @@ pub struct Config {
     pub log_max_bytes: u64,
     pub log_backup_count: usize,
     pub dry_run: bool,
-    /// Where notifications go; `None` when `NTFY_URL`/`NTFY_TOPIC` are unset.
-    pub ntfy: Option<Ntfy>,
+    /// Where notifications go: ntfy (`NTFY_URL`/`NTFY_TOPIC`), then each
+    /// entry of `NOTIFY_URLS`.
+    pub notifiers: Vec<Target>,
     pub notify_on_change: bool,
     pub notify_repeat_interval: Duration,
     pub connection_check_interval: Duration,
@@ -170,21 +172,6 @@ pub struct Config {
     pub allow_private: bool,
     /// Problems that did not stop the server, to be logged once logging is up.
     pub warnings: Vec<String>,
-}
-
-/// ntfy settings.
-#[derive(Debug, Clone)]
-pub struct Ntfy {
-    /// `{NTFY_URL}/{NTFY_TOPIC}`.
-    pub topic_url: String,
-    pub auth: NtfyAuth,
-}
-
-#[derive(Debug, Clone)]
-pub enum NtfyAuth {
-    None,
-    Basic { username: String, password: Secret },
-    Token(Secret),
 }
 
 /// Loopback only: a reverse proxy on the same host. A proxy elsewhere (a
@@ -249,7 +236,7 @@ impl Config {
             log_max_bytes: env.number("LOG_MAX_BYTES", 1_048_576, 1024, u64::MAX),
             log_backup_count: env.number("LOG_BACKUP_COUNT", 3, 0, 1000) as usize,
             dry_run,
-            ntfy: ntfy(&mut env),
+            notifiers: notifiers(&mut env),
             notify_on_change: env.flag("NOTIFY_ON_CHANGE", false),
             notify_repeat_interval: seconds(&mut env, "NOTIFY_REPEAT_INTERVAL", 3600, 0, 31_536_000),
             connection_check_interval: seconds(&mut env, "CONNECTION_CHECK_INTERVAL", 60, 1, 86_400),
@@ -312,16 +299,11 @@ impl Config {
 
     /// One line with the effective settings, secrets redacted.
     pub fn summary(&self) -> String {
-        let ntfy = match &self.ntfy {
-            Some(n) => {
-                let auth = match n.auth {
-                    NtfyAuth::None => "no auth",
-                    NtfyAuth::Basic { .. } => "basic auth",
-                    NtfyAuth::Token(_) => "token",
-                };
-                format!("{} ({auth})", redact_url(&n.topic_url))
-            }
-            None => "off".into(),
+        let notify = if self.notifiers.is_empty() {
+            "off".to_string()
+        } else {
+            let labels: Vec<String> = self.notifiers.iter().map(Target::label).collect();
+            format!("[{}]", labels.join(", "))
         };
         let admin = self.admin.as_ref().map_or("unset".into(), |a| format!("{} (password set)", a.username));
         let log_file = self.log_file.as_ref().map_or("none".into(), |p| {
@@ -329,7 +311,7 @@ impl Config {
         });
         let proxies: Vec<String> = self.trusted_proxies.iter().map(Cidr::to_string).collect();
         format!(
-            "listen={} api={} registered=[{}] key_file={} state_file={} ntfy={ntfy} notify_on_change={} lost_after={}s record_ttl={} zone_cache_ttl={}s request_cache_ttl={}s hetzner_timeout={}s client_timeout={}s max_connections={} host_writes={}+{}/h failed_write_retry={}s reconcile={}s repair={} lan_hosts={} acme_only=[{}] allow_private={} trusted_proxies=[{}] token={} admin={admin} dry_run={} debug={} log_file={log_file}",
+            "listen={} api={} registered=[{}] key_file={} state_file={} notify={notify} notify_on_change={} lost_after={}s record_ttl={} zone_cache_ttl={}s request_cache_ttl={}s hetzner_timeout={}s client_timeout={}s max_connections={} host_writes={}+{}/h failed_write_retry={}s reconcile={}s repair={} lan_hosts={} acme_only=[{}] allow_private={} trusted_proxies=[{}] token={} admin={admin} dry_run={} debug={} log_file={log_file}",
             match (&self.tls, self.plain_http) {
                 (Some(t), true) => format!("{} https={}", self.listen, t.listen),
                 (Some(t), false) => format!("off https={}", t.listen),
@@ -568,7 +550,19 @@ fn admin(env: &mut Env<'_>) -> Option<Admin> {
     }
 }
 
-fn ntfy(env: &mut Env<'_>) -> Option<Ntfy> {
+/// ntfy from `NTFY_*`, then `NOTIFY_URLS`.
+fn notifiers(env: &mut Env<'_>) -> Vec<Target> {
+    let mut targets: Vec<Target> = ntfy(env).into_iter().collect();
+    if let Some(list) = env.text("NOTIFY_URLS") {
+        match crate::notifiers::parse_urls(&list) {
+            Ok(more) => targets.extend(more),
+            Err(e) => env.error(e),
+        }
+    }
+    targets
+}
+
+fn ntfy(env: &mut Env<'_>) -> Option<Target> {
     let (url, topic) = match (env.text("NTFY_URL"), env.text("NTFY_TOPIC")) {
         (None, None) => return None,
         (Some(u), Some(t)) => (u, t),
@@ -600,7 +594,7 @@ fn ntfy(env: &mut Env<'_>) -> Option<Ntfy> {
             NtfyAuth::None
         }
     };
-    Some(Ntfy { topic_url: format!("{}/{topic}", url.trim_end_matches('/')), auth })
+    Some(Target::Ntfy { topic_url: format!("{}/{topic}", url.trim_end_matches('/')), auth })
 }
 
 fn trusted_proxies(env: &mut Env<'_>) -> Vec<Cidr> {
@@ -832,12 +826,23 @@ mod tests {
 
     #[test]
     fn ntfy_settings_go_together() {
-        assert!(load(&[]).expect("config").ntfy.is_none());
+        assert!(load(&[]).expect("config").notifiers.is_empty());
         let c =
             load(&[("NTFY_URL", "https://ntfy.sh/"), ("NTFY_TOPIC", "dyn"), ("NTFY_TOKEN", "tk_1")]).expect("config");
-        let n = c.ntfy.expect("ntfy");
-        assert_eq!(n.topic_url, "https://ntfy.sh/dyn");
-        assert!(matches!(n.auth, NtfyAuth::Token(_)));
+        let Some(Target::Ntfy { topic_url, auth }) = c.notifiers.first() else { panic!("ntfy") };
+        assert_eq!(topic_url, "https://ntfy.sh/dyn");
+        assert!(matches!(auth, NtfyAuth::Token(_)));
+        // NOTIFY_URLS come after ntfy; a bad entry stops the start, named.
+        let c = load(&[
+            ("NTFY_URL", "https://ntfy.sh/"),
+            ("NTFY_TOPIC", "dyn"),
+            ("NOTIFY_URLS", "discord://t@1, gotify://g.example.com/tok"),
+        ])
+        .expect("config");
+        let labels: Vec<String> = c.notifiers.iter().map(Target::label).collect();
+        assert_eq!(labels, ["ntfy (ntfy.sh)", "discord", "gotify (g.example.com)"]);
+        let err = load(&[("NOTIFY_URLS", "gotify://g.example.com/tok,teams://secret@x")]).expect_err("bad entry");
+        assert!(err.0.contains("NOTIFY_URLS entry \"teams://***@x\": unknown service"), "{}", err.0);
         assert!(load(&[("NTFY_URL", "https://ntfy.sh")]).expect_err("no topic").0.contains("NTFY_TOPIC"));
         let err =
             load(&[("NTFY_URL", "https://ntfy.sh"), ("NTFY_TOPIC", "t"), ("NTFY_USERNAME", "u")]).expect_err("half");

@@ -47,6 +47,7 @@ pub mod logging;
 pub mod message;
 pub mod metrics;
 pub mod net;
+pub mod notifiers;
 pub mod notify;
 pub mod pages;
 pub mod renewal;

@@ -1,10 +1,11 @@
-//! Notifications through ntfy (`POST {NTFY_URL}/{NTFY_TOPIC}` with `Title`,
-//! `Priority` and `Tags` headers).
+//! Notifications to every target of `notifiers` (ntfy, `NOTIFY_URLS`).
 //!
 //! Sending never blocks a request thread: messages go into a bounded queue
-//! that one notifier thread drains. When the queue is full the message is
-//! dropped and logged; when ntfy is down a message is tried three times
-//! (0 s, 1 s, 3 s) and then dropped. The same failure of the same host is
+//! that one thread hands to every target's own bounded queue, each drained
+//! by its own thread, so a failing or slow target never delays another.
+//! When a queue is full the message is dropped there and logged; when a
+//! target is down a message is tried three times (0 s, 1 s, 3 s) and then
+//! dropped. The same failure of the same host is
 //! announced at most once per `NOTIFY_REPEAT_INTERVAL`, so a revoked token
 //! does not flood the phone; only a real recovery (Hetzner accepted a write
 //! for the host) announces the next failure of the same kind sooner — a
@@ -14,14 +15,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-
-use crate::config::{Config, Ntfy, NtfyAuth};
-use crate::env::redact_url;
+use crate::config::Config;
+use crate::notifiers::{Outgoing, Target};
 
 /// Messages waiting for the notifier thread.
 const QUEUE: usize = 64;
@@ -51,17 +50,7 @@ pub enum ClientMistake {
     PrivateAddress,
 }
 
-/// ntfy priorities.
-pub const HIGH: u8 = 4;
-pub const DEFAULT: u8 = 3;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    pub title: String,
-    pub body: String,
-    pub priority: u8,
-    pub tags: &'static str,
-}
+pub use crate::notifiers::{Event, Message, DEFAULT, HIGH};
 
 pub struct Notifier {
     /// The queue; `None` when ntfy is not configured or after `close`.
@@ -80,24 +69,13 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// Start the notifier thread when ntfy is configured.
+    /// Start the notifier threads when a target is configured.
     pub fn start(config: &Config) -> Notifier {
         let failures = Arc::new(AtomicU64::new(0));
         let closing = Arc::new(AtomicBool::new(false));
         let (done_tx, done_rx) = mpsc::channel();
-        let tx = config.ntfy.clone().and_then(|ntfy| {
-            let (tx, rx) = mpsc::sync_channel(QUEUE);
-            let (failures, closing) = (Arc::clone(&failures), Arc::clone(&closing));
-            std::thread::Builder::new()
-                .name("notifier".into())
-                .spawn(move || {
-                    deliver_all(&ntfy, &rx, &failures, &closing);
-                    let _ = done_tx.send(());
-                })
-                .map_err(|e| log::error!("cannot start the notifier thread: {e}"))
-                .ok()
-                .map(|_| tx)
-        });
+        let tx = start_threads(&config.notifiers, &failures, &closing, &done_tx);
+        drop(done_tx);
         let done = tx.as_ref().map(|_| done_rx);
         Notifier {
             tx: Mutex::new(tx),
@@ -120,9 +98,10 @@ impl Notifier {
         self.closing.store(true, Ordering::Relaxed);
         drop(lock(&self.tx).take());
         let Some(done) = lock(&self.done).take() else { return };
-        if done.recv_timeout(grace).is_err() {
+        // Every target's thread holds a sender: all gone, all delivered.
+        if let Err(RecvTimeoutError::Timeout) = done.recv_timeout(grace) {
             log::warn!(
-                "ntfy: queued notifications were still being delivered after {}s; stopping anyway",
+                "notify: queued notifications were still being delivered after {}s; stopping anyway",
                 grace.as_secs()
             );
         }
@@ -140,7 +119,7 @@ impl Notifier {
             Ok(()) => {}
             Err(TrySendError::Full(m)) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
-                log::warn!("ntfy: queue full, dropped {:?}", m.title);
+                log::warn!("notify: queue full, dropped {:?}", m.title);
             }
             Err(TrySendError::Disconnected(_)) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
@@ -150,7 +129,8 @@ impl Notifier {
 
     /// Queue a message about `host`, unless the host used up its
     /// `HOST_MESSAGES_PER_HOUR`.
-    pub fn send_about(&self, host: &str, message: Message) {
+    pub fn send_about(&self, host: &str, mut message: Message) {
+        message.host = Some(host.to_string());
         if !self.enabled() {
             return;
         }
@@ -163,7 +143,7 @@ impl Notifier {
             *count += 1;
             if *count > HOST_MESSAGES_PER_HOUR {
                 if *count == HOST_MESSAGES_PER_HOUR + 1 {
-                    log::warn!("ntfy: {host} caused {HOST_MESSAGES_PER_HOUR} messages this hour; holding further ones back until the hour is over");
+                    log::warn!("notify: {host} caused {HOST_MESSAGES_PER_HOUR} messages this hour; holding further ones back until the hour is over");
                 }
                 return;
             }
@@ -181,7 +161,7 @@ impl Notifier {
             let mut last = lock(&self.last_sent);
             let key = (host.to_string(), kind);
             if last.get(&key).is_some_and(|at| at.elapsed() < self.repeat) {
-                log::debug!("ntfy: not repeating {:?} of {host}", key.1);
+                log::debug!("notify: not repeating {:?} of {host}", key.1);
                 return;
             }
             last.insert(key, Instant::now());
@@ -206,7 +186,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn deliver_all(ntfy: &Ntfy, rx: &Receiver<Message>, failures: &AtomicU64, closing: &AtomicBool) {
+/// The dispatcher thread and one delivery thread per target; `None` when
+/// there is no target (or no thread could start).
+fn start_threads(
+    targets: &[Target],
+    failures: &Arc<AtomicU64>,
+    closing: &Arc<AtomicBool>,
+    done: &Sender<()>,
+) -> Option<SyncSender<Message>> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
@@ -217,21 +204,64 @@ fn deliver_all(ntfy: &Ntfy, rx: &Receiver<Message>, failures: &AtomicU64, closin
         .output_buffer_size(crate::hetzner::OUTPUT_BUFFER)
         .build()
         .into();
-    for message in rx {
-        let mut delivered = false;
-        for pause in [0, 1, 2] {
-            pause_unless_closing(Duration::from_secs(pause), closing);
-            match post(&agent, ntfy, &message) {
-                Ok(()) => {
-                    delivered = true;
-                    break;
+    let mut queues = Vec::new();
+    for target in targets {
+        let (tx, rx) = mpsc::sync_channel::<Message>(QUEUE);
+        let label = target.label();
+        let (target, agent) = (target.clone(), agent.clone());
+        let (failures, closing, done) = (Arc::clone(failures), Arc::clone(closing), done.clone());
+        let spawned = std::thread::Builder::new().name("notify".into()).spawn(move || {
+            deliver_all(&target, &agent, &rx, &failures, &closing);
+            drop(done);
+        });
+        match spawned {
+            Ok(_) => queues.push((tx, label)),
+            Err(e) => log::error!("cannot start the notification thread of {label}: {e}"),
+        }
+    }
+    if queues.is_empty() {
+        return None;
+    }
+    let (tx, rx) = mpsc::sync_channel::<Message>(QUEUE);
+    let failures = Arc::clone(failures);
+    let spawned = std::thread::Builder::new().name("notifier".into()).spawn(move || {
+        for message in rx {
+            for (queue, label) in &queues {
+                if let Err(TrySendError::Full(m)) = queue.try_send(message.clone()) {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                    log::warn!("notify: {label}: queue full, dropped {:?}", m.title);
                 }
-                Err(e) => log::warn!("ntfy: {e}"),
             }
         }
-        if !delivered {
-            failures.fetch_add(1, Ordering::Relaxed);
-            log::error!("ntfy: gave up on {:?}", message.title);
+    });
+    spawned.map_err(|e| log::error!("cannot start the notifier thread: {e}")).ok().map(|_| tx)
+}
+
+fn deliver_all(
+    target: &Target,
+    agent: &ureq::Agent,
+    rx: &Receiver<Message>,
+    failures: &AtomicU64,
+    closing: &AtomicBool,
+) {
+    let label = target.label();
+    for message in rx {
+        for request in target.requests(&message) {
+            let mut delivered = false;
+            for pause in [0, 1, 2] {
+                pause_unless_closing(Duration::from_secs(pause), closing);
+                match post(agent, &request) {
+                    Ok(()) => {
+                        delivered = true;
+                        break;
+                    }
+                    Err(e) => log::warn!("notify: {label}: {e}"),
+                }
+            }
+            if !delivered {
+                failures.fetch_add(1, Ordering::Relaxed);
+                log::error!("notify: {label}: gave up on {:?}", message.title);
+            }
         }
     }
 }
@@ -245,31 +275,16 @@ fn pause_unless_closing(pause: Duration, closing: &AtomicBool) {
     }
 }
 
-fn post(agent: &ureq::Agent, ntfy: &Ntfy, m: &Message) -> Result<(), String> {
-    let mut rq = agent
-        .post(&ntfy.topic_url)
-        .header("Title", header_safe(&m.title))
-        .header("Priority", m.priority.to_string())
-        .header("Tags", m.tags);
-    rq = match &ntfy.auth {
-        NtfyAuth::None => rq,
-        NtfyAuth::Basic { username, password } => rq.header(
-            "Authorization",
-            format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{}", password.expose()))
-            ),
-        ),
-        NtfyAuth::Token(t) => rq.header("Authorization", format!("Bearer {}", t.expose())),
-    };
-    match rq.send(m.body.as_str()) {
-        Ok(r) if r.status().is_success() => Ok(()),
-        Ok(r) => Err(format!("{} answered {}", redact_url(&ntfy.topic_url), r.status().as_u16())),
-        Err(e) => Err(format!("cannot reach {}: {e}", redact_url(&ntfy.topic_url))),
+/// One request; the error says what happened, never the URL (it may hold
+/// a token: Discord, Telegram).
+fn post(agent: &ureq::Agent, request: &Outgoing) -> Result<(), String> {
+    let mut rq = agent.post(&request.url);
+    for (name, value) in &request.headers {
+        rq = rq.header(*name, value);
     }
-}
-
-/// Header values must be one line of visible ASCII.
-fn header_safe(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect()
+    match rq.send(request.body.as_str()) {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("answered {}", r.status().as_u16())),
+        Err(e) => Err(format!("cannot reach it ({})", crate::notifiers::describe(&e))),
+    }
 }

@@ -264,7 +264,7 @@ fn warn_expiry(app: &App, store: &CertStore, names: &str, warned_at: &mut u64) {
 }
 
 fn notify(app: &App, title: &str, body: String, priority: u8) {
-    app.notifier.send(Message { title: title.into(), body, priority, tags: "lock" });
+    app.notifier.send(Message { title: title.into(), body, priority, event: notify::Event::Certificate, host: None });
 }
 
 fn save_and_install(acme: &Acme, store: &CertStore, pem: &str) -> Result<(), String> {

@@ -308,7 +308,8 @@ fn report_key_problems(config: &Config, keys: &KeyFile, notifier: &Notifier) {
             title: "dyndns: key file problems".into(),
             body: format!("{}:\n{}", config.key_file.display(), problems.join("\n")),
             priority: notify::HIGH,
-            tags: "warning",
+            event: notify::Event::KeyFile,
+            host: None,
         });
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod fake_hetzner;
 pub mod fake_ntfy;
+pub mod fake_services;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use fake_hetzner::{FakeHetzner, Fault, TOKEN};
 pub use fake_ntfy::{FakeNtfy, NtfyMessage};
+pub use fake_services::{FakeService, Recorded, Service};
 
 use dyndns_server::config::Config;
 use dyndns_server::Server;

@@ -533,3 +533,21 @@ fn keys_check_fails_when_a_reload_could_not_read_the_keys() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("not a regular file") || err.contains("Is a directory"), "{err}");
 }
+
+#[test]
+fn a_notifier_url_that_cannot_work_exits_2_naming_it_with_its_secret_hidden() {
+    let dir = scratch("notify-urls");
+    let keys = dir.join("keys").display().to_string();
+    let vars = [
+        ("DRY_RUN", "1"),
+        ("PRE_SHARED_KEY_FILE", keys.as_str()),
+        ("LISTEN_PORT", "0"),
+        ("LISTEN_ADDR", "127.0.0.1"),
+        ("REGISTERED_FQDNS", "home.example.com"),
+        ("NOTIFY_URLS", "gotify://gotify.example.com/AzyoeNS.D4iJLVa,telegram://123:SeCrEtBoTkEy@telegram"),
+    ];
+    let (code, out, err) = run(&[], &vars);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.contains("[ERROR] NOTIFY_URLS entry \"telegram://***@telegram\"") && out.contains("chats="), "{out}");
+    assert!(!out.contains("SeCrEtBoTkEy") && !out.contains("AzyoeNS"), "{out}");
+}

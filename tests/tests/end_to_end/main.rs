@@ -6,6 +6,7 @@
 mod acme;
 mod agent;
 mod hostile;
+mod notifications;
 mod operations;
 mod prefix;
 mod reconcile;

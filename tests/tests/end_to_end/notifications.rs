@@ -1,0 +1,75 @@
+//! Notifications to the services of NOTIFY_URLS (Shoutrrr URLs) beside
+//! ntfy, through one queue, dedupe and cap; heartbeats to Healthchecks and
+//! Uptime Kuma.
+
+use std::time::{Duration, Instant};
+
+use e2e::{FakeHetzner, FakeNtfy, FakeService, Fault, Service, Setup, TestServer};
+
+const HOME: &str = "home.example.com";
+const WAIT: Duration = Duration::from_secs(10);
+
+fn fake() -> FakeHetzner {
+    let fake = FakeHetzner::start();
+    fake.add_zone("example.com");
+    fake
+}
+
+fn update(server: &TestServer, ip: &str) -> e2e::Resp {
+    server.update(&format!(r#"{{"fqdn": "{HOME}", "ip": "{ip}"}}"#), &server.key(HOME))
+}
+
+#[test]
+fn every_message_reaches_every_notifier_and_a_hanging_one_delays_none() {
+    let fake = fake();
+    let ntfy = FakeNtfy::start();
+    let webhook = FakeService::start(Service::Webhook);
+    let gotify = FakeService::start(Service::Gotify { token: "AzyoeNS.D4iJLVa" });
+    let urls = format!(
+        "generic+{}/hooks/dyndns?src=dyn, gotify://{}/AzyoeNS.D4iJLVa?disabletls=yes, ntfy://:tk_secret@{}/alerts?scheme=http",
+        webhook.url(),
+        gotify.authority(),
+        ntfy.url().trim_start_matches("http://")
+    );
+    let server = Setup::new(&fake, HOME).var("NOTIFY_URLS", &urls).var("NOTIFY_ON_CHANGE", "1").start();
+    // The generic webhook hangs for 5 s: the others are not held up.
+    webhook.hang(Duration::from_secs(5));
+    let started = Instant::now();
+    assert_eq!(update(&server, "192.0.2.1").json()["status"], "created");
+
+    let g = gotify.next(WAIT).expect("gotify");
+    assert!(started.elapsed() < Duration::from_secs(3), "gotify waited for the webhook: {:?}", started.elapsed());
+    assert_eq!((g.method.as_str(), g.url.as_str(), g.status), ("POST", "/message", 200));
+    assert_eq!(g.header("X-Gotify-Key"), Some("AzyoeNS.D4iJLVa"));
+    assert_eq!(g.json()["title"], "home.example.com A is now 192.0.2.1");
+    assert_eq!(g.json()["priority"], 5);
+    let n = ntfy.next(WAIT).expect("ntfy");
+    assert_eq!((n.topic.as_str(), n.authorization.as_deref()), ("alerts", Some("Bearer tk_secret")));
+    assert_eq!(n.title, "home.example.com A is now 192.0.2.1");
+
+    let w = webhook.next(WAIT).expect("webhook");
+    assert_eq!((w.method.as_str(), w.url.as_str()), ("POST", "/hooks/dyndns?src=dyn"));
+    assert_eq!(w.header("Content-Type"), Some("application/json"));
+    let doc = w.json();
+    assert_eq!(doc["title"], "home.example.com A is now 192.0.2.1");
+    assert_eq!(
+        (doc["host"].as_str(), doc["kind"].as_str(), doc["priority"].as_u64()),
+        (Some(HOME), Some("change"), Some(3))
+    );
+    assert!(doc["message"].as_str().is_some_and(|m| m.contains("192.0.2.1")), "{doc}");
+    webhook.hang(Duration::ZERO);
+
+    // A failure: high priority everywhere, announced once (dedupe) for all.
+    for _ in 0..3 {
+        fake.fail_next(Fault::Error { status: 401, code: "unauthorized" });
+        assert_eq!(update(&server, "192.0.2.2").status, 502);
+    }
+    let g = gotify.next(WAIT).expect("gotify failure");
+    assert_eq!(
+        (g.json()["title"].as_str(), g.json()["priority"].as_u64()),
+        (Some("dyndns: update of home.example.com failed"), Some(8))
+    );
+    let w = webhook.next(WAIT).expect("webhook failure");
+    assert_eq!(w.json()["kind"], "update_failed");
+    assert!(gotify.next(Duration::from_secs(2)).is_none(), "a repeated failure is muted for every notifier");
+}
