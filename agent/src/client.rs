@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use crate::config::{Config, ConfigError, Family, Ipv6Source};
 use crate::ipv6;
 use dyndns_common::answer::UpdateAnswer;
+use dyndns_common::heartbeat::Ping;
 
 const USER_AGENT: &str = concat!("dyndns-agent/", env!("CARGO_PKG_VERSION"));
 
@@ -175,6 +176,33 @@ fn tls_config(config: &Config) -> Result<ureq::tls::TlsConfig, ConfigError> {
 }
 
 /// Sort a transport error into unreachable / transient / rejected.
+/// A heartbeat to a monitoring service (public CAs, 10 s at most). The
+/// error never quotes the URL: it holds the check's secret.
+pub fn ping(ping: &Ping) -> Result<(), String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .user_agent(USER_AGENT)
+        .input_buffer_size(16 * 1024)
+        .output_buffer_size(8 * 1024)
+        .build()
+        .into();
+    let sent = if ping.post {
+        agent.post(&ping.url).header("Content-Type", "text/plain; charset=utf-8").send(ping.body.as_str())
+    } else {
+        agent.get(&ping.url).call()
+    };
+    match sent {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("answered {}", r.status().as_u16())),
+        Err(ureq::Error::Timeout(_)) => Err("timed out".into()),
+        Err(ureq::Error::HostNotFound) => Err("host not found".into()),
+        Err(ureq::Error::Io(e)) => Err(format!("{:?}", e.kind())),
+        Err(_) => Err("the request failed".into()),
+    }
+}
+
 fn classify(e: &ureq::Error, family: Option<Family>) -> ReportError {
     let over = family.map(|f| format!(" over {}", f.name())).unwrap_or_default();
     let name = family.map_or("IP", Family::name);

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use dyndns_common::env;
+use dyndns_common::heartbeat::Monitor;
 use env::url_host;
 use env::Env;
 pub use env::{redact_url, ConfigError, Secret};
@@ -72,6 +73,8 @@ pub struct Config {
     /// `IPV6_INTERFACE`: take the IPv6 address from this interface.
     pub ipv6_interface: Option<String>,
     pub debug: bool,
+    /// Heartbeats after each cycle (`HEALTHCHECKS_URL`, `UPTIME_KUMA_URL`).
+    pub monitors: Vec<Monitor>,
     /// Things worth a warning at start.
     pub warnings: Vec<String>,
 }
@@ -109,7 +112,7 @@ impl Config {
     /// From the process environment; variables that look like a misspelt
     /// setting are named (a warning, or with the errors).
     pub fn from_env(args: &[String]) -> Result<Config, ConfigError> {
-        let prefixes = ["BACKEND_", "PRE_SHARED_", "IPV4_", "IPV6_", "CA_", "FQDN"];
+        let prefixes = ["BACKEND_", "PRE_SHARED_", "IPV4_", "IPV6_", "CA_", "FQDN", "HEALTHCHECKS_", "UPTIME_"];
         env::from_process(&prefixes, |lookup| Config::load(args, lookup), |c| &mut c.warnings)
     }
 
@@ -162,6 +165,7 @@ impl Config {
         }
         let verify_tls = env.flag("VERIFY_SSL", true);
         let debug = env.flag("DEBUG_LOGGING", false);
+        let monitors = dyndns_common::heartbeat::monitors(&mut env);
         let ca_bundle = env.text("CA_BUNDLE").map(PathBuf::from);
         if let Some(path) = ca_bundle.as_ref().filter(|p| !p.is_file()) {
             env.error(format!("CA_BUNDLE={:?} is not a readable file", path.display().to_string()));
@@ -178,6 +182,7 @@ impl Config {
             ipv6_source,
             ipv6_interface,
             debug,
+            monitors,
             warnings: Vec::new(),
         };
         let (mut config, warnings) = env.finish(config)?;

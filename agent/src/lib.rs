@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use client::{ReportError, Reporter};
 use config::{Config, Family, IpVersion};
 use dyndns_common::answer::Outcome;
+use dyndns_common::heartbeat::Beat;
 use log::{debug, error, info, warning};
 
 /// How the agent ended.
@@ -60,12 +61,17 @@ pub fn run(config: &Config, stop: &Receiver<()>) -> Exit {
     );
     let mut last: HashMap<Option<Family>, String> = HashMap::new();
     loop {
-        let ok = match cycle(config, &reporter, &mut last, stop) {
-            Some(ok) => ok,
+        let outcome = match cycle(config, &reporter, &mut last, stop) {
+            Some(outcome) => outcome,
             None => return Exit::Ok,
         };
+        let pings = heartbeat(config, &outcome);
         if config.interval.is_zero() {
-            return if ok { Exit::Ok } else { Exit::Failed };
+            // A one-shot run waits for its pings (each bounded by its timeout).
+            for p in pings {
+                let _ = p.join();
+            }
+            return if outcome.is_ok() { Exit::Ok } else { Exit::Failed };
         }
         if wait(stop, config.interval) {
             return Exit::Ok;
@@ -73,17 +79,47 @@ pub fn run(config: &Config, stop: &Receiver<()>) -> Exit {
     }
 }
 
-/// One report per family. `None` when a stop arrived while waiting.
+/// The cycle's outcome to each monitor, each on its own thread so that a
+/// monitor that hangs never delays the next report: the URL on success,
+/// `…/fail` (`status=down`) with the reasons when any family failed.
+fn heartbeat(config: &Config, outcome: &Result<(), String>) -> Vec<std::thread::JoinHandle<()>> {
+    let note = format!("{}: reported", config.fqdn);
+    let mut handles = Vec::new();
+    for monitor in &config.monitors {
+        let ping = match outcome {
+            Ok(()) => monitor.ping(Beat::Up(&note)),
+            Err(why) => monitor.ping(Beat::Down(why)),
+        };
+        let (monitor, debug_on) = (monitor.clone(), config.debug);
+        let spawned = std::thread::Builder::new().name("heartbeat".into()).spawn(move || {
+            if let Err(e) = client::ping(&ping) {
+                // Each failure, since the agent has no memory between cron runs.
+                warning!("heartbeat: cannot reach {} ({e})", monitor.label());
+            } else if debug_on {
+                debug!("heartbeat: {} pinged", monitor.label());
+            }
+        });
+        match spawned {
+            Ok(h) => handles.push(h),
+            Err(e) => warning!("heartbeat: cannot start a thread ({e})"),
+        }
+    }
+    handles
+}
+
+/// One report per family: `Ok` when every attempted family was accepted,
+/// else why not (every failed family). `None` when a stop arrived while
+/// waiting.
 fn cycle(
     config: &Config,
     reporter: &Reporter,
     last: &mut HashMap<Option<Family>, String>,
     stop: &Receiver<()>,
-) -> Option<bool> {
+) -> Option<Result<(), String>> {
     let budget = if config.interval.is_zero() { ONE_SHOT_BUDGET } else { config.interval };
     let end = Instant::now() + budget;
     let families = config.families();
-    let (mut accepted, mut failed) = (0, 0);
+    let (mut accepted, mut failed) = (0, Vec::new());
     for family in families.iter().copied() {
         let label = match family {
             Some(f) => format!("{} {}", config.fqdn, f.record_type()),
@@ -132,7 +168,7 @@ fn cycle(
                 last.insert(family, line);
             }
             Err(m) => {
-                failed += 1;
+                failed.push(format!("{label}: {m}"));
                 let line = format!("error: {m}");
                 // Repeated identical errors are logged once per change in a
                 // long-running loop, always in a one-shot run.
@@ -143,11 +179,13 @@ fn cycle(
             }
         }
     }
-    if accepted == 0 && failed == 0 {
-        error!("{}: could not reach {} over IPv4 or IPv6", config.fqdn, config::redact_url(&config.update_url));
-        return Some(false);
+    if accepted == 0 && failed.is_empty() {
+        let why =
+            format!("{}: could not reach {} over IPv4 or IPv6", config.fqdn, config::redact_url(&config.update_url));
+        error!("{why}");
+        return Some(Err(why));
     }
-    Some(failed == 0)
+    Some(if failed.is_empty() { Ok(()) } else { Err(failed.join("; ")) })
 }
 
 /// ±25 % so many agents restarted together do not retry in lockstep.

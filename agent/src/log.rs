@@ -1,4 +1,5 @@
-//! Minimal logging to stderr with a UTC timestamp. The agent logs little
+//! Minimal logging to stderr with a UTC timestamp (milliseconds, as the
+//! server's). The agent logs little
 //! (one line per address change or error), so it does without a logging
 //! crate. `DEBUG` is set once at start and only read afterwards.
 
@@ -75,7 +76,7 @@ mod tests {
     #[test]
     fn timestamp_has_the_rfc3339_shape() {
         let t = super::timestamp();
-        assert_eq!(t.len(), 20, "{t}");
+        assert_eq!(t.len(), 24, "{t}"); // with milliseconds, as the server's
         assert!(t.starts_with("20") && t.ends_with('Z') && &t[10..11] == "T");
     }
 }

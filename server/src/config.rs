@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::env::{redact_url, Env};
 pub use crate::env::{ConfigError, Secret};
 use crate::fqdn;
+use crate::heartbeat::Monitor;
 use crate::lan::{self, LanHost};
 use crate::net::Cidr;
 use crate::notifiers::{NtfyAuth, Target};
@@ -30,6 +31,8 @@ const SETTING_PREFIXES: &[&str] = &[
     "RECONCILE_",
     "BASIC_AUTH_",
     "NOTIFY_",
+    "HEALTHCHECKS_",
+    "UPTIME_",
     "LOG_",
     "IPV6_",
     "REQUEST_",
@@ -131,6 +134,8 @@ pub struct Config {
     /// Where notifications go: ntfy (`NTFY_URL`/`NTFY_TOPIC`), then each
     /// entry of `NOTIFY_URLS`.
     pub notifiers: Vec<Target>,
+    /// Heartbeats (`HEALTHCHECKS_URL`, `UPTIME_KUMA_URL`).
+    pub monitors: Vec<Monitor>,
     pub notify_on_change: bool,
     pub notify_repeat_interval: Duration,
     pub connection_check_interval: Duration,
@@ -237,6 +242,7 @@ impl Config {
             log_backup_count: env.number("LOG_BACKUP_COUNT", 3, 0, 1000) as usize,
             dry_run,
             notifiers: notifiers(&mut env),
+            monitors: crate::heartbeat::monitors(&mut env),
             notify_on_change: env.flag("NOTIFY_ON_CHANGE", false),
             notify_repeat_interval: seconds(&mut env, "NOTIFY_REPEAT_INTERVAL", 3600, 0, 31_536_000),
             connection_check_interval: seconds(&mut env, "CONNECTION_CHECK_INTERVAL", 60, 1, 86_400),
@@ -305,13 +311,19 @@ impl Config {
             let labels: Vec<String> = self.notifiers.iter().map(Target::label).collect();
             format!("[{}]", labels.join(", "))
         };
+        let heartbeats = if self.monitors.is_empty() {
+            "off".to_string()
+        } else {
+            let labels: Vec<String> = self.monitors.iter().map(Monitor::label).collect();
+            format!("[{}]", labels.join(", "))
+        };
         let admin = self.admin.as_ref().map_or("unset".into(), |a| format!("{} (password set)", a.username));
         let log_file = self.log_file.as_ref().map_or("none".into(), |p| {
             format!("{} ({} bytes x {})", p.display(), self.log_max_bytes, self.log_backup_count)
         });
         let proxies: Vec<String> = self.trusted_proxies.iter().map(Cidr::to_string).collect();
         format!(
-            "listen={} api={} registered=[{}] key_file={} state_file={} notify={notify} notify_on_change={} lost_after={}s record_ttl={} zone_cache_ttl={}s request_cache_ttl={}s hetzner_timeout={}s client_timeout={}s max_connections={} host_writes={}+{}/h failed_write_retry={}s reconcile={}s repair={} lan_hosts={} acme_only=[{}] allow_private={} trusted_proxies=[{}] token={} admin={admin} dry_run={} debug={} log_file={log_file}",
+            "listen={} api={} registered=[{}] key_file={} state_file={} notify={notify} heartbeats={heartbeats} notify_on_change={} lost_after={}s record_ttl={} zone_cache_ttl={}s request_cache_ttl={}s hetzner_timeout={}s client_timeout={}s max_connections={} host_writes={}+{}/h failed_write_retry={}s reconcile={}s repair={} lan_hosts={} acme_only=[{}] allow_private={} trusted_proxies=[{}] token={} admin={admin} dry_run={} debug={} log_file={log_file}",
             match (&self.tls, self.plain_http) {
                 (Some(t), true) => format!("{} https={}", self.listen, t.listen),
                 (Some(t), false) => format!("off https={}", t.listen),

@@ -369,6 +369,8 @@ pub struct Hetzner {
     budget: Budget,
     /// Calls by outcome, for `/metrics`.
     calls: Mutex<BTreeMap<&'static str, u64>>,
+    /// Why the last call failed (heartbeats).
+    last_failure: Mutex<Option<String>>,
 }
 
 /// ureq's buffers per connection. Its defaults are 128 KiB each, filled
@@ -404,6 +406,7 @@ impl Hetzner {
             timeout,
             budget: Budget::new(),
             calls: Mutex::new(BTreeMap::new()),
+            last_failure: Mutex::new(None),
         }
     }
 
@@ -601,6 +604,32 @@ impl Hetzner {
     /// One API call with bounded retries of transient errors, its answer
     /// read as `T`.
     fn call<T: DeserializeOwned>(
+        &self,
+        kind: Kind,
+        method: Method<'_>,
+        path: &str,
+        deadline: Instant,
+    ) -> Result<T, ApiError> {
+        let result = self.call_retrying(kind, method, path, deadline);
+        // Hetzner answered unless it could not be reached, failed, refused
+        // the token or throttled: a missing record or a refused value is an
+        // answer.
+        let failure = match &result {
+            Ok(_) => None,
+            Err(ApiError::Api { status, .. }) if !matches!(status, 401 | 403 | 429 | 500..) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        *self.last_failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = failure;
+        result
+    }
+
+    /// Why the last call to Hetzner failed; `None` when it succeeded (or
+    /// none was made).
+    pub fn last_failure(&self) -> Option<String> {
+        self.last_failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn call_retrying<T: DeserializeOwned>(
         &self,
         kind: Kind,
         method: Method<'_>,

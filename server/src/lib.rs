@@ -36,6 +36,7 @@ pub mod dns_query;
 pub mod dyndns2;
 pub mod fqdn;
 pub mod handlers;
+pub mod heartbeat;
 pub mod hetzner;
 pub mod hostbook;
 mod http;

@@ -106,6 +106,9 @@ pub struct Server {
     retry_stop: Option<Sender<()>>,
     /// Dropped at shutdown, which ends the certificate renewal thread.
     renewal_stop: Option<Sender<()>>,
+    /// Dropped at shutdown, which ends the heartbeats (not waited for: a
+    /// ping in flight is bounded by its timeout).
+    heartbeat_stop: Option<Sender<()>>,
     tls_addr: Option<SocketAddr>,
     /// In a mutex only so that `Server` can be shared between threads.
     events: Mutex<Receiver<Event>>,
@@ -191,6 +194,8 @@ impl Server {
         check_zones_in_background(&app);
         let reconcile_stop = spawn_reconcile(&app);
         let retry_stop = spawn_retry(&app);
+        let (heartbeat_tx, heartbeat_rx) = mpsc::channel();
+        let heartbeat_stop = crate::heartbeat::spawn(&app, heartbeat_rx).map(|_| heartbeat_tx);
         Ok(Server {
             app,
             listener,
@@ -199,6 +204,7 @@ impl Server {
             reconcile_stop,
             retry_stop,
             renewal_stop,
+            heartbeat_stop,
             tls_addr,
             events: Mutex::new(events),
             events_tx,
@@ -255,6 +261,7 @@ impl Server {
         drop(self.reconcile_stop);
         drop(self.retry_stop);
         drop(self.renewal_stop);
+        drop(self.heartbeat_stop);
         if let Some((stop, handle)) = self.housekeeping {
             let _ = stop.send(());
             let _ = handle.join();

@@ -650,6 +650,11 @@ impl Updater {
     pub fn cached_zone(&self, fqdn: &str) -> Option<Zone> {
         best_zone(&lock(&self.zones.state).zones, fqdn)
     }
+
+    /// Has the zone list been read (always, in a dry run)?
+    pub fn zones_known(&self) -> bool {
+        self.hetzner().is_none() || lock(&self.zones.state).fetched.is_some()
+    }
 }
 
 /// The only address an RRSet holds, if it holds exactly one.

@@ -169,3 +169,42 @@ fn the_loop_reports_then_stops_at_once_when_told() {
     assert_eq!(agent.join().expect("agent thread"), Exit::Ok);
     assert!(stopped.elapsed() < Duration::from_secs(1));
 }
+
+/// After each run: the Healthchecks URL on success, `/fail` with the reason
+/// when a family failed (a refused key here), and Uptime Kuma alike.
+#[test]
+fn the_agent_pings_its_heartbeat_on_success_and_fail_with_the_reason() {
+    use e2e::{FakeService, Service};
+    let (_fake, server) = dual_stack_server();
+    let hc = FakeService::start(Service::Healthchecks { uuid: "0d5a6b7c-agent" });
+    let kuma = FakeService::start(Service::UptimeKuma { token: "agentpush" });
+    let hc_url = format!("{}/0d5a6b7c-agent", hc.url());
+    let kuma_url = format!("{}/api/push/agentpush?status=up&msg=OK&ping=", kuma.url());
+    let url = format!("http://127.0.0.1:{}", port(&server));
+    let key = server.key(HOME);
+    let base = [
+        ("BACKEND_URL", url.as_str()),
+        ("FQDN", HOME),
+        ("IP_VERSION", "4"),
+        ("HEALTHCHECKS_URL", hc_url.as_str()),
+        ("UPTIME_KUMA_URL", kuma_url.as_str()),
+    ];
+    let with_key = |k: &str| {
+        let mut v = base.to_vec();
+        v.push(("PRE_SHARED_KEY", k));
+        run_once(&v).0
+    };
+    assert_eq!(with_key(&key), Exit::Ok);
+    let ok = hc.next(Duration::from_secs(5)).expect("success ping");
+    assert_eq!((ok.method.as_str(), ok.url.as_str(), ok.status), ("POST", "/0d5a6b7c-agent", 200));
+    let up = kuma.next(Duration::from_secs(5)).expect("kuma up");
+    assert!(up.url.starts_with("/api/push/agentpush?status=up&msg="), "{}", up.url);
+
+    let wrong = "x".repeat(43);
+    assert_eq!(with_key(&wrong), Exit::Failed);
+    let fail = hc.next(Duration::from_secs(5)).expect("fail ping");
+    assert_eq!(fail.url, "/0d5a6b7c-agent/fail");
+    assert!(fail.body.contains("home.example.com A") && fail.body.contains("401"), "{}", fail.body);
+    let down = kuma.next(Duration::from_secs(5)).expect("kuma down");
+    assert!(down.url.starts_with("/api/push/agentpush?status=down&msg=home.example.com%20A"), "{}", down.url);
+}

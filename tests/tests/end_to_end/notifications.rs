@@ -73,3 +73,71 @@ fn every_message_reaches_every_notifier_and_a_hanging_one_delays_none() {
     assert_eq!(w.json()["kind"], "update_failed");
     assert!(gotify.next(Duration::from_secs(2)).is_none(), "a repeated failure is muted for every notifier");
 }
+
+const UUID: &str = "5bf66975-d4c7-4bf5-bcc8-b8d8a82ea278";
+const PUSH: &str = "Xy12AbC";
+
+#[test]
+fn heartbeats_follow_health_failure_recovery_failure_within_seconds() {
+    let fake = fake();
+    let hc = FakeService::start(Service::Healthchecks { uuid: UUID });
+    let kuma = FakeService::start(Service::UptimeKuma { token: PUSH });
+    let server = Setup::new(&fake, HOME)
+        .var("HEALTHCHECKS_URL", &format!("{}/{UUID}", hc.url()))
+        .var("UPTIME_KUMA_URL", &format!("{}/api/push/{PUSH}?status=up&msg=OK&ping=", kuma.url()))
+        .var("CONNECTION_CHECK_INTERVAL", "60")
+        .start();
+    let start = hc.next(WAIT).expect("start ping");
+    assert_eq!(
+        (start.method.as_str(), start.url.as_str(), start.status),
+        ("POST", format!("/{UUID}/start").as_str(), 200)
+    );
+    let up = hc.next(WAIT).expect("healthy ping");
+    assert_eq!((up.url.as_str(), up.status), (format!("/{UUID}").as_str(), 200));
+    let k = kuma.next_matching(&format!("/api/push/{PUSH}?status=up"), WAIT).expect("kuma up");
+    assert_eq!((k.method.as_str(), k.status), ("GET", 200));
+
+    for round in 1..=2 {
+        // Hetzner fails: a failing ping with the reason, within seconds.
+        fake.set_outage(Some(Fault::Error { status: 500, code: "server_error" }));
+        let _ = update(&server, &format!("192.0.2.{round}"));
+        let t = Instant::now();
+        let fail =
+            hc.next_matching(&format!("/{UUID}/fail"), WAIT).unwrap_or_else(|| panic!("round {round}: fail ping"));
+        assert!(t.elapsed() < Duration::from_secs(3), "round {round}: {:?}", t.elapsed());
+        assert!(fail.body.contains("Hetzner"), "{}", fail.body);
+        let down = kuma.next_matching(&format!("/api/push/{PUSH}?status=down"), WAIT).expect("kuma down");
+        assert!(down.url.contains("msg=the%20last%20call%20to%20Hetzner%20failed"), "{}", down.url);
+        // Hetzner answers again: healthy within seconds.
+        fake.set_outage(None);
+        let until = Instant::now() + WAIT;
+        while update(&server, &format!("192.0.2.{}", 10 + round)).status != 200 {
+            assert!(Instant::now() < until, "Hetzner back");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let t = Instant::now();
+        let ok = hc.next_matching(&format!("/{UUID}"), WAIT).unwrap_or_else(|| panic!("round {round}: healthy again"));
+        assert_eq!(ok.url, format!("/{UUID}"));
+        assert!(t.elapsed() < Duration::from_secs(3), "round {round}: {:?}", t.elapsed());
+        assert!(kuma.next_matching(&format!("/api/push/{PUSH}?status=up"), WAIT).is_some(), "kuma up again");
+    }
+}
+
+#[test]
+fn a_monitor_that_hangs_or_refuses_never_holds_up_the_server() {
+    let fake = fake();
+    let hc = FakeService::start(Service::Healthchecks { uuid: UUID });
+    hc.hang(Duration::from_secs(20));
+    let server = Setup::new(&fake, HOME)
+        .var("HEALTHCHECKS_URL", &format!("{}/{UUID}", hc.url()))
+        // Uptime Kuma answers 404 for an unknown token: logged, not fatal.
+        .var("UPTIME_KUMA_URL", "http://127.0.0.1:9/api/push/nothing-listens")
+        .start();
+    let t = Instant::now();
+    assert_eq!(update(&server, "192.0.2.1").status, 200);
+    assert_eq!(server.get("/healthz").status, 200);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    let t = Instant::now();
+    drop(server);
+    assert!(t.elapsed() < Duration::from_secs(5), "shutdown waited for a ping: {:?}", t.elapsed());
+}
