@@ -19,6 +19,7 @@ use crate::challenges::Challenges;
 use crate::config::Config;
 use crate::hetzner::Hetzner;
 use crate::hostbook::HostStates;
+use crate::hostbook::{Cause, Change};
 use crate::inspect::Inspector;
 use crate::keys::KeyFile;
 use crate::lan::{self, LanHost, Prefix};
@@ -264,10 +265,12 @@ impl App {
         }
     }
 
-    /// Set one record and take note: host book, log, notifications.
-    pub fn set_address(&self, host: &str, ip: IpAddr, deadline: Instant) -> Result<Outcome, UpdateError> {
+    /// Set one record and take note: host book and history, log,
+    /// notifications. `cause`: what asked for it.
+    pub fn set_address(&self, host: &str, ip: IpAddr, cause: Cause, deadline: Instant) -> Result<Outcome, UpdateError> {
+        let old = self.updater.confirmed(host, RecordType::of(ip));
         let result = self.updater.update(host, ip, deadline);
-        self.note_result(host, ip, &result);
+        self.note_result(host, ip, old, cause, &result);
         result
     }
 
@@ -281,24 +284,33 @@ impl App {
             if Instant::now() >= deadline {
                 return;
             }
+            let old = self.updater.confirmed(&host, RecordType::of(ip));
             let Some(result) = self.updater.retry(&host, ip, deadline) else { continue };
             if result.is_ok() {
                 log::info!("{host}: the change to {ip} answered 911 earlier is written now");
             }
-            self.note_result(&host, ip, &result);
+            self.note_result(&host, ip, old, Cause::Retry, &result);
             if result.is_err() {
                 return;
             }
         }
     }
 
-    fn note_result(&self, host: &str, ip: IpAddr, result: &Result<Outcome, UpdateError>) {
+    fn note_result(
+        &self,
+        host: &str,
+        ip: IpAddr,
+        old: Option<IpAddr>,
+        cause: Cause,
+        result: &Result<Outcome, UpdateError>,
+    ) {
         let rtype = RecordType::of(ip);
         match result {
             Ok(outcome) => {
                 self.hosts.set_error(host, None);
                 if *outcome != Outcome::Unchanged {
-                    self.hosts.record_change(host);
+                    let old = old.filter(|_| *outcome == Outcome::Updated);
+                    self.hosts.record_change(host, Change { at: unix_now(), rtype, old, new: ip, cause });
                     self.notifier.recovered(host);
                 }
                 let announce = self.config.notify_on_change || self.config.debug;
@@ -387,7 +399,8 @@ impl App {
                 .iter()
                 .map(|h| {
                     let ip = h.address_in(&prefix);
-                    (h, ip, s.spawn(move || self.set_address(&h.fqdn, IpAddr::V6(ip), deadline)))
+                    let cause = Cause::Prefix { router: router.to_string() };
+                    (h, ip, s.spawn(move || self.set_address(&h.fqdn, IpAddr::V6(ip), cause, deadline)))
                 })
                 .collect();
             running
@@ -504,6 +517,13 @@ impl App {
     fn drifted(&self, d: Drift) {
         self.counters.count_drift(d.action.metric());
         let (host, rtype, expected) = (&d.host, d.rtype, d.expected);
+        if matches!(d.action, DriftAction::Restored | DriftAction::Recreated) {
+            let old = d.found.as_deref().and_then(|v| match v {
+                [one] => one.parse().ok(),
+                _ => None,
+            });
+            self.hosts.record_change(host, Change { at: unix_now(), rtype, old, new: expected, cause: Cause::Repair });
+        }
         let found = match &d.found {
             Some(values) => values.join(","),
             None => "nothing (deleted)".into(),

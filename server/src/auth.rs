@@ -146,6 +146,30 @@ impl Guard {
         (self.key_ok(&host, pass) && self.registered.contains(&host)).then_some(host)
     }
 
+    /// Why credentials for `target` were wrong, for the admin's status
+    /// page only (never in an answer): the user name names no registered
+    /// host, or it does and the key is wrong.
+    pub fn why_wrong(&self, user: &str, target: Option<&str>) -> String {
+        let name = user.trim().trim_end_matches('.').to_ascii_lowercase();
+        let named = if name.contains('.') {
+            fqdn::canonical(&name).ok().filter(|h| self.registered.contains(h))
+        } else {
+            target.filter(|t| fqdn::first_label(t) == name).map(str::to_string).or_else(|| {
+                let mut named = self.registered.iter().filter(|h| fqdn::first_label(h) == name);
+                match (named.next(), named.next()) {
+                    (Some(one), None) => Some(one.clone()),
+                    _ => None,
+                }
+            })
+        };
+        let shown: String = user.chars().filter(|c| !c.is_control()).take(64).collect();
+        match named {
+            Some(host) => format!("user name {shown:?} is right ({host}); the key is wrong"),
+            None if user.is_empty() => "no user name".into(),
+            None => format!("user name {shown:?} names no registered host; use the host's first label or full name"),
+        }
+    }
+
     /// Does `presented` equal the key of `host`? Constant time, and the same
     /// work for a host without a key.
     fn key_ok(&self, host: &str, presented: &str) -> bool {

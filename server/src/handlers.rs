@@ -17,6 +17,7 @@ use crate::app::{App, REQUEST_BUDGET};
 use crate::auth::{Denied, Principal};
 use crate::dyndns2::{self, Addresses, Answer, Params};
 use crate::fqdn;
+use crate::hostbook::Cause;
 use crate::inspect;
 use crate::lan::{self, Prefix};
 use crate::message::{LogContext, Reply, Req};
@@ -68,6 +69,8 @@ pub fn handle(app: &App, req: &Req, log: &mut LogContext) -> Reply {
             None => Reply::text(500, "no client address"),
         },
         "/healthz" => Reply::text(200, "ok"),
+        // Browsers ask for it with every status page: nothing, cached a day.
+        "/favicon.ico" => Reply::text(204, "").with_header("Cache-Control", "max-age=86400"),
         _ => Reply::text(404, "not found"),
     }
 }
@@ -79,7 +82,9 @@ fn inspect(app: &App, req: &Req, log: &LogContext, endpoint: Endpoint, reply: &R
         return;
     }
     let addresses = || address_parameters(req, endpoint);
-    let answer: std::borrow::Cow<'_, str> = if reply.status != 200 && endpoint == Endpoint::Json {
+    let answer: std::borrow::Cow<'_, str> = if let Some(why) = &log.denied {
+        format!("{} ({why})", reply.body.trim()).into()
+    } else if reply.status != 200 && endpoint == Endpoint::Json {
         format!("{} {}", reply.status, reply.body).into()
     } else if reply.body.contains('\n') {
         reply.body.replace('\n', " | ").into()
@@ -163,12 +168,18 @@ fn json_update(app: &App, req: &Req, log: &mut LogContext) -> (Reply, Option<Out
 
     // The host's key in its header, or Basic credentials (the admin's, or
     // the host's name and key as on the dyndns2 endpoint).
-    let principal = match (req.header("x-pre-shared-key"), req.basic_auth()) {
-        (Some(key), _) => app.guard.authorize(source, &host, key, Some(&host)),
-        (None, Some((user, pass))) => app.guard.authorize(source, &user, &pass, Some(&host)),
+    let (principal, user) = match (req.header("x-pre-shared-key"), req.basic_auth()) {
+        (Some(key), _) => (app.guard.authorize(source, &host, key, Some(&host)), None),
+        (None, Some((user, pass))) => (app.guard.authorize(source, &user, &pass, Some(&host)), Some(user)),
         (None, None) => return (Reply::json_error(401, "missing X-Pre-Shared-Key header"), None),
     };
     log.authenticated = Some(principal.is_ok());
+    if let Err(Denied::Wrong) = principal {
+        log.denied = Some(match user {
+            Some(user) => app.guard.why_wrong(&user, Some(&host)),
+            None => "the X-Pre-Shared-Key is not this host's key".into(),
+        });
+    }
     match principal {
         Ok(Principal::Admin) => {}
         Ok(Principal::Host(h)) if h == host => {}
@@ -199,7 +210,8 @@ fn json_update(app: &App, req: &Req, log: &mut LogContext) -> (Reply, Option<Out
         return (Reply::json_error(422, text), None);
     }
     let deadline = Instant::now() + REQUEST_BUDGET;
-    let result = app.set_address(&host, ip, deadline);
+    let cause = Cause::Report { endpoint: Endpoint::Json, source: app.client_ip(req) };
+    let result = app.set_address(&host, ip, cause, deadline);
     let lan = fields.prefix.map(|prefix| app.set_prefix(&host, prefix, deadline));
     match result {
         Ok(outcome) if lan.is_none() => {
@@ -364,7 +376,13 @@ fn dyndns2_answers(
         _ => hosts.iter().flatten().map(String::as_str).collect::<Vec<_>>().join(","),
     });
     log.authenticated = Some(false);
-    authenticate(app, &user, &pass, &hosts, source)?;
+    if let Err(answer) = authenticate(app, &user, &pass, &hosts, source) {
+        if answer == Answer::BadAuth {
+            let target = hosts.first().and_then(Option::as_deref);
+            log.denied = Some(app.guard.why_wrong(&user, target));
+        }
+        return Err(answer);
+    }
     log.authenticated = Some(true);
     let bad_request = |text: &dyn Fn(&str) -> String| {
         log::warn!("dyndns2 update of {}: {}", log.host.as_deref().unwrap_or(""), text("the request"));
@@ -399,6 +417,7 @@ fn dyndns2_answers(
         return Ok(vec![Answer::BadIp; hosts.len()]);
     }
     let deadline = Instant::now() + REQUEST_BUDGET;
+    let source = app.client_ip(req);
     let answers = hosts
         .iter()
         .map(|host| match host {
@@ -413,7 +432,7 @@ fn dyndns2_answers(
             }
             Some(h) => {
                 app.host_reported(h);
-                let answer = update_host(app, h, &addresses, deadline);
+                let answer = update_host(app, h, &addresses, source, deadline);
                 if let Some(prefix) = prefix {
                     app.set_prefix(h, prefix, deadline);
                 }
@@ -467,7 +486,7 @@ fn authenticate(
 }
 
 /// Set every address of `addresses` on one host; one answer line.
-fn update_host(app: &App, host: &str, addresses: &Addresses, deadline: Instant) -> Answer {
+fn update_host(app: &App, host: &str, addresses: &Addresses, source: Option<IpAddr>, deadline: Instant) -> Answer {
     let ips = addresses.iter();
     if ips.clone().next().is_none() {
         return Answer::BadIp;
@@ -475,7 +494,8 @@ fn update_host(app: &App, host: &str, addresses: &Addresses, deadline: Instant) 
     let mut changed = false;
     let mut failure: Option<UpdateError> = None;
     for ip in ips.clone() {
-        match app.set_address(host, ip, deadline) {
+        let cause = Cause::Report { endpoint: Endpoint::Dyndns2, source };
+        match app.set_address(host, ip, cause, deadline) {
             Ok(outcome) => changed |= outcome != Outcome::Unchanged,
             Err(e) => failure = Some(e),
         }

@@ -125,12 +125,22 @@ pub struct RRSet {
     pub values: Vec<String>,
 }
 
+/// One address record to write: its value and the comment Hetzner keeps
+/// beside it (`updater::comment`: who wrote it, for whom, when).
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    pub value: &'a str,
+    pub comment: &'a str,
+}
+
 /// One RRSet of a zone listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
     pub name: String,
     pub rtype: RecordType,
     pub values: Vec<String>,
+    /// The records' comments, in the order of `values` (empty when none).
+    pub comments: Vec<String>,
 }
 
 /// The HTTP request of one call; only a POST has a body.
@@ -304,6 +314,8 @@ struct RRSetDoc {
 #[derive(Deserialize)]
 struct RecordDoc {
     value: String,
+    #[serde(default)]
+    comment: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -490,10 +502,11 @@ impl Hetzner {
         name: &str,
         rtype: RecordType,
         ttl: u32,
-        value: &str,
+        record: Record<'_>,
         deadline: Instant,
     ) -> Result<(), ApiError> {
-        let body = json!({"name": name, "type": rtype.as_str(), "ttl": ttl, "records": [{"value": value}]});
+        let records = [{ json!({"value": record.value, "comment": record.comment}) }];
+        let body = json!({"name": name, "type": rtype.as_str(), "ttl": ttl, "records": records});
         let answer: WriteAnswer =
             self.call(Kind::Write, Method::Post(&body), &format!("/zones/{zone}/rrsets"), deadline)?;
         self.wait_action(answer.action, deadline)
@@ -505,10 +518,10 @@ impl Hetzner {
         zone: u64,
         name: &str,
         rtype: RecordType,
-        value: &str,
+        record: Record<'_>,
         deadline: Instant,
     ) -> Result<(), ApiError> {
-        let body = json!({"records": [{"value": value}]});
+        let body = json!({"records": [{"value": record.value, "comment": record.comment}]});
         let path = format!("/zones/{zone}/rrsets/{name}/{rtype}/actions/set_records");
         let answer: WriteAnswer = self.call(Kind::Write, Method::Post(&body), &path, deadline)?;
         self.wait_action(answer.action, deadline)
@@ -561,10 +574,12 @@ impl Hetzner {
             let path = format!("/zones/{zone}/rrsets?type=A&type=AAAA&page={page}&per_page=100");
             let doc: RRSetsPage = self.call(Kind::List, Method::Get, &path, deadline)?;
             all.extend(doc.rrsets.into_iter().filter_map(|r| {
+                let comments = r.records.iter().map(|v| v.comment.clone().unwrap_or_default()).collect();
                 Some(Listed {
                     name: r.name,
                     rtype: RecordType::parse(&r.rtype)?,
                     values: r.records.into_iter().map(|v| v.value).collect(),
+                    comments,
                 })
             }));
             match doc.meta.and_then(|m| m.pagination).and_then(|p| p.next_page) {

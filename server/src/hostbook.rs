@@ -8,12 +8,15 @@
 //! The `lost` flag is persisted, so an outage is announced once, even across
 //! restarts, and "back online" follows it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::Endpoint;
+use crate::net::RecordType;
 use crate::time::unix_now;
 
 /// One host's entry, as the state file keeps it.
@@ -34,6 +37,52 @@ pub struct HostState {
     /// Writes that changed one of its records, ever.
     #[serde(default)]
     pub changes: u64,
+    /// Its last `HISTORY` record changes, oldest first.
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub history: VecDeque<Change>,
+}
+
+/// Record changes kept per host.
+pub const HISTORY: usize = 20;
+
+/// One change of a host's record: when, which, from what to what, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub at: u64,
+    #[serde(rename = "type")]
+    pub rtype: RecordType,
+    /// `None`: the record was created.
+    pub old: Option<IpAddr>,
+    pub new: IpAddr,
+    pub cause: Cause,
+}
+
+/// What made the server write a record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum Cause {
+    /// The host's own report (or its router's, for a LAN host), from the
+    /// address `source`, through `endpoint`.
+    Report { endpoint: Endpoint, source: Option<IpAddr> },
+    /// A router's IPv6 prefix (a LAN host's AAAA).
+    Prefix { router: String },
+    /// A change answered `911` earlier, written by the server itself.
+    Retry,
+    /// The reconcile set back a record changed outside the server.
+    Repair,
+}
+
+impl Cause {
+    /// For people: "dyndns2 report from 203.0.113.7".
+    pub fn text(&self) -> String {
+        match self {
+            Cause::Report { endpoint, source: Some(ip) } => format!("{} report from {ip}", endpoint.as_str()),
+            Cause::Report { endpoint, source: None } => format!("{} report", endpoint.as_str()),
+            Cause::Prefix { router } => format!("prefix from {router}"),
+            Cause::Retry => "written after Hetzner recovered (911 earlier)".into(),
+            Cause::Repair => "restored by the reconcile".into(),
+        }
+    }
 }
 
 /// Every registered host's entry; shared by all request threads.
@@ -77,11 +126,15 @@ impl HostStates {
     }
 
     /// Record a write that changed one of the host's records.
-    pub fn record_change(&self, host: &str) {
+    pub fn record_change(&self, host: &str, change: Change) {
         let mut hosts = self.lock();
         if let Some(state) = hosts.get_mut(host) {
-            state.last_change = Some(unix_now());
+            state.last_change = Some(change.at);
             state.changes += 1;
+            if state.history.len() >= HISTORY {
+                state.history.pop_front();
+            }
+            state.history.push_back(change);
             self.dirty.store(true, Ordering::Relaxed);
         }
     }

@@ -94,6 +94,13 @@ impl Inspector {
                 if same {
                     last.at = seen.at;
                     last.repeats = last.repeats.saturating_add(1);
+                    // A failure does not name the address in its answer:
+                    // show what the latest repeat sent (a success does, so
+                    // its repeats sent the same).
+                    if !is_success(&last.answer) {
+                        last.addresses = clip(&(seen.addresses)());
+                        last.hosts = clip(seen.hosts);
+                    }
                     continue;
                 }
             }
@@ -125,6 +132,12 @@ impl Inspector {
         let map = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
         map.get(host).map(|l| l.iter().cloned().collect()).unwrap_or_default()
     }
+}
+
+/// Did the server accept the request (`good`, `nochg`, a JSON answer of
+/// `/update` with a status)?
+pub fn is_success(answer: &str) -> bool {
+    answer.starts_with("good") || answer.starts_with("nochg") || answer.starts_with("{\"fqdn\"")
 }
 
 /// `text` as `clip` would keep it, when that needs no copy (the usual

@@ -149,6 +149,8 @@ pub struct LogContext {
     pub host: Option<String>,
     /// Whether the request authenticated, once that was checked.
     pub authenticated: Option<bool>,
+    /// Why it did not, for the status page (`Guard::why_wrong`).
+    pub denied: Option<String>,
 }
 
 #[cfg(test)]

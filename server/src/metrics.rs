@@ -6,11 +6,13 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Which URL a counted request came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Endpoint {
     /// `POST /update`.
     Json,
     /// `/nic/update`, `/v3/update`.
+    #[serde(rename = "dyndns2")]
     Dyndns2,
     /// `/present`, `/cleanup`.
     Acme,

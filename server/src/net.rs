@@ -5,9 +5,10 @@ use std::fmt;
 use std::net::IpAddr;
 
 /// Record type of an address record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum RecordType {
     A,
+    #[serde(rename = "AAAA")]
     Aaaa,
 }
 

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use crate::app::App;
 use crate::auth::{Denied, Principal};
 use crate::hetzner::{Kind, RESERVE_PERCENT};
+use crate::hostbook::Change;
 use crate::message::{Reply, Req};
 use crate::metrics::Drift;
 use crate::net::RecordType;
@@ -74,6 +75,8 @@ struct HostRow {
     prefix: Option<String>,
     last_change: Option<u64>,
     changes: u64,
+    /// Record changes, oldest first (registered hosts).
+    history: Vec<Change>,
 }
 
 /// Registered hosts, then LAN hosts that are not registered themselves
@@ -101,6 +104,7 @@ fn host_rows(app: &App) -> Vec<HostRow> {
             prefix: lan.get(&fqdn).and_then(|l| l.prefix.clone()),
             last_change: s.last_change,
             changes: s.changes,
+            history: s.history.into_iter().collect(),
             fqdn,
         })
         .collect();
@@ -115,6 +119,7 @@ fn host_rows(app: &App) -> Vec<HostRow> {
             prefix: l.prefix,
             last_change: l.last_change,
             changes: l.changes,
+            history: Vec::new(),
             fqdn,
         });
     }
@@ -141,6 +146,13 @@ pub fn status(app: &App, req: &Req) -> Reply {
             }
             row["last_change"] = json!(r.last_change);
             row["changes"] = json!(r.changes);
+            let history: Vec<Value> = r
+                .history
+                .iter()
+                .rev()
+                .map(|c| json!({"at": c.at, "type": c.rtype.as_str(), "old": c.old, "new": c.new, "cause": c.cause}))
+                .collect();
+            row["history"] = json!(history);
             row["requests"] = json!(app.inspector.of(&r.fqdn));
             row
         })
@@ -210,64 +222,130 @@ fn reconcile_doc(app: &App, now: u64) -> Value {
     })
 }
 
+/// `/update`'s JSON answer as a line (`created AAAA 2001:db8::5`);
+/// anything else as it is.
+fn short_answer(answer: &str) -> String {
+    let Ok(doc) = serde_json::from_str::<Value>(answer) else { return answer.to_string() };
+    let field = |k: &str| doc.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    format!("{} {} {}", field("status"), field("type"), field("ip"))
+}
+
+/// A host's record changes, newest first.
+fn history_table(out: &mut String, history: &[Change], now: u64) {
+    if history.is_empty() {
+        return;
+    }
+    let _ = write!(
+        out,
+        "<details class=\"history\"><summary>history ({})</summary><table><tr><th>when</th><th>record</th><th>change</th><th>why</th></tr>",
+        history.len()
+    );
+    for c in history.iter().rev() {
+        let _ = write!(
+            out,
+            "<tr><td class=\"t\">{}</td><td>{}</td><td>{} → {}</td><td>{}</td></tr>",
+            ago(now, c.at),
+            c.rtype.as_str(),
+            c.old.map_or("(new)".into(), |ip| ip.to_string()),
+            c.new,
+            html_escape(&c.cause.text()),
+        );
+    }
+    out.push_str("</table></details>");
+}
+
+/// A host's last requests, newest first.
+fn requests_table(out: &mut String, seen: &[crate::inspect::Seen], now: u64) {
+    if seen.is_empty() {
+        return;
+    }
+    out.push_str("<details><summary>last requests</summary><table><tr><th>when</th><th>from</th><th>agent</th><th>endpoint</th><th>hosts</th><th>addresses</th><th>auth</th><th>answer</th></tr>");
+    for s in seen.iter().rev() {
+        let _ = write!(
+            out,
+            "<tr><td class=\"t\">{}{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"answer{}\">{}</td></tr>",
+            ago(now, s.at),
+            if s.repeats > 0 { format!(" (×{})", s.repeats + 1) } else { String::new() },
+            s.source.map_or("?".into(), |ip| ip.to_string()),
+            match s.proxy {
+                Some(p) => format!("{} via {p}", s.source_from),
+                None => s.source_from.to_string(),
+            },
+            html_escape(&s.agent),
+            s.endpoint,
+            html_escape(&s.hosts),
+            html_escape(&s.addresses),
+            if s.authenticated { "yes" } else { "<b>no</b>" },
+            if crate::inspect::is_success(&s.answer) { "" } else { " fail" },
+            html_escape(&short_answer(&s.answer)),
+        );
+    }
+    out.push_str("</table></details>");
+}
+
 fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// "3m 2s ago", with the UTC time on hover.
+fn ago(now: u64, at: u64) -> String {
+    let mut utc = String::new();
+    crate::time::utc_text(&mut utc, std::time::UNIX_EPOCH + std::time::Duration::from_secs(at), false);
+    format!("<span title=\"{utc}\">{}&nbsp;ago</span>", duration_text(now.saturating_sub(at)).replace(' ', "&nbsp;"))
 }
 
 fn html(app: &App, rows: &[HostRow], now: u64) -> String {
     let mut out = String::from(
         "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
          <title>dyndns status</title><style>body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse}\
-         td,th{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left}.lost{color:#b00}.online{color:#080}</style></head><body>",
+         td,th{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}.lost,.fail{color:#b00}\
+         .fail{font-weight:600}.online,.ok{color:#080}.t,.state{white-space:nowrap}details table{font-size:12px}\
+         .answer{max-width:32em;overflow-wrap:anywhere}.banner{background:#fd0;padding:.6em 1em;font-weight:600;display:inline-block}</style></head><body>",
     );
     let _ = write!(
         out,
-        "<h1>dyndns-server {}</h1><p>up {}{}</p><table><tr><th>host</th><th>A</th><th>AAAA</th><th>last report</th><th>state</th><th>last change</th><th>changes</th><th>last error</th></tr>",
+        "<h1>dyndns-server {}</h1><p>up {}</p>",
         env!("CARGO_PKG_VERSION"),
         duration_text(app.started.elapsed().as_secs()),
-        if app.config.dry_run { " — dry run" } else { "" }
     );
+    if app.config.dry_run {
+        out.push_str(
+            "<p class=\"banner\">Dry run: nothing is written to Hetzner; records are kept in memory only.</p>",
+        );
+    }
+    out.push_str("<table><tr><th>host</th><th>A</th><th>AAAA</th><th>last report</th><th>state</th><th>last answer</th><th>last change</th><th>changes</th><th>last error</th></tr>");
     for r in rows {
+        let seen = app.inspector.of(&r.fqdn);
+        let answer = match seen.last() {
+            Some(s) if crate::inspect::is_success(&s.answer) => {
+                format!("<td class=\"ok answer\">{}</td>", html_escape(&short_answer(&s.answer)))
+            }
+            Some(s) => format!("<td class=\"fail answer\">{}</td>", html_escape(&s.answer)),
+            None => "<td>–</td>".into(),
+        };
         let _ = write!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"t\">{}</td><td class=\"state {}\">{}</td>{answer}<td class=\"t\">{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
             html_escape(&r.fqdn),
             html_escape(r.a.as_deref().unwrap_or("–")),
             html_escape(r.aaaa.as_deref().unwrap_or("–")),
-            r.last_seen.map_or("never".into(), |t| format!("{} ago", duration_text(now.saturating_sub(t)))),
+            r.last_seen.map_or("never".into(), |t| ago(now, t)),
             r.state.as_str().replace(' ', "-"),
             match &r.via {
                 Some(router) if r.state == HostState::Lan => format!("via {}", html_escape(router)),
                 Some(router) => format!("{} via {}", r.state.as_str(), html_escape(router)),
                 None => r.state.as_str().to_string(),
             },
-            r.last_change.map_or("–".into(), |t| format!("{} ago", duration_text(now.saturating_sub(t)))),
+            r.last_change.map_or("–".into(), |t| ago(now, t)),
             r.changes,
+            if r.last_error.is_some() { "fail answer" } else { "answer" },
             html_escape(r.last_error.as_deref().unwrap_or("")),
         );
-        let seen = app.inspector.of(&r.fqdn);
-        if !seen.is_empty() {
-            out.push_str("<tr><td></td><td colspan=\"8\"><details><summary>last requests</summary><table><tr><th>when</th><th>from</th><th>agent</th><th>endpoint</th><th>hosts</th><th>addresses</th><th>auth</th><th>answer</th></tr>");
-            for s in seen.iter().rev() {
-                let _ = write!(
-                    out,
-                    "<tr><td>{} ago{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    duration_text(now.saturating_sub(s.at)),
-                    if s.repeats > 0 { format!(" (×{})", s.repeats + 1) } else { String::new() },
-                    s.source.map_or("?".into(), |ip| ip.to_string()),
-                    match s.proxy {
-                        Some(p) => format!("{} via {p}", s.source_from),
-                        None => s.source_from.to_string(),
-                    },
-                    html_escape(&s.agent),
-                    s.endpoint,
-                    html_escape(&s.hosts),
-                    html_escape(&s.addresses),
-                    if s.authenticated { "yes" } else { "<b>no</b>" },
-                    html_escape(&s.answer),
-                );
-            }
-            out.push_str("</table></details></td></tr>");
+        if !seen.is_empty() || !r.history.is_empty() {
+            out.push_str("<tr><td></td><td colspan=\"8\">");
+            history_table(&mut out, &r.history, now);
+            requests_table(&mut out, &seen, now);
+            out.push_str("</td></tr>");
         }
     }
     out.push_str("</table>");

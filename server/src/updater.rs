@@ -26,7 +26,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::fqdn;
-use crate::hetzner::{ApiError, Hetzner, Listed, Zone};
+use crate::hetzner::{ApiError, Hetzner, Listed, Record, Zone};
 use crate::metrics;
 use crate::net::RecordType;
 use crate::time::unix_now;
@@ -427,9 +427,11 @@ impl Updater {
         let zone = self.zones.lookup(api, fqdn, deadline)?;
         let name = fqdn::rr_name(fqdn, &zone.name);
         let value = ip.to_string();
+        let comment = comment(fqdn, &value);
+        let record = Record { value: &value, comment: &comment };
         if let Some(old) = known.filter(|&old| old != ip) {
             // The record is known to exist: no need to read it first.
-            match api.set_records(zone.id, &name, rtype, &value, deadline) {
+            match api.set_records(zone.id, &name, rtype, record, deadline) {
                 Ok(()) => {
                     log::info!("hetzner: set {fqdn} {rtype} {ip} (was {old})");
                     return Ok(Outcome::Updated);
@@ -444,19 +446,19 @@ impl Updater {
                 if current == [Some(ip)] {
                     return Ok(Outcome::Unchanged);
                 }
-                api.set_records(zone.id, &name, rtype, &value, deadline)?;
+                api.set_records(zone.id, &name, rtype, record, deadline)?;
                 log::info!("hetzner: set {fqdn} {rtype} {ip} (was {})", rrset.values.join(","));
                 Ok(Outcome::Updated)
             }
             None => {
-                match api.create_rrset(zone.id, &name, rtype, self.record_ttl, &value, deadline) {
+                match api.create_rrset(zone.id, &name, rtype, self.record_ttl, record, deadline) {
                     Ok(()) => {
                         log::info!("hetzner: created {fqdn} {rtype} {ip} ttl {}", self.record_ttl);
                         Ok(Outcome::Created)
                     }
                     Err(ApiError::Api { status: 409, code, .. }) if code == "uniqueness_error" => {
                         // Created by someone else between our read and our write.
-                        api.set_records(zone.id, &name, rtype, &value, deadline)?;
+                        api.set_records(zone.id, &name, rtype, record, deadline)?;
                         log::info!("hetzner: set {fqdn} {rtype} {ip} (created concurrently)");
                         Ok(Outcome::Updated)
                     }
@@ -517,8 +519,13 @@ impl Updater {
         for &host in hosts {
             let name = fqdn::rr_name(host, &zone.name);
             for rtype in [RecordType::A, RecordType::Aaaa] {
-                let found = by_name.get(&(name.as_str(), rtype)).map(|r| r.values.clone());
+                let listed = by_name.get(&(name.as_str(), rtype));
+                let found = listed.map(|r| r.values.clone());
                 let single = found.as_deref().and_then(single_address);
+                let own = listed.is_some_and(|r| match (r.values.as_slice(), r.comments.as_slice()) {
+                    ([value], [comment]) => is_own_write(comment, host, value),
+                    _ => false,
+                });
                 let Some(expected) = self.cached(host, rtype) else {
                     // Nothing known: learn the record as it is.
                     if let Some(ip) = single.filter(|ip| RecordType::of(*ip) == rtype) {
@@ -530,6 +537,14 @@ impl Updater {
                     self.confirm_if_unchanged(host, rtype, expected, listed_at);
                     continue;
                 }
+                if let Some(ip) = single.filter(|ip| own && RecordType::of(*ip) == rtype) {
+                    // The server's own write of this very value (one whose
+                    // confirmation was lost, or made from a state file
+                    // restored since): no drift; it is what the record holds.
+                    log::info!("reconcile: {host} {rtype} holds {ip}, written by this server; taken as confirmed");
+                    self.replace_if_unchanged(host, rtype, expected, ip, listed_at);
+                    continue;
+                }
                 let seen = Differing { host, rtype, expected, found, listed_at };
                 if let Some(d) = self.drifted(api, zone, seen, repair(host), deadline) {
                     drift.push(d);
@@ -537,6 +552,17 @@ impl Updater {
             }
         }
         Ok(drift)
+    }
+
+    /// Take `now` in place of `seen`, unless an update changed the record
+    /// after the listing.
+    fn replace_if_unchanged(&self, host: &str, rtype: RecordType, seen: Confirmed, now: IpAddr, listed_at: Instant) {
+        let mut cache = lock(&self.cache);
+        if let Some(entry) = cache.get_mut(host).and_then(|r| r[slot(rtype)].as_mut()) {
+            if entry.ip == seen.ip && entry.at.is_none_or(|at| at <= listed_at) {
+                *entry = Confirmed { ip: now, at: Some(Instant::now()), unix: unix_now() };
+            }
+        }
     }
 
     /// Refresh a confirmation, unless an update changed it after the listing.
@@ -579,10 +605,12 @@ impl Updater {
         }
         let name = fqdn::rr_name(host, &zone.name);
         let value = expected.ip.to_string();
+        let comment = comment(host, &value);
+        let record = Record { value: &value, comment: &comment };
         let result = match &drift.found {
-            Some(_) => api.set_records(zone.id, &name, rtype, &value, deadline).map(|()| DriftAction::Restored),
+            Some(_) => api.set_records(zone.id, &name, rtype, record, deadline).map(|()| DriftAction::Restored),
             None => api
-                .create_rrset(zone.id, &name, rtype, self.record_ttl, &value, deadline)
+                .create_rrset(zone.id, &name, rtype, self.record_ttl, record, deadline)
                 .map(|()| DriftAction::Recreated),
         };
         match result {
@@ -655,6 +683,28 @@ impl Updater {
     pub fn zones_known(&self) -> bool {
         self.hetzner().is_none() || lock(&self.zones.state).fetched.is_some()
     }
+}
+
+/// The first word of the comment beside every value the server writes.
+pub const COMMENT_TAG: &str = "hetzner-dyndns";
+
+/// The comment beside a record value the server writes: the project, the
+/// host, the value and when (UTC, to the minute), so that an operator
+/// looking at the zone in the Hetzner Console sees who set it, and the
+/// reconcile tells the server's own writes from changes by others (a
+/// value changed in the Console no longer matches its comment). It costs
+/// no call: it goes with the value.
+pub fn comment(host: &str, value: &str) -> String {
+    let mut at = String::new();
+    crate::time::utc_text(&mut at, std::time::SystemTime::now(), false);
+    let minute = at.get(..16).unwrap_or(&at);
+    format!("{COMMENT_TAG} {host} {value} {minute}Z")
+}
+
+/// Is `comment` the server's own, for `host` holding `value`?
+fn is_own_write(comment: &str, host: &str, value: &str) -> bool {
+    let mut words = comment.split_whitespace();
+    words.next() == Some(COMMENT_TAG) && words.next() == Some(host) && words.next() == Some(value)
 }
 
 /// The only address an RRSet holds, if it holds exactly one.

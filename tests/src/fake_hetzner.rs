@@ -51,6 +51,8 @@ struct Zone {
 struct RRSet {
     ttl: Option<u64>,
     records: Vec<String>,
+    /// value → the record's comment (Hetzner keeps one per record).
+    comments: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default)]
@@ -137,8 +139,24 @@ impl FakeHetzner {
         let id = s.zones.iter().find(|z| z.name == zone).expect("zone").id;
         s.rrsets.insert(
             (id, name.into(), rtype.into()),
-            RRSet { ttl: Some(60), records: values.iter().map(|v| v.to_string()).collect() },
+            RRSet { ttl: Some(60), records: values.iter().map(|v| v.to_string()).collect(), comments: BTreeMap::new() },
         );
+    }
+
+    /// Put an RRSet of one value with a comment in place directly.
+    pub fn put_rrset_with_comment(&self, zone: &str, name: &str, rtype: &str, value: &str, comment: &str) {
+        let mut s = lock(&self.state);
+        let id = s.zones.iter().find(|z| z.name == zone).expect("zone").id;
+        let comments = BTreeMap::from([(value.to_string(), comment.to_string())]);
+        s.rrsets
+            .insert((id, name.into(), rtype.into()), RRSet { ttl: Some(60), records: vec![value.into()], comments });
+    }
+
+    /// The comment of the record holding `value`, `None` when there is none.
+    pub fn comment(&self, zone: &str, name: &str, rtype: &str, value: &str) -> Option<String> {
+        let s = lock(&self.state);
+        let id = s.zones.iter().find(|z| z.name == zone)?.id;
+        s.rrsets.get(&(id, name.into(), rtype.into()))?.comments.get(value).cloned()
     }
 
     /// The values of an RRSet, `None` when it does not exist.
@@ -481,8 +499,20 @@ fn zone_json(z: &Zone) -> Value {
 }
 
 fn rrset_json(zone: u64, name: &str, rtype: &str, r: &RRSet) -> Value {
-    let records: Vec<Value> = r.records.iter().map(|v| json!({"value": v, "comment": ""})).collect();
+    let records: Vec<Value> = r
+        .records
+        .iter()
+        .map(|v| json!({"value": v, "comment": r.comments.get(v).cloned().unwrap_or_default()}))
+        .collect();
     json!({"id": format!("{name}/{rtype}"), "name": name, "type": rtype, "ttl": r.ttl, "labels": {}, "protection": {"change": false}, "records": records, "zone": zone})
+}
+
+/// The comments sent with `records` (value → comment), as Hetzner keeps them.
+fn parse_comments(doc: &Value) -> BTreeMap<String, String> {
+    let list = doc.get("records").and_then(Value::as_array).cloned().unwrap_or_default();
+    list.iter()
+        .filter_map(|r| Some((r.get("value")?.as_str()?.to_string(), r.get("comment")?.as_str()?.to_string())))
+        .collect()
 }
 
 /// Validate `records` as Hetzner does: a non-empty list of distinct values
@@ -531,7 +561,7 @@ fn create_rrset(s: &mut State, z: &Zone, body: &str) -> Answer {
     if s.rrsets.contains_key(&key) {
         return Err((409, error_doc("uniqueness_error", "rrset already exists")));
     }
-    let rrset = RRSet { ttl, records };
+    let rrset = RRSet { ttl, records, comments: parse_comments(&doc) };
     let rrset_doc = rrset_json(z.id, &name, &rtype, &rrset);
     if !s.fail_next_action {
         s.rrsets.insert(key, rrset);
@@ -554,6 +584,7 @@ fn set_records(s: &mut State, z: &Zone, name: &str, rtype: &str, body: &str) -> 
     let rrset = s.rrsets.get_mut(&key).ok_or_else(|| not_found("rrset"))?;
     if !failing {
         rrset.records = records;
+        rrset.comments = parse_comments(&doc);
     }
     let action = new_action(s, "set_rrset_records", z.id);
     Ok((201, json!({"action": action})))
@@ -567,10 +598,11 @@ fn add_records(s: &mut State, z: &Zone, name: &str, rtype: &str, body: &str) -> 
     let records = parse_records(&doc, rtype)?;
     let ttl = doc.get("ttl").and_then(Value::as_u64);
     let key = (z.id, name.to_string(), rtype.to_string());
-    let rrset = s.rrsets.entry(key).or_insert(RRSet { ttl, records: Vec::new() });
+    let rrset = s.rrsets.entry(key).or_insert(RRSet { ttl, records: Vec::new(), comments: BTreeMap::new() });
     if records.iter().any(|r| rrset.records.contains(r)) {
         return Err((422, error_doc("invalid_input", "duplicate record value")));
     }
+    rrset.comments.extend(parse_comments(&doc));
     rrset.records.extend(records);
     Ok((201, json!({"action": new_action(s, "add_rrset_records", z.id)})))
 }

@@ -12,6 +12,7 @@ mod prefix;
 mod reconcile;
 mod server;
 mod settings;
+mod status;
 mod strict_http;
 mod tls;
 

@@ -225,3 +225,35 @@ fn after_a_restart_known_records_are_not_read_back_one_by_one_while_the_first_re
     wait_for_reconcile(&server, &["example.com"], 0);
     assert!(fake.calls().iter().all(|c| !c.contains("/rrsets/")), "{:?}", fake.calls());
 }
+
+/// Every value the server writes carries a comment naming the project, the
+/// host, the value and the time; a record holding the server's own write
+/// (its confirmation lost, say) is taken as it is, while a value changed in
+/// the Console (its comment no longer matches) is drift and set back.
+#[test]
+fn written_values_carry_a_comment_that_tells_own_writes_from_drift() {
+    let fake = FakeHetzner::start();
+    fake.add_zone("example.com");
+    let server = Setup::new(&fake, HOME).var("RECONCILE_INTERVAL", "1").start();
+    let key = server.key(HOME);
+    assert_eq!(nic(&server, HOME, "198.51.100.7", &key).body, "good 198.51.100.7");
+    let comment = fake.comment("example.com", "home", "A", "198.51.100.7").expect("a comment");
+    let mut now = String::new();
+    dyndns_server::time::utc_text(&mut now, std::time::SystemTime::now(), false);
+    let year = &now[..4];
+    assert!(comment.starts_with(&format!("hetzner-dyndns {HOME} 198.51.100.7 {year}-")), "{comment}");
+    assert!(comment.ends_with('Z') && comment.len() < 80, "{comment}");
+
+    // The server's own write of another value (as a second run with a
+    // restored state file would leave it): adopted, not set back.
+    let own = format!("hetzner-dyndns {HOME} 198.51.100.8 2026-12-05T08:00Z");
+    fake.put_rrset_with_comment("example.com", "home", "A", "198.51.100.8", &own);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["198.51.100.8".into()]));
+    assert_eq!(nic(&server, HOME, "198.51.100.8", &key).body, "nochg 198.51.100.8", "taken as confirmed");
+
+    // Changed in the Console keeping the old comment: drift, set back.
+    let stale = format!("hetzner-dyndns {HOME} 198.51.100.8 2026-12-05T08:00Z");
+    fake.put_rrset_with_comment("example.com", "home", "A", "203.0.113.9", &stale);
+    eventually(5, "restored", || fake.rrset("example.com", "home", "A") == Some(vec!["198.51.100.8".into()]));
+}
