@@ -25,6 +25,7 @@
 
 pub mod acme;
 pub mod acme_client;
+pub mod aliases;
 pub mod app;
 pub mod atomic;
 pub mod auth;

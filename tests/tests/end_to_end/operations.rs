@@ -324,7 +324,7 @@ fn the_request_inspector_shows_what_a_router_sent_without_its_key() {
     let requests = home["requests"].as_array().expect("requests");
     assert_eq!(requests.len(), 3, "{requests:#?}");
     assert_eq!(requests[0]["authenticated"], false);
-    assert_eq!(requests[0]["answer"], "badauth");
+    assert_eq!(requests[0]["answer"], "badauth (user name \"home\" is right (home.example.com); the key is wrong)");
     assert_eq!(requests[0]["agent"], "Fritz!Box DDNS/1.0");
     assert_eq!(requests[0]["addresses"], "myip=203.0.113.5");
     assert_eq!(requests[0]["source_from"], "connection");
