@@ -175,7 +175,6 @@ fn tls_config(config: &Config) -> Result<ureq::tls::TlsConfig, ConfigError> {
     Ok(builder.build())
 }
 
-/// Sort a transport error into unreachable / transient / rejected.
 /// A heartbeat to a monitoring service (public CAs, 10 s at most). The
 /// error never quotes the URL: it holds the check's secret.
 pub fn ping(ping: &Ping) -> Result<(), String> {
@@ -188,21 +187,10 @@ pub fn ping(ping: &Ping) -> Result<(), String> {
         .output_buffer_size(8 * 1024)
         .build()
         .into();
-    let sent = if ping.post {
-        agent.post(&ping.url).header("Content-Type", "text/plain; charset=utf-8").send(ping.body.as_str())
-    } else {
-        agent.get(&ping.url).call()
-    };
-    match sent {
-        Ok(r) if r.status().is_success() => Ok(()),
-        Ok(r) => Err(format!("answered {}", r.status().as_u16())),
-        Err(ureq::Error::Timeout(_)) => Err("timed out".into()),
-        Err(ureq::Error::HostNotFound) => Err("host not found".into()),
-        Err(ureq::Error::Io(e)) => Err(format!("{:?}", e.kind())),
-        Err(_) => Err("the request failed".into()),
-    }
+    dyndns_common::heartbeat::send(&agent, ping)
 }
 
+/// Sort a transport error into unreachable / transient / rejected.
 fn classify(e: &ureq::Error, family: Option<Family>) -> ReportError {
     let over = family.map(|f| format!(" over {}", f.name())).unwrap_or_default();
     let name = family.map_or("IP", Family::name);

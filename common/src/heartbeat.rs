@@ -1,7 +1,8 @@
 //! Heartbeats to a monitoring service, for the server and the agent alike:
 //! `HEALTHCHECKS_URL` (a Healthchecks.io ping URL, hosted or self-hosted)
-//! and `UPTIME_KUMA_URL` (an Uptime Kuma push URL). Only the requests are
-//! built here, as data; each program sends them with its own HTTP client.
+//! and `UPTIME_KUMA_URL` (an Uptime Kuma push URL). The requests are built
+//! here as data (`Monitor::ping`) and sent by `send` with the ureq agent
+//! each program configures.
 //!
 //! - Healthchecks (<https://healthchecks.io/docs/http_api/>): `POST` to
 //!   `{url}/start` when a run starts, `{url}` on success and `{url}/fail`
@@ -125,6 +126,34 @@ impl Monitor {
                 }
             }
         }
+    }
+}
+
+/// Send one ping with `agent` (the program's own client). The error never
+/// quotes the URL: it holds the check's secret.
+pub fn send(agent: &ureq::Agent, ping: &Ping) -> Result<(), String> {
+    let sent = if ping.post {
+        agent.post(&ping.url).header("Content-Type", "text/plain; charset=utf-8").send(ping.body.as_str())
+    } else {
+        agent.get(&ping.url).call()
+    };
+    match sent {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("answered {}", r.status().as_u16())),
+        Err(e) => Err(describe(&e)),
+    }
+}
+
+/// Why a request failed, without the URL (BadUri and RequireHttpsOnly
+/// would quote it, and a URL may hold a token).
+pub fn describe(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::Timeout(_) => "timed out".into(),
+        ureq::Error::HostNotFound => "host not found".into(),
+        ureq::Error::ConnectionFailed => "connection refused or unreachable".into(),
+        ureq::Error::Io(io) => format!("{:?}", io.kind()),
+        ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::Pem(_) => "TLS failed".into(),
+        _ => "the request failed".into(),
     }
 }
 

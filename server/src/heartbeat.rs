@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use dyndns_common::heartbeat::{monitors, Beat, Monitor, Ping};
+pub use dyndns_common::heartbeat::{monitors, send, Beat, Monitor, Ping};
 
 use crate::app::App;
 
@@ -103,7 +103,7 @@ fn deliver_in_background(monitor: Monitor) -> Option<SyncSender<Result<(), Strin
     let label = monitor.label();
     let name = label.clone();
     let spawned = std::thread::Builder::new().name("heartbeat-ping".into()).spawn(move || {
-        let agent = agent();
+        let agent = crate::notify::outbound_agent();
         let mut failing = false;
         let mut deliver = |ping: Ping| match send(&agent, &ping) {
             Ok(()) if failing => {
@@ -131,31 +131,5 @@ fn deliver_in_background(monitor: Monitor) -> Option<SyncSender<Result<(), Strin
             log::error!("cannot start the heartbeat thread of {name}: {e}");
             None
         }
-    }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .user_agent(concat!("dyndns-server/", env!("CARGO_PKG_VERSION")))
-        .input_buffer_size(crate::hetzner::INPUT_BUFFER)
-        .output_buffer_size(crate::hetzner::OUTPUT_BUFFER)
-        .build()
-        .into()
-}
-
-/// One ping; the error never quotes the URL (it holds the secret).
-fn send(agent: &ureq::Agent, ping: &Ping) -> Result<(), String> {
-    let sent = if ping.post {
-        agent.post(&ping.url).header("Content-Type", "text/plain; charset=utf-8").send(ping.body.as_str())
-    } else {
-        agent.get(&ping.url).call()
-    };
-    match sent {
-        Ok(r) if r.status().is_success() => Ok(()),
-        Ok(r) => Err(format!("answered {}", r.status().as_u16())),
-        Err(e) => Err(crate::notifiers::describe(&e)),
     }
 }

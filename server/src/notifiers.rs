@@ -410,18 +410,7 @@ fn parse(entry: &str) -> Result<Target, String> {
     }
 }
 
-/// Why a request failed, without the URL (BadUri and RequireHttpsOnly
-/// would quote it, and a URL may hold a token).
-pub fn describe(e: &ureq::Error) -> String {
-    match e {
-        ureq::Error::Timeout(_) => "timed out".into(),
-        ureq::Error::HostNotFound => "host not found".into(),
-        ureq::Error::ConnectionFailed => "connection refused or unreachable".into(),
-        ureq::Error::Io(io) => format!("{:?}", io.kind()),
-        ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::Pem(_) => "TLS failed".into(),
-        _ => "the request failed".into(),
-    }
-}
+pub use dyndns_common::heartbeat::describe;
 
 fn cut(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {

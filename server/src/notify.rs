@@ -186,15 +186,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The dispatcher thread and one delivery thread per target; `None` when
-/// there is no target (or no thread could start).
-fn start_threads(
-    targets: &[Target],
-    failures: &Arc<AtomicU64>,
-    closing: &Arc<AtomicBool>,
-    done: &Sender<()>,
-) -> Option<SyncSender<Message>> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+/// The HTTP client of notifiers and heartbeats: 10 s per request, no
+/// redirects, statuses as answers, small buffers.
+pub fn outbound_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
         .timeout_global(Some(Duration::from_secs(10)))
@@ -203,7 +198,18 @@ fn start_threads(
         .input_buffer_size(crate::hetzner::INPUT_BUFFER)
         .output_buffer_size(crate::hetzner::OUTPUT_BUFFER)
         .build()
-        .into();
+        .into()
+}
+
+/// The dispatcher thread and one delivery thread per target; `None` when
+/// there is no target (or no thread could start).
+fn start_threads(
+    targets: &[Target],
+    failures: &Arc<AtomicU64>,
+    closing: &Arc<AtomicBool>,
+    done: &Sender<()>,
+) -> Option<SyncSender<Message>> {
+    let agent = outbound_agent();
     let mut queues = Vec::new();
     for target in targets {
         let (tx, rx) = mpsc::sync_channel::<Message>(QUEUE);
