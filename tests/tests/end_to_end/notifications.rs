@@ -4,20 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::{FakeHetzner, FakeNtfy, FakeService, Fault, Service, Setup, TestServer};
+use e2e::{FakeNtfy, FakeService, Fault, Service, Setup};
 
-const HOME: &str = "home.example.com";
-const WAIT: Duration = Duration::from_secs(10);
-
-fn fake() -> FakeHetzner {
-    let fake = FakeHetzner::start();
-    fake.add_zone("example.com");
-    fake
-}
-
-fn update(server: &TestServer, ip: &str) -> e2e::Resp {
-    server.update(&format!(r#"{{"fqdn": "{HOME}", "ip": "{ip}"}}"#), &server.key(HOME))
-}
+use crate::operations::{fake, update, HOME, WAIT};
 
 #[test]
 fn every_message_reaches_every_notifier_and_a_hanging_one_delays_none() {

@@ -5,10 +5,10 @@ use std::time::{Duration, Instant};
 
 use e2e::{basic, FakeHetzner, FakeNtfy, Fault, Setup, TestServer};
 
-const HOME: &str = "home.example.com";
-const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const HOME: &str = "home.example.com";
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
-fn fake() -> FakeHetzner {
+pub(crate) fn fake() -> FakeHetzner {
     let fake = FakeHetzner::start();
     fake.add_zone("example.com");
     fake
@@ -18,7 +18,7 @@ fn with_ntfy(setup: Setup, ntfy: &FakeNtfy) -> Setup {
     setup.var("NTFY_URL", ntfy.url()).var("NTFY_TOPIC", "dyndns").var("NTFY_TOKEN", "tk_secret_token")
 }
 
-fn update(server: &TestServer, ip: &str) -> e2e::Resp {
+pub(crate) fn update(server: &TestServer, ip: &str) -> e2e::Resp {
     server.update(&format!(r#"{{"fqdn": "{HOME}", "ip": "{ip}"}}"#), &server.key(HOME))
 }
 
