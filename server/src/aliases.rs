@@ -41,22 +41,16 @@ pub fn canonical_name(input: &str) -> Result<String, String> {
 pub fn parse_aliases(text: &str, address_hosts: &[String], other_names: &[String]) -> Result<Vec<Alias>, Vec<String>> {
     let mut aliases: Vec<Alias> = Vec::new();
     let mut errors = Vec::new();
-    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        match parse_alias(entry, address_hosts, other_names) {
+    let entries: Vec<&str> = text.split(',').map(str::trim).filter(|e| !e.is_empty()).collect();
+    let alias_names: Vec<String> =
+        entries.iter().filter_map(|e| e.split_once('=')).filter_map(|(n, _)| canonical_name(n).ok()).collect();
+    for entry in entries {
+        match parse_alias(entry, address_hosts, other_names, &alias_names) {
             Ok(a) if aliases.iter().any(|o| o.name == a.name) => {
                 errors.push(format!("HOST_ALIASES: {entry:?}: {} is listed twice; give each alias one host", a.name))
             }
             Ok(a) => aliases.push(a),
             Err(e) => errors.push(format!("HOST_ALIASES: {entry:?}: {e}")),
-        }
-    }
-    // An alias of an alias: the host named is itself an alias.
-    for a in &aliases {
-        if aliases.iter().any(|o| o.name == a.host) {
-            errors.push(format!(
-                "HOST_ALIASES: {}={}: {} is an alias itself; name the registered host",
-                a.name, a.host, a.host
-            ));
         }
     }
     aliases.sort_by(|a, b| a.name.cmp(&b.name));
@@ -67,7 +61,12 @@ pub fn parse_aliases(text: &str, address_hosts: &[String], other_names: &[String
     }
 }
 
-fn parse_alias(entry: &str, address_hosts: &[String], other_names: &[String]) -> Result<Alias, String> {
+fn parse_alias(
+    entry: &str,
+    address_hosts: &[String],
+    other_names: &[String],
+    alias_names: &[String],
+) -> Result<Alias, String> {
     let (name, host) = entry
         .split_once('=')
         .ok_or("write alias=host, e.g. www.example.com=home.example.com (the host must be in REGISTERED_FQDNS)")?;
@@ -75,6 +74,9 @@ fn parse_alias(entry: &str, address_hosts: &[String], other_names: &[String]) ->
     let host = fqdn::canonical(host.trim()).map_err(|e| format!("{:?} is not a host name: {e}", host.trim()))?;
     if address_hosts.binary_search(&name).is_ok() || other_names.contains(&name) {
         return Err(format!("{name} is a host of its own (REGISTERED_FQDNS, ACME_ONLY_HOSTS or IPV6_LAN_HOSTS); an alias has no key and never reports"));
+    }
+    if alias_names.contains(&host) {
+        return Err(format!("{host} is an alias itself; name the registered host it follows"));
     }
     if address_hosts.binary_search(&host).is_err() {
         return Err(format!(
@@ -148,7 +150,7 @@ mod tests {
             ("nas.example.org=home.example.com", "is a host of its own"),
             ("cam.example.com=home.example.com", "is a host of its own"),
             ("www.example.com=other.example.com", "is not a registered host"),
-            ("a.example.com=home.example.com,b.example.com=a.example.com", "is not a registered host"),
+            ("a.example.com=home.example.com,b.example.com=a.example.com", "a.example.com is an alias itself"),
             ("bad..name=home.example.com", "is not a host name"),
             ("*.*.example.com=home.example.com", "is not a host name"),
             ("www.example.com=home.example.com,www.example.com=nas.example.org", "listed twice"),

@@ -30,13 +30,16 @@ use crate::notify::Event;
 use crate::notify::{self, ClientMistake, Kind, Message, Notifier};
 use crate::state;
 use crate::time::{duration_text, unix_now};
-use crate::updater::{Backend, Drift, DriftAction, Outcome, Repair, UpdateError, Updater, WriteLimit};
+use crate::updater::{
+    Backend, Drift, DriftAction, Outcome, Repair, Report, Settings, UpdateError, Updater, WriteLimit,
+};
 
 /// State shared by all request threads.
 pub struct App {
     pub config: Config,
-    /// Registered and LAN hosts: every name whose records the server sets.
-    record_hosts: Vec<String>,
+    /// Registered and LAN hosts and aliases: every name whose records the
+    /// server sets, sorted.
+    record_names: Vec<String>,
     /// LAN host → what its router's last prefix did for it.
     lan: Mutex<BTreeMap<String, LanState>>,
     /// ACME challenge values hosts hold.
@@ -95,11 +98,13 @@ pub struct ZoneReconcile {
 impl App {
     /// Everything a running server shares, with the state file loaded.
     pub fn new(config: Config, keys: KeyFile, notifier: Notifier) -> App {
-        let backend = match (&config.token, config.dry_run) {
-            (Some(token), false) => {
-                Backend::Hetzner(Box::new(Hetzner::new(&config.api_url, token.clone(), config.hetzner_timeout)))
-            }
-            _ => Backend::DryRun,
+        let backend = if config.dry_run || config.projects.is_empty() {
+            Backend::DryRun
+        } else {
+            let clients = config.projects.iter().enumerate().map(|(i, p)| {
+                Hetzner::new(&config.api_url, p.token.clone(), config.hetzner_timeout).in_project(i, &p.name)
+            });
+            Backend::Hetzner(clients.collect())
         };
         let write_limit = WriteLimit {
             burst: config.host_write_burst,
@@ -107,15 +112,19 @@ impl App {
             retry_after: config.failed_write_retry,
         };
         let record_hosts = config.record_hosts();
-        let updater = Updater::new(
-            backend,
-            &record_hosts,
-            config.record_ttl,
-            config.request_cache_ttl,
-            config.zone_cache_ttl,
-            config.reconcile_interval,
+        let settings = Settings {
+            record_ttl: config.record_ttl,
+            request_cache_ttl: config.request_cache_ttl,
+            zone_cache_ttl: config.zone_cache_ttl,
+            reconcile_interval: config.reconcile_interval,
             write_limit,
-        );
+            aliases: config.aliases.clone(),
+            host_ttls: config.host_ttls.clone(),
+        };
+        let updater = Updater::new(backend, &record_hosts, settings);
+        let mut record_names = record_hosts;
+        record_names.extend(config.aliases.iter().map(|a| a.name.clone()));
+        record_names.sort();
         let (saved, warning) = state::load(&config.state_file);
         if let Some(w) = warning {
             log::warn!("{w}");
@@ -134,7 +143,7 @@ impl App {
         }
         for (host, rtype, c) in records {
             let Some(rtype) = RecordType::parse(&rtype) else { continue };
-            if record_hosts.binary_search(&host).is_ok() && RecordType::of(c.ip) == rtype {
+            if record_names.binary_search(&host).is_ok() && RecordType::of(c.ip) == rtype {
                 updater.import(&host, rtype, c.ip, c.confirmed);
             }
         }
@@ -144,7 +153,7 @@ impl App {
         let guard = Guard::new(keys, config.admin.clone(), &config.registered);
         App {
             config,
-            record_hosts,
+            record_names,
             lan: Mutex::new(lan),
             challenges,
             inspector: Inspector::default(),
@@ -265,13 +274,12 @@ impl App {
         }
     }
 
-    /// Set one record and take note: host book and history, log,
-    /// notifications. `cause`: what asked for it.
+    /// Set one host's record (and its aliases') and take note: host book
+    /// and history, log, notifications. `cause`: what asked for it.
     pub fn set_address(&self, host: &str, ip: IpAddr, cause: Cause, deadline: Instant) -> Result<Outcome, UpdateError> {
-        let old = self.updater.confirmed(host, RecordType::of(ip));
-        let result = self.updater.update(host, ip, deadline);
-        self.note_result(host, ip, old, cause, &result);
-        result
+        let report = self.updater.update(host, ip, deadline);
+        self.note_report(host, ip, cause, &report);
+        report.answer()
     }
 
     /// Write the changes that were answered with a passing error (dyndns2
@@ -284,58 +292,63 @@ impl App {
             if Instant::now() >= deadline {
                 return;
             }
-            let old = self.updater.confirmed(&host, RecordType::of(ip));
-            let Some(result) = self.updater.retry(&host, ip, deadline) else { continue };
-            if result.is_ok() {
+            let Some(report) = self.updater.retry(&host, ip, deadline) else { continue };
+            let failed = report.answer().is_err();
+            if !failed {
                 log::info!("{host}: the change to {ip} answered 911 earlier is written now");
             }
-            self.note_result(&host, ip, old, Cause::Retry, &result);
-            if result.is_err() {
+            self.note_report(&host, ip, Cause::Retry, &report);
+            if failed {
                 return;
             }
         }
     }
 
-    fn note_result(
-        &self,
-        host: &str,
-        ip: IpAddr,
-        old: Option<IpAddr>,
-        cause: Cause,
-        result: &Result<Outcome, UpdateError>,
-    ) {
+    fn note_report(&self, host: &str, ip: IpAddr, cause: Cause, report: &Report) {
         let rtype = RecordType::of(ip);
-        match result {
+        let announce = self.config.notify_on_change || self.config.debug;
+        for w in &report.writes {
+            let Ok(outcome) = &w.result else { continue };
+            if *outcome == Outcome::Unchanged {
+                continue;
+            }
+            let old = w.old.filter(|_| *outcome == Outcome::Updated);
+            let alias = (w.name != host).then(|| w.name.clone());
+            let change = Change { at: unix_now(), rtype, old, new: ip, cause: cause.clone(), alias };
+            self.hosts.record_change(host, change);
+            if announce {
+                let name = &w.name;
+                let of = if name == host { String::new() } else { format!(" (alias of {host})") };
+                self.notifier.send_about(
+                    host,
+                    Message {
+                        title: format!("{name} {rtype} is now {ip}"),
+                        body: format!("{name}{of}: {rtype} record {} {ip}.", outcome.as_str()),
+                        priority: notify::DEFAULT,
+                        event: Event::Change,
+                        host: None,
+                    },
+                );
+            }
+        }
+        match report.answer() {
             Ok(outcome) => {
                 self.hosts.set_error(host, None);
-                if *outcome != Outcome::Unchanged {
-                    let old = old.filter(|_| *outcome == Outcome::Updated);
-                    self.hosts.record_change(host, Change { at: unix_now(), rtype, old, new: ip, cause });
+                if outcome != Outcome::Unchanged {
                     self.notifier.recovered(host);
-                }
-                let announce = self.config.notify_on_change || self.config.debug;
-                if announce && *outcome != Outcome::Unchanged {
-                    self.notifier.send_about(
-                        host,
-                        Message {
-                            title: format!("{host} {rtype} is now {ip}"),
-                            body: format!("{host}: {rtype} record {} {ip}.", outcome.as_str()),
-                            priority: notify::DEFAULT,
-                            event: Event::Change,
-                            host: None,
-                        },
-                    );
                 }
             }
             Err(e) => {
-                log::error!("update {host} {rtype} {ip}: {e}");
-                self.hosts.set_error(host, Some(e.to_string()));
+                let name = report.writes.iter().find(|w| w.result.is_err()).map_or(host, |w| w.name.as_str());
+                let of = if name == host { String::new() } else { format!(" (alias of {host})") };
+                log::error!("update {name}{of} {rtype} {ip}: {e}");
+                self.hosts.set_error(host, Some(if name == host { e.to_string() } else { format!("{name}: {e}") }));
                 self.notifier.send_once(
                     host,
                     Kind::Update(e.kind()),
                     Message {
                         title: format!("dyndns: update of {host} failed"),
-                        body: format!("{host} {rtype} {ip}: {e}"),
+                        body: format!("{name}{of} {rtype} {ip}: {e}"),
                         priority: notify::HIGH,
                         event: Event::UpdateFailed,
                         host: None,
@@ -448,8 +461,7 @@ impl App {
     /// Hetzner API budget is below its reserve. Returns whether every zone
     /// was reconciled (false: try again sooner).
     pub fn reconcile_all(&self, deadline: Instant) -> bool {
-        let Some(api) = self.updater.hetzner() else { return true };
-        let zones = match self.updater.hosts_by_zone(&self.record_hosts, deadline) {
+        let zones = match self.updater.hosts_by_zone(&self.record_names, deadline) {
             Ok(zones) => zones,
             Err(e) => {
                 log::warn!("reconcile: cannot list the zones: {e}");
@@ -471,10 +483,12 @@ impl App {
         };
         for (zone, hosts) in zones {
             let name = zone.name.clone();
+            let Some(api) = self.updater.api(&zone) else { continue };
             if api.budget_low() {
                 self.counters.reconcile_deferred.fetch_add(1, Ordering::Relaxed);
                 log::warn!(
-                    "reconcile of {name} deferred: the Hetzner API budget is below its reserve ({} of {} left); address changes still go through",
+                    "reconcile of {name} deferred: the Hetzner API budget of project {} is below its reserve ({} of {} left); address changes still go through",
+                    api.project,
                     api.rate_remaining().unwrap_or(0),
                     api.rate_limit()
                 );
@@ -522,7 +536,11 @@ impl App {
                 [one] => one.parse().ok(),
                 _ => None,
             });
-            self.hosts.record_change(host, Change { at: unix_now(), rtype, old, new: expected, cause: Cause::Repair });
+            // An alias's repair goes into its host's history.
+            let owner = self.updater.host_of(host);
+            let alias = (owner != host.as_str()).then(|| host.clone());
+            let change = Change { at: unix_now(), rtype, old, new: expected, cause: Cause::Repair, alias };
+            self.hosts.record_change(owner, change);
         }
         let found = match &d.found {
             Some(values) => values.join(","),

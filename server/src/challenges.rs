@@ -205,14 +205,14 @@ impl Challenges {
                 return Err(ChallengeError::TooMany);
             }
         }
-        let done = match updater.hetzner() {
-            None => {
+        let done = match updater.projects().is_empty() {
+            true => {
                 log::info!("dry run: would add TXT {LABEL}.{host} {value:?}");
                 Done::Added
             }
-            Some(api) => {
+            false => {
                 ops.spend()?;
-                let (zone, name, current) = txt_of(updater, api, host, deadline)?;
+                let (api, zone, name, current) = txt_of(updater, host, deadline)?;
                 if current.iter().any(|v| v == value) {
                     Done::AlreadyPresent
                 } else {
@@ -287,16 +287,16 @@ impl Challenges {
         if !self.holds(host, value) {
             return Ok(Done::AlreadyGone);
         }
-        let done = match updater.hetzner() {
-            None => {
+        let done = match updater.projects().is_empty() {
+            true => {
                 log::info!("dry run: would remove TXT {LABEL}.{host} {value:?}");
                 Done::Removed
             }
-            Some(api) => {
+            false => {
                 if payer == Payer::Host {
                     ops.spend()?;
                 }
-                let (zone, name, current) = txt_of(updater, api, host, deadline)?;
+                let (api, zone, name, current) = txt_of(updater, host, deadline)?;
                 if !current.iter().any(|v| v == value) {
                     Done::AlreadyGone
                 } else {
@@ -321,17 +321,18 @@ impl Challenges {
     }
 }
 
-/// The zone id, RRSet name and current values of a host's challenge RRSet.
-fn txt_of(
-    updater: &Updater,
-    api: &crate::hetzner::Hetzner,
+/// The client of its zone's project, the zone id, RRSet name and current
+/// values of a host's challenge RRSet.
+fn txt_of<'u>(
+    updater: &'u Updater,
     host: &str,
     deadline: Instant,
-) -> Result<(u64, String, Vec<String>), ChallengeError> {
+) -> Result<(&'u crate::hetzner::Hetzner, u64, String, Vec<String>), ChallengeError> {
     let zone = updater.zone_for(host, deadline)?;
+    let api = updater.api(&zone).ok_or_else(|| UpdateError::NoZone(host.to_string()))?;
     let name = rr_name(host, &zone.name);
     let current = api.get_txt(zone.id, &name, deadline)?.unwrap_or_default();
-    Ok((zone.id, name, current))
+    Ok((api, zone.id, name, current))
 }
 
 /// The RRSet name of a host's challenge within its zone.

@@ -8,10 +8,12 @@
 //! to do; all such problems are reported at once. Secrets are held in
 //! `Secret` (whose `Debug` is redacted) and never logged.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::aliases::{self, Alias};
 use crate::env::{redact_url, Env};
 pub use crate::env::{ConfigError, Secret};
 use crate::fqdn;
@@ -19,6 +21,7 @@ use crate::heartbeat::Monitor;
 use crate::lan::{self, LanHost};
 use crate::net::Cidr;
 use crate::notifiers::{NtfyAuth, Target};
+use crate::projects::{self, ProjectToken};
 
 /// Beginnings of our settings' names: an unknown variable starting so is
 /// named at start as a likely typo.
@@ -109,8 +112,10 @@ pub struct Acme {
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `None` only when it is not needed (dry run, `keys`).
-    pub token: Option<Secret>,
+    /// The Hetzner projects written to: `HETZNER_TOKEN` (named `default`)
+    /// and `HETZNER_TOKENS_FILE`'s; empty only when not needed (dry run,
+    /// `keys`).
+    pub projects: Vec<ProjectToken>,
     pub api_url: String,
     /// Canonical names (see `fqdn`), sorted, no duplicates.
     pub registered: Vec<String>,
@@ -166,6 +171,11 @@ pub struct Config {
     /// `IPV6_LAN_HOSTS`: hosts whose AAAA follows their router's prefix,
     /// sorted by name.
     pub lan_hosts: Vec<LanHost>,
+    /// `HOST_ALIASES`: names whose A and AAAA follow a registered host's,
+    /// sorted by name.
+    pub aliases: Vec<Alias>,
+    /// `HOST_TTL`: host → the TTL of its records and its aliases'.
+    pub host_ttls: BTreeMap<String, u32>,
     /// `PUBLIC_URL`: where routers reach the server (for `setup`), no
     /// trailing slash.
     pub public_url: Option<String>,
@@ -217,8 +227,11 @@ impl Config {
                 Vec::new()
             }
         };
+        let (aliases, host_ttls) = aliases_and_ttls(&mut env, &registered, &acme_only, &lan_hosts);
         let mut config = Config {
-            token: hetzner_token(&mut env, dry_run),
+            aliases,
+            host_ttls,
+            projects: hetzner_tokens(&mut env, dry_run),
             api_url: api_url(&mut env),
             registered,
             acme_only,
@@ -295,7 +308,7 @@ impl Config {
 
     /// What serving needs beyond what `keys` needs: a token unless dry run.
     pub fn check_serve(&self) -> Result<(), ConfigError> {
-        if self.token.is_none() && !self.dry_run {
+        if self.projects.is_empty() && !self.dry_run {
             return Err(ConfigError(
                 "HETZNER_TOKEN is not set; set it (or HETZNER_TOKEN_FILE) to a Hetzner Cloud API token with Read & Write access, or set DRY_RUN=1 to try the server without one".into(),
             ));
@@ -323,7 +336,7 @@ impl Config {
         });
         let proxies: Vec<String> = self.trusted_proxies.iter().map(Cidr::to_string).collect();
         format!(
-            "listen={} api={} registered=[{}] key_file={} state_file={} notify={notify} heartbeats={heartbeats} notify_on_change={} lost_after={}s record_ttl={} zone_cache_ttl={}s request_cache_ttl={}s hetzner_timeout={}s client_timeout={}s max_connections={} host_writes={}+{}/h failed_write_retry={}s reconcile={}s repair={} lan_hosts={} acme_only=[{}] allow_private={} trusted_proxies=[{}] token={} admin={admin} dry_run={} debug={} log_file={log_file}",
+            "listen={} api={} registered=[{}] key_file={} state_file={} notify={notify} heartbeats={heartbeats} notify_on_change={} lost_after={}s record_ttl={} zone_cache_ttl={}s request_cache_ttl={}s hetzner_timeout={}s client_timeout={}s max_connections={} host_writes={}+{}/h failed_write_retry={}s reconcile={}s repair={} lan_hosts={} aliases={} host_ttl={} acme_only=[{}] allow_private={} trusted_proxies=[{}] token={} admin={admin} dry_run={} debug={} log_file={log_file}",
             match (&self.tls, self.plain_http) {
                 (Some(t), true) => format!("{} https={}", self.listen, t.listen),
                 (Some(t), false) => format!("off https={}", t.listen),
@@ -347,10 +360,16 @@ impl Config {
             self.reconcile_interval.as_secs(),
             u8::from(self.reconcile_repair),
             self.lan_hosts.len(),
+            self.aliases.len(),
+            self.host_ttls.len(),
             self.acme_only.join(","),
             u8::from(self.allow_private),
             proxies.join(","),
-            if self.token.is_some() { "set" } else { "unset" },
+            match self.projects.as_slice() {
+                [] => "unset".to_string(),
+                [one] if one.name == crate::hetzner::DEFAULT_PROJECT => "set".to_string(),
+                all => format!("[{}]", all.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(",")),
+            },
             u8::from(self.dry_run),
             u8::from(self.debug),
         )
@@ -376,16 +395,96 @@ fn seconds(env: &mut Env<'_>, name: &str, default: u64, min: u64, max: u64) -> D
     Duration::from_secs(env.number(name, default, min, max))
 }
 
-/// `HETZNER_TOKEN`; a dry run does not read it at all (so a placeholder
-/// left in `.secrets` does not stop a trial run).
-fn hetzner_token(env: &mut Env<'_>, dry_run: bool) -> Option<Secret> {
+/// `HETZNER_TOKEN` (the project `default`) and `HETZNER_TOKENS_FILE`; a
+/// dry run does not read them at all (so a placeholder left in `.secrets`
+/// does not stop a trial run).
+fn hetzner_tokens(env: &mut Env<'_>, dry_run: bool) -> Vec<ProjectToken> {
+    let file = env.text("HETZNER_TOKENS_FILE");
     if dry_run {
-        if env.text("HETZNER_TOKEN").is_some() || env.text("HETZNER_TOKEN_FILE").is_some() {
+        if env.text("HETZNER_TOKEN").is_some() || env.text("HETZNER_TOKEN_FILE").is_some() || file.is_some() {
             env.warn("DRY_RUN=1: HETZNER_TOKEN is ignored; nothing is written to Hetzner");
         }
-        return None;
+        return Vec::new();
     }
-    env.secret("HETZNER_TOKEN")
+    let mut projects: Vec<ProjectToken> = env
+        .secret("HETZNER_TOKEN")
+        .map(|token| ProjectToken { name: crate::hetzner::DEFAULT_PROJECT.into(), token })
+        .into_iter()
+        .collect();
+    let Some(path) = file else { return projects };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) => {
+            env.error(format!(
+                "HETZNER_TOKENS_FILE: cannot read {path:?}: {e}; point it at a file of `name token` lines"
+            ));
+            return projects;
+        }
+    };
+    if let Some(mode) = others_may_read(&path) {
+        env.warn(format!(
+            "HETZNER_TOKENS_FILE: {path:?} has mode {mode:o}: other users may read the tokens; chmod 600 it"
+        ));
+    }
+    let taken: Vec<&str> = projects.iter().map(|p| p.name.as_str()).collect();
+    match projects::parse(&text, &taken) {
+        Ok(more) => {
+            for p in &more {
+                if projects.iter().any(|o| o.token == p.token) {
+                    env.error(format!(
+                        "HETZNER_TOKENS_FILE: project {} has the token of HETZNER_TOKEN (the project default); list each token once",
+                        p.name
+                    ));
+                }
+            }
+            projects.extend(more);
+        }
+        Err(errors) => {
+            for e in errors {
+                env.error(e);
+            }
+        }
+    }
+    projects
+}
+
+/// `HOST_ALIASES` and `HOST_TTL` (see `aliases`); every bad entry named.
+fn aliases_and_ttls(
+    env: &mut Env<'_>,
+    registered: &[String],
+    acme_only: &[String],
+    lan_hosts: &[LanHost],
+) -> (Vec<Alias>, BTreeMap<String, u32>) {
+    let address_hosts: Vec<String> = registered.iter().filter(|h| !acme_only.contains(h)).cloned().collect();
+    let others: Vec<String> = acme_only.iter().cloned().chain(lan_hosts.iter().map(|h| h.fqdn.clone())).collect();
+    let aliases = match env.text("HOST_ALIASES").map(|t| aliases::parse_aliases(&t, &address_hosts, &others)) {
+        None => Vec::new(),
+        Some(Ok(aliases)) => aliases,
+        Some(Err(errors)) => {
+            for e in errors {
+                env.error(e);
+            }
+            Vec::new()
+        }
+    };
+    let ttls = match env.text("HOST_TTL").map(|t| aliases::parse_ttls(&t, &address_hosts)) {
+        None => BTreeMap::new(),
+        Some(Ok(ttls)) => ttls,
+        Some(Err(errors)) => {
+            for e in errors {
+                env.error(e);
+            }
+            BTreeMap::new()
+        }
+    };
+    (aliases, ttls)
+}
+
+/// The mode of a file that users other than its owner may read.
+fn others_may_read(path: &str) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then_some(mode)
 }
 
 fn api_url(env: &mut Env<'_>) -> String {
@@ -784,7 +883,10 @@ mod tests {
         let err = load(&[("HETZNER_API_URL", "https://dns.hetzner.com/api/v1")]).expect_err("old api");
         assert!(err.0.contains("shut down"));
         let c = load(&[("HETZNER_TOKEN", "tok123")]).expect("config");
-        assert_eq!(c.token.as_ref().map(Secret::expose), Some("tok123"));
+        assert_eq!(
+            c.projects.iter().map(|p| (p.name.as_str(), p.token.expose())).collect::<Vec<_>>(),
+            [("default", "tok123")]
+        );
         assert!(!format!("{c:?}").contains("tok123"));
         assert!(!c.summary().contains("tok123"));
         let c = load(&[
@@ -803,7 +905,7 @@ mod tests {
     fn a_dry_run_ignores_the_token_even_a_placeholder() {
         let c =
             load(&[("DRY_RUN", "1"), ("HETZNER_TOKEN", "replace-with-your-hetzner-cloud-api-token")]).expect("config");
-        assert!(c.token.is_none() && c.dry_run);
+        assert!(c.projects.is_empty() && c.dry_run);
         assert!(c.warnings.iter().any(|w| w.contains("HETZNER_TOKEN is ignored")));
         assert!(c.check_serve().is_ok());
     }

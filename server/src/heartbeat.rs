@@ -27,8 +27,13 @@ pub fn check(app: &App) -> Result<(), String> {
     if !app.updater.zones_known() {
         return Err("the zone list has not been read from Hetzner yet".into());
     }
-    if let Some(e) = app.updater.hetzner().and_then(|h| h.last_failure()) {
-        return Err(format!("the last call to Hetzner failed: {e}"));
+    for api in app.updater.projects() {
+        if let Some(e) = api.last_failure() {
+            return Err(match app.updater.projects().len() {
+                1 => format!("the last call to Hetzner failed: {e}"),
+                _ => format!("the last call to Hetzner for project {} failed: {e}", api.project),
+            });
+        }
     }
     if let Some((zone, e)) = app.reconciles().into_iter().find_map(|(z, r)| r.error.map(|e| (z, e))) {
         return Err(format!("the reconcile of {zone} failed: {e}"));
@@ -66,7 +71,8 @@ pub fn spawn(app: &Arc<App>, stop: Receiver<()>) -> Option<JoinHandle<()>> {
             // The zone list is read right after the start: no alarm for
             // that, unless it fails or takes longer than START_GRACE.
             let starting = !app.updater.zones_known()
-                && app.updater.hetzner().is_some_and(|h| h.last_failure().is_none())
+                && !app.updater.projects().is_empty()
+                && app.updater.projects().iter().all(|h| h.last_failure().is_none())
                 && started.elapsed() < START_GRACE;
             if last.is_none() && starting {
                 if !matches!(stop.recv_timeout(LOOK_EVERY), Err(RecvTimeoutError::Timeout)) {

@@ -28,16 +28,21 @@ const MAX_ATTEMPTS: u32 = 4;
 /// Largest response body we read (a zone page of 50 zones is ~30 KiB, a
 /// page of 100 RRSets about as much).
 const MAX_BODY: u64 = 1 << 20;
+/// The project of `HETZNER_TOKEN`.
+pub const DEFAULT_PROJECT: &str = "default";
 /// The first look at an action after a write. Hetzner's DNS actions run for
 /// a moment; looking at once would mostly find them `running` and cost a
 /// call more.
 pub const FIRST_POLL: Duration = Duration::from_millis(500);
 
-/// A zone of the project.
+/// A zone of a project.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Zone {
     pub id: u64,
     pub name: String,
+    /// The project whose token sees it: its index among the server's
+    /// projects (`Hetzner::index`).
+    pub project: usize,
 }
 
 /// Why a call to Hetzner failed.
@@ -123,6 +128,8 @@ impl fmt::Display for ApiError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RRSet {
     pub values: Vec<String>,
+    /// `None`: the zone's default TTL.
+    pub ttl: Option<u32>,
 }
 
 /// One address record to write: its value and the comment Hetzner keeps
@@ -141,6 +148,8 @@ pub struct Listed {
     pub values: Vec<String>,
     /// The records' comments, in the order of `values` (empty when none).
     pub comments: Vec<String>,
+    /// `None`: the zone's default TTL.
+    pub ttl: Option<u32>,
 }
 
 /// The HTTP request of one call; only a POST has a body.
@@ -290,9 +299,9 @@ struct ZoneDoc {
     name: String,
 }
 
-impl From<ZoneDoc> for Zone {
-    fn from(z: ZoneDoc) -> Zone {
-        Zone { id: z.id, name: z.name.trim_end_matches('.').to_ascii_lowercase() }
+impl ZoneDoc {
+    fn into_zone(self, project: usize) -> Zone {
+        Zone { id: self.id, name: self.name.trim_end_matches('.').to_ascii_lowercase(), project }
     }
 }
 
@@ -309,6 +318,8 @@ struct OneRRSet {
 #[derive(Deserialize)]
 struct RRSetDoc {
     records: Vec<RecordDoc>,
+    #[serde(default)]
+    ttl: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -332,6 +343,8 @@ struct ListedDoc {
     rtype: String,
     #[serde(default)]
     records: Vec<RecordDoc>,
+    #[serde(default)]
+    ttl: Option<u32>,
 }
 
 /// The answer to a write: the action to wait for (some answers carry none).
@@ -371,8 +384,14 @@ struct ErrorDoc {
     message: String,
 }
 
-/// The API client. Cheap to share: `&Hetzner` from any thread.
+/// The API client of one project (one token). Cheap to share: `&Hetzner`
+/// from any thread.
 pub struct Hetzner {
+    /// The project's name (`HETZNER_TOKENS_FILE`; `default` for
+    /// `HETZNER_TOKEN`), for logs, `/status` and `/metrics`.
+    pub project: String,
+    /// Its place among the server's projects (`Zone::project`).
+    pub index: usize,
     agent: ureq::Agent,
     base: String,
     token: Secret,
@@ -412,6 +431,8 @@ impl Hetzner {
             .build()
             .new_agent();
         Hetzner {
+            project: DEFAULT_PROJECT.to_string(),
+            index: 0,
             agent,
             base: base.trim_end_matches('/').to_string(),
             token,
@@ -420,6 +441,13 @@ impl Hetzner {
             calls: Mutex::new(BTreeMap::new()),
             last_failure: Mutex::new(None),
         }
+    }
+
+    /// The client of project `name`, the `index`th of the server's.
+    pub fn in_project(mut self, index: usize, name: &str) -> Hetzner {
+        self.index = index;
+        self.project = name.to_string();
+        self
     }
 
     /// Requests left in the project's budget now (see `Budget::remaining`),
@@ -461,7 +489,7 @@ impl Hetzner {
         for _ in 0..200 {
             let path = format!("/zones?page={page}&per_page=50");
             let doc: ZonesPage = self.call(Kind::List, Method::Get, &path, deadline)?;
-            zones.extend(doc.zones.into_iter().map(Zone::from));
+            zones.extend(doc.zones.into_iter().map(|z| z.into_zone(self.index)));
             match doc.meta.and_then(|m| m.pagination).and_then(|p| p.next_page) {
                 Some(next) if next > page => page = next,
                 _ => break,
@@ -473,7 +501,7 @@ impl Hetzner {
     /// One zone by name; `None` when the project has no such zone.
     pub fn get_zone(&self, name: &str, deadline: Instant) -> Result<Option<Zone>, ApiError> {
         match self.call::<OneZone>(Kind::Read, Method::Get, &format!("/zones/{name}"), deadline) {
-            Ok(doc) => Ok(Some(doc.zone.into())),
+            Ok(doc) => Ok(Some(doc.zone.into_zone(self.index))),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
@@ -489,7 +517,9 @@ impl Hetzner {
     ) -> Result<Option<RRSet>, ApiError> {
         let path = format!("/zones/{zone}/rrsets/{name}/{rtype}");
         match self.call::<OneRRSet>(Kind::Read, Method::Get, &path, deadline) {
-            Ok(doc) => Ok(Some(RRSet { values: doc.rrset.records.into_iter().map(|r| r.value).collect() })),
+            Ok(doc) => {
+                Ok(Some(RRSet { values: doc.rrset.records.into_iter().map(|r| r.value).collect(), ttl: doc.rrset.ttl }))
+            }
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
@@ -523,6 +553,22 @@ impl Hetzner {
     ) -> Result<(), ApiError> {
         let body = json!({"records": [{"value": record.value, "comment": record.comment}]});
         let path = format!("/zones/{zone}/rrsets/{name}/{rtype}/actions/set_records");
+        let answer: WriteAnswer = self.call(Kind::Write, Method::Post(&body), &path, deadline)?;
+        self.wait_action(answer.action, deadline)
+    }
+
+    /// Change the TTL of an RRSet and wait for its action (`set_records`
+    /// takes no TTL).
+    pub fn change_ttl(
+        &self,
+        zone: u64,
+        name: &str,
+        rtype: RecordType,
+        ttl: u32,
+        deadline: Instant,
+    ) -> Result<(), ApiError> {
+        let body = json!({ "ttl": ttl });
+        let path = format!("/zones/{zone}/rrsets/{name}/{rtype}/actions/change_ttl");
         let answer: WriteAnswer = self.call(Kind::Write, Method::Post(&body), &path, deadline)?;
         self.wait_action(answer.action, deadline)
     }
@@ -580,6 +626,7 @@ impl Hetzner {
                     rtype: RecordType::parse(&r.rtype)?,
                     values: r.records.into_iter().map(|v| v.value).collect(),
                     comments,
+                    ttl: r.ttl,
                 })
             }));
             match doc.meta.and_then(|m| m.pagination).and_then(|p| p.next_page) {
@@ -850,8 +897,8 @@ mod tests {
         )
         .expect("zones");
         assert_eq!(
-            page.zones.into_iter().map(Zone::from).collect::<Vec<_>>(),
-            vec![Zone { id: 7, name: "example.com".into() }]
+            page.zones.into_iter().map(|z| z.into_zone(0)).collect::<Vec<_>>(),
+            vec![Zone { id: 7, name: "example.com".into(), project: 0 }]
         );
         let err = parse_answer::<ZonesPage>(r#"{"zone":{}}"#, 200).err().expect("wrong shape");
         assert!(err.to_string().contains("an unexpected document (missing field `zones`"), "{err}");

@@ -55,6 +55,9 @@ pub struct Change {
     pub old: Option<IpAddr>,
     pub new: IpAddr,
     pub cause: Cause,
+    /// The alias (`HOST_ALIASES`) whose record this was; `None`: the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
 }
 
 /// What made the server write a record.

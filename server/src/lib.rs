@@ -52,11 +52,14 @@ pub mod net;
 pub mod notifiers;
 pub mod notify;
 pub mod pages;
+pub mod projects;
 pub mod renewal;
 pub mod server;
 pub mod setup;
 pub mod state;
 pub mod updater;
+pub mod zone_check;
+pub mod zones;
 
 pub use dyndns_common::{env, time};
 pub use server::{ensure_keys, Event, Server, StartError};

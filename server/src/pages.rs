@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::app::App;
 use crate::auth::{Denied, Principal};
-use crate::hetzner::{Kind, RESERVE_PERCENT};
+use crate::hetzner::{Hetzner, Kind, RESERVE_PERCENT};
 use crate::hostbook::Change;
 use crate::message::{Reply, Req};
 use crate::metrics::Drift;
@@ -150,9 +150,26 @@ pub fn status(app: &App, req: &Req) -> Reply {
                 .history
                 .iter()
                 .rev()
-                .map(|c| json!({"at": c.at, "type": c.rtype.as_str(), "old": c.old, "new": c.new, "cause": c.cause}))
+                .map(|c| {
+                    let mut change = json!({"at": c.at, "type": c.rtype.as_str(), "old": c.old, "new": c.new, "cause": c.cause});
+                    if let Some(alias) = &c.alias {
+                        change["alias"] = json!(alias);
+                    }
+                    change
+                })
                 .collect();
             row["history"] = json!(history);
+            let aliases = app.updater.aliases_of(&r.fqdn);
+            if !aliases.is_empty() {
+                let records: Vec<Value> = aliases
+                    .iter()
+                    .map(|a| {
+                        let a_ip = app.updater.confirmed(a, RecordType::A);
+                        json!({"fqdn": a, "a": a_ip, "aaaa": app.updater.confirmed(a, RecordType::Aaaa)})
+                    })
+                    .collect();
+                row["aliases"] = json!(records);
+            }
             row["requests"] = json!(app.inspector.of(&r.fqdn));
             row
         })
@@ -161,8 +178,9 @@ pub fn status(app: &App, req: &Req) -> Reply {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": app.started.elapsed().as_secs(),
         "dry_run": app.config.dry_run,
-        "hetzner_rate_limit_remaining": app.updater.hetzner().and_then(|h| h.rate_remaining()),
-        "hetzner": api_budget(app),
+        "hetzner_rate_limit_remaining": app.updater.projects().first().and_then(|h| h.rate_remaining()),
+        "hetzner": app.updater.projects().first().map_or(Value::Null, api_budget),
+        "projects": app.updater.projects().iter().map(api_budget).collect::<Vec<_>>(),
         "reconcile": reconcile_doc(app, now),
         "tls": tls_doc(app, now),
         "hosts": hosts,
@@ -170,13 +188,14 @@ pub fn status(app: &App, req: &Req) -> Reply {
     Reply { content_type: "application/json", ..Reply::text(200, doc.to_string()) }
 }
 
-/// The API budget: what is left, the reserve, the calls of the last hour.
-fn api_budget(app: &App) -> Value {
-    let Some(h) = app.updater.hetzner() else { return Value::Null };
+/// A project's API budget: what is left, the reserve, the calls of the
+/// last hour.
+fn api_budget(h: &Hetzner) -> Value {
     let calls = h.calls_last_hour();
     let by_kind: serde_json::Map<String, Value> =
         Kind::ALL.iter().zip(calls).map(|(k, n)| (k.as_str().to_string(), json!(n))).collect();
     json!({
+        "project": h.project,
         "rate_limit": h.rate_limit(),
         "rate_limit_remaining": h.rate_remaining(),
         "reserve": h.rate_limit() * RESERVE_PERCENT / 100,
@@ -243,8 +262,9 @@ fn history_table(out: &mut String, history: &[Change], now: u64) {
     for c in history.iter().rev() {
         let _ = write!(
             out,
-            "<tr><td class=\"t\">{}</td><td>{}</td><td>{} → {}</td><td>{}</td></tr>",
+            "<tr><td class=\"t\">{}</td><td>{}{}</td><td>{} → {}</td><td>{}</td></tr>",
             ago(now, c.at),
+            c.alias.as_deref().map(|a| format!("{} ", html_escape(a))).unwrap_or_default(),
             c.rtype.as_str(),
             c.old.map_or("(new)".into(), |ip| ip.to_string()),
             c.new,
@@ -341,6 +361,17 @@ fn html(app: &App, rows: &[HostRow], now: u64) -> String {
             if r.last_error.is_some() { "fail answer" } else { "answer" },
             html_escape(r.last_error.as_deref().unwrap_or("")),
         );
+        for alias in app.updater.aliases_of(&r.fqdn) {
+            let ip = |t| app.updater.confirmed(alias, t).map_or("–".into(), |ip| ip.to_string());
+            let _ = write!(
+                out,
+                "<tr class=\"alias\"><td>↳ {}</td><td>{}</td><td>{}</td><td colspan=\"6\">alias of {}</td></tr>",
+                html_escape(alias),
+                ip(RecordType::A),
+                ip(RecordType::Aaaa),
+                html_escape(&r.fqdn),
+            );
+        }
         if !seen.is_empty() || !r.history.is_empty() {
             out.push_str("<tr><td></td><td colspan=\"8\">");
             history_table(&mut out, &r.history, now);
@@ -349,11 +380,15 @@ fn html(app: &App, rows: &[HostRow], now: u64) -> String {
         }
     }
     out.push_str("</table>");
-    if let Some(h) = app.updater.hetzner() {
+    for h in app.updater.projects() {
         let calls = h.calls_last_hour();
+        let project = match app.updater.projects().len() {
+            1 => String::new(),
+            _ => format!(" (project {})", html_escape(&h.project)),
+        };
         let _ = write!(
             out,
-            "<p>Hetzner API: {} of {} calls left; last hour: {}</p>",
+            "<p>Hetzner API{project}: {} of {} calls left; last hour: {}</p>",
             h.rate_remaining().map_or("?".into(), |n| n.to_string()),
             h.rate_limit(),
             Kind::ALL.iter().zip(calls).map(|(k, n)| format!("{n} {}", k.as_str())).collect::<Vec<_>>().join(", ")
@@ -372,6 +407,37 @@ fn html(app: &App, rows: &[HostRow], now: u64) -> String {
     out
 }
 
+/// The Hetzner API metrics, one series per project (`project` label).
+fn budget_metrics(out: &mut String, projects: &[Hetzner]) {
+    out.push_str("# HELP dyndns_hetzner_api_calls_total Calls to the Hetzner API by project and outcome.\n# TYPE dyndns_hetzner_api_calls_total counter\n");
+    for h in projects {
+        for (outcome, n) in h.call_counts() {
+            let project = label_escape(&h.project);
+            let _ = writeln!(out, "dyndns_hetzner_api_calls_total{{project=\"{project}\",outcome=\"{outcome}\"}} {n}");
+        }
+    }
+    out.push_str("# HELP dyndns_hetzner_rate_limit_remaining Hetzner API calls left per project: RateLimit-Remaining of the last answer, refilled since.\n# TYPE dyndns_hetzner_rate_limit_remaining gauge\n");
+    for h in projects {
+        if let Some(n) = h.rate_remaining() {
+            let _ =
+                writeln!(out, "dyndns_hetzner_rate_limit_remaining{{project=\"{}\"}} {n}", label_escape(&h.project));
+        }
+    }
+    out.push_str("# HELP dyndns_hetzner_rate_limit RateLimit-Limit of each project (calls per hour).\n# TYPE dyndns_hetzner_rate_limit gauge\n");
+    for h in projects {
+        let _ =
+            writeln!(out, "dyndns_hetzner_rate_limit{{project=\"{}\"}} {}", label_escape(&h.project), h.rate_limit());
+    }
+    out.push_str("# HELP dyndns_hetzner_calls_last_hour Calls to the Hetzner API in the last hour by project and kind.\n# TYPE dyndns_hetzner_calls_last_hour gauge\n");
+    for h in projects {
+        for (kind, n) in Kind::ALL.iter().zip(h.calls_last_hour()) {
+            let project = label_escape(&h.project);
+            let _ =
+                writeln!(out, "dyndns_hetzner_calls_last_hour{{project=\"{project}\",kind=\"{}\"}} {n}", kind.as_str());
+        }
+    }
+}
+
 pub fn metrics(app: &App, req: &Req) -> Reply {
     if let Err(reply) = require_admin(app, req, app.config.metrics_public) {
         return reply;
@@ -386,21 +452,8 @@ pub fn metrics(app: &App, req: &Req) -> Reply {
             label_escape(result)
         );
     }
-    if let Some(h) = app.updater.hetzner() {
-        out.push_str("# HELP dyndns_hetzner_api_calls_total Calls to the Hetzner API by outcome.\n# TYPE dyndns_hetzner_api_calls_total counter\n");
-        for (outcome, n) in h.call_counts() {
-            let _ = writeln!(out, "dyndns_hetzner_api_calls_total{{outcome=\"{outcome}\"}} {n}");
-        }
-        if let Some(n) = h.rate_remaining() {
-            out.push_str("# HELP dyndns_hetzner_rate_limit_remaining Hetzner API calls left: RateLimit-Remaining of the last answer, refilled since.\n# TYPE dyndns_hetzner_rate_limit_remaining gauge\n");
-            let _ = writeln!(out, "dyndns_hetzner_rate_limit_remaining {n}");
-        }
-        out.push_str("# HELP dyndns_hetzner_rate_limit RateLimit-Limit of the project (calls per hour).\n# TYPE dyndns_hetzner_rate_limit gauge\n");
-        let _ = writeln!(out, "dyndns_hetzner_rate_limit {}", h.rate_limit());
-        out.push_str("# HELP dyndns_hetzner_calls_last_hour Calls to the Hetzner API in the last hour by kind.\n# TYPE dyndns_hetzner_calls_last_hour gauge\n");
-        for (kind, n) in Kind::ALL.iter().zip(h.calls_last_hour()) {
-            let _ = writeln!(out, "dyndns_hetzner_calls_last_hour{{kind=\"{}\"}} {n}", kind.as_str());
-        }
+    if !app.updater.projects().is_empty() {
+        budget_metrics(&mut out, app.updater.projects());
         out.push_str("# HELP dyndns_reconcile_last_run_timestamp_seconds When the last reconcile of a zone finished.\n# TYPE dyndns_reconcile_last_run_timestamp_seconds gauge\n");
         for (zone, r) in app.reconciles() {
             let _ = writeln!(

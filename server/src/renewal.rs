@@ -316,6 +316,8 @@ fn pem(label: &str, der: &[u8]) -> String {
 
 /// A TXT value written for a challenge, to be removed again.
 struct Written {
+    /// The project that holds the zone (`Hetzner::index`).
+    project: usize,
     zone: u64,
     name: String,
     fqdn: String,
@@ -333,7 +335,7 @@ fn obtain(app: &App, acme: &Acme, replaces: Option<&str>) -> Result<String, Acme
     let mut written = Vec::new();
     let result = validate_and_issue(app, acme, &mut client, order, &mut written);
     for w in written {
-        let Some(api) = app.updater.hetzner() else { break };
+        let Some(api) = app.updater.projects().get(w.project) else { break };
         if let Err(e) = api.remove_txt(w.zone, &w.name, &w.value, Instant::now() + Duration::from_secs(30)) {
             log::warn!("TLS: could not remove the challenge TXT at {}: {e}", w.fqdn);
         }
@@ -349,7 +351,9 @@ fn validate_and_issue(
     written: &mut Vec<Written>,
 ) -> Result<String, AcmeError> {
     let err = |e: String| AcmeError(e);
-    let api = app.updater.hetzner().ok_or_else(|| err("TLS_DOMAINS needs the Hetzner token (not DRY_RUN)".into()))?;
+    if app.updater.projects().is_empty() {
+        return Err(err("TLS_DOMAINS needs the Hetzner token (not DRY_RUN)".into()));
+    }
     let mut pending = Vec::new();
     for url in &order.authorizations {
         let authz = client.authorization(url)?;
@@ -366,9 +370,10 @@ fn validate_and_issue(
         let deadline = Instant::now() + Duration::from_secs(60);
         let zone = app.updater.zone_for(&fqdn, deadline).map_err(|e| err(format!("TLS_DOMAINS: {e}")))?;
         let name = fqdn::rr_name(&fqdn, &zone.name);
+        let api = app.updater.api(&zone).ok_or_else(|| err(format!("TLS_DOMAINS: no project holds {fqdn}")))?;
         api.add_txt(zone.id, &name, TXT_TTL, &value, deadline)
             .map_err(|e| err(format!("cannot write the challenge TXT at {fqdn}: {e}")))?;
-        written.push(Written { zone: zone.id, name, fqdn: fqdn.clone(), value: value.clone() });
+        written.push(Written { project: zone.project, zone: zone.id, name, fqdn: fqdn.clone(), value: value.clone() });
         pending.push((url.clone(), challenge.url.clone(), fqdn, value));
     }
     for (_, _, fqdn, value) in &pending {

@@ -23,7 +23,6 @@ use crate::http::Listener;
 use crate::keys::{self, KeyFile};
 use crate::notify::{self, Message, Notifier};
 use crate::renewal;
-use crate::updater::UpdateError;
 
 /// How long shutdown waits for requests in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -169,8 +168,8 @@ impl Server {
         let app = Arc::new(App::new(config, keys, notifier));
         if let Some(store) = &store {
             let _ = app.certificates.set(Arc::clone(store));
-            check_tls_domains(&app)?;
         }
+        crate::zone_check::at_start(&app)?;
         let tls = match (tls_socket, &store) {
             (Some(socket), Some(store)) => {
                 let config = store.server_config().map_err(|e| StartError::Config(ConfigError(format!("TLS: {e}"))))?;
@@ -191,7 +190,6 @@ impl Server {
             log::info!("listening on https://{a}");
         }
         let renewal_stop = spawn_renewal(&app);
-        check_zones_in_background(&app);
         let reconcile_stop = spawn_reconcile(&app);
         let retry_stop = spawn_retry(&app);
         let (heartbeat_tx, heartbeat_rx) = mpsc::channel();
@@ -395,35 +393,6 @@ fn tls_store(config: &Config) -> Result<Option<Arc<CertStore>>, StartError> {
     }
 }
 
-/// Every `TLS_DOMAINS` name must lie in a zone of the token: checked at
-/// start when Hetzner answers (exit 2 otherwise); when it does not, the
-/// renewal finds out and keeps trying.
-fn check_tls_domains(app: &App) -> Result<(), StartError> {
-    let Some(TlsSource::Acme(acme)) = app.config.tls.as_ref().map(|t| &t.source) else { return Ok(()) };
-    if app.updater.hetzner().is_none() {
-        return Err(StartError::Config(ConfigError(
-            "TLS_DOMAINS needs the Hetzner token to write the challenge records; unset DRY_RUN or use TLS_CERT_FILE and TLS_KEY_FILE".into(),
-        )));
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for name in &acme.domains {
-        let host = name.trim_start_matches("*.");
-        match app.updater.zone_for(host, deadline) {
-            Ok(_) => {}
-            Err(UpdateError::NoZone(_)) => {
-                return Err(StartError::Config(ConfigError(format!(
-                    "TLS_DOMAINS: no zone of this Hetzner project contains {name}; the server gets its certificate through its own zones, so use a name in one of them (or TLS_CERT_FILE for a certificate from elsewhere)"
-                ))))
-            }
-            Err(e) => {
-                log::warn!("TLS_DOMAINS: cannot check the zone of {name} now ({e}); the certificate will be ordered when Hetzner answers");
-                return Ok(());
-            }
-        }
-    }
-    Ok(())
-}
-
 /// `SIGHUP` or a change of the files: serve them anew; a bad file keeps
 /// the certificate in use and says so.
 fn reload_tls_files(app: &App) {
@@ -466,7 +435,7 @@ const RECONCILE_RETRY: Duration = Duration::from_secs(10);
 /// (unless it is 0, or in a dry run), until the returned sender is dropped.
 fn spawn_reconcile(app: &Arc<App>) -> Option<Sender<()>> {
     let interval = app.config.reconcile_interval;
-    if interval.is_zero() || app.updater.hetzner().is_none() {
+    if interval.is_zero() || app.updater.projects().is_empty() {
         return None;
     }
     let (stop_tx, stop) = mpsc::channel::<()>();
@@ -506,7 +475,9 @@ const RETRY_EVERY: Duration = Duration::from_secs(2);
 /// Write the changes answered with a passing error once Hetzner answers
 /// again (`App::retry_pending`), until the returned sender is dropped.
 fn spawn_retry(app: &Arc<App>) -> Option<Sender<()>> {
-    app.updater.hetzner()?;
+    if app.updater.projects().is_empty() {
+        return None;
+    }
     let (stop_tx, stop) = mpsc::channel::<()>();
     let app = Arc::clone(app);
     let spawned = std::thread::Builder::new().name("retry".into()).spawn(move || {
@@ -520,30 +491,5 @@ fn spawn_retry(app: &Arc<App>) -> Option<Sender<()>> {
             log::error!("cannot start the retry thread (changes answered 911 wait for the next report): {e}");
             None
         }
-    }
-}
-
-/// Read the zone list once at start: it checks the token, tells the
-/// operator which registered hosts have no zone, and saves the first update
-/// the lookup. Failures are logged, never fatal (Hetzner may be down).
-fn check_zones_in_background(app: &Arc<App>) {
-    let app = Arc::clone(app);
-    let spawned = std::thread::Builder::new().name("zone-check".into()).spawn(move || {
-        let Some(result) = app.updater.prefetch_zones(Instant::now() + Duration::from_secs(30)) else { return };
-        match result {
-            Ok(zones) => {
-                let names: Vec<&str> = zones.iter().map(|z| z.name.as_str()).collect();
-                log::info!("hetzner: token accepted; {} zone(s): {}", zones.len(), names.join(", "));
-                for host in &app.config.registered {
-                    if app.updater.cached_zone(host).is_none() {
-                        log::warn!("{host} is registered but no zone of this Hetzner project contains it; its updates will fail");
-                    }
-                }
-            }
-            Err(e) => log::error!("hetzner: cannot list zones: {e}"),
-        }
-    });
-    if let Err(e) = spawned {
-        log::warn!("cannot start the zone check: {e}");
     }
 }

@@ -18,18 +18,20 @@
 //! thread that panics while holding one leaves consistent data (every
 //! critical section is a single map operation), so poisoning is ignored.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::aliases::Alias;
 use crate::fqdn;
 use crate::hetzner::{ApiError, Hetzner, Listed, Record, Zone};
 use crate::metrics;
 use crate::net::RecordType;
 use crate::time::unix_now;
+use crate::zones::{best_zone, ZoneCache};
 
 pub use dyndns_common::answer::Outcome;
 
@@ -117,9 +119,10 @@ struct Confirmed {
     unix: u64,
 }
 
-/// Where records go: Hetzner, or nowhere (dry run, records kept in memory).
+/// Where records go: Hetzner (one client per project, in
+/// `Hetzner::index` order), or nowhere (dry run, records kept in memory).
 pub enum Backend {
-    Hetzner(Box<Hetzner>),
+    Hetzner(Vec<Hetzner>),
     DryRun,
 }
 
@@ -221,6 +224,54 @@ impl Drop for GateGuard<'_> {
     }
 }
 
+/// What the updater is told at start.
+pub struct Settings {
+    /// `RECORD_TTL`: the TTL of records the server creates.
+    pub record_ttl: u32,
+    pub request_cache_ttl: Duration,
+    pub zone_cache_ttl: Duration,
+    pub reconcile_interval: Duration,
+    pub write_limit: WriteLimit,
+    /// `HOST_ALIASES`: names whose records follow a host's.
+    pub aliases: Vec<Alias>,
+    /// `HOST_TTL`: host → the TTL of its records and its aliases'.
+    pub host_ttls: BTreeMap<String, u32>,
+}
+
+/// What one report did to each record it concerns: its host's first,
+/// then its aliases' (`HOST_ALIASES`), up to the first that failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub writes: Vec<Written>,
+}
+
+/// One record of a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// The host, or one of its aliases.
+    pub name: String,
+    /// The address confirmed before.
+    pub old: Option<IpAddr>,
+    pub result: Result<Outcome, UpdateError>,
+}
+
+impl Report {
+    fn failed(host: &str, e: UpdateError) -> Report {
+        Report { writes: vec![Written { name: host.to_string(), old: None, result: Err(e) }] }
+    }
+
+    /// The answer to the report: the first failure, else the host's
+    /// outcome (`Updated` when only an alias changed).
+    pub fn answer(&self) -> Result<Outcome, UpdateError> {
+        if let Some(e) = self.writes.iter().find_map(|w| w.result.as_ref().err()) {
+            return Err(e.clone());
+        }
+        let host = self.writes.first().map_or(Ok(Outcome::Unchanged), |w| w.result.clone())?;
+        let alias_changed = self.writes.iter().skip(1).any(|w| w.result != Ok(Outcome::Unchanged));
+        Ok(if host == Outcome::Unchanged && alias_changed { Outcome::Updated } else { host })
+    }
+}
+
 pub struct Updater {
     backend: Backend,
     record_ttl: u32,
@@ -236,11 +287,22 @@ pub struct Updater {
     first_reconcile_pending: AtomicBool,
     write_limit: WriteLimit,
     zones: ZoneCache,
-    /// host → its confirmed A and AAAA (looked up by `&str`: no
+    /// name → its confirmed A and AAAA (looked up by `&str`: no
     /// allocation on the cached path).
     cache: Mutex<HashMap<String, [Option<Confirmed>; 2]>>,
-    gates: HashMap<String, Gate>,
+    /// Host → its gate; each alias maps to its host's, so an alias's
+    /// write or repair waits for its host's update and counts as its.
+    gates: HashMap<String, Arc<Gate>>,
     other_hosts_gate: Gate,
+    /// Host → its aliases, sorted.
+    aliases: HashMap<String, Vec<String>>,
+    /// Alias → the host it follows.
+    followed: HashMap<String, String>,
+    /// Host or alias → its `HOST_TTL`.
+    ttls: HashMap<String, u32>,
+    /// (name, type) whose TTL was seen equal to its `HOST_TTL` (or set so)
+    /// since the start: a write of another needs `change_ttl` once.
+    ttl_right: Mutex<HashSet<(String, RecordType)>>,
     /// (host, type) → the newest address answered with a passing error,
     /// to be written by `retry_pending` when Hetzner answers again, unless
     /// a newer report replaced it.
@@ -259,15 +321,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Updater {
-    pub fn new(
-        backend: Backend,
-        hosts: &[String],
-        record_ttl: u32,
-        request_cache_ttl: Duration,
-        zone_cache_ttl: Duration,
-        reconcile_interval: Duration,
-        write_limit: WriteLimit,
-    ) -> Updater {
+    pub fn new(backend: Backend, hosts: &[String], settings: Settings) -> Updater {
+        let Settings { record_ttl, request_cache_ttl, zone_cache_ttl, reconcile_interval, write_limit, .. } = settings;
+        let mut gates: HashMap<String, Arc<Gate>> =
+            hosts.iter().map(|h| (h.clone(), Arc::new(Gate::new(write_limit)))).collect();
+        let mut aliases: HashMap<String, Vec<String>> = HashMap::new();
+        for a in &settings.aliases {
+            let gate = Arc::clone(gates.entry(a.host.clone()).or_insert_with(|| Arc::new(Gate::new(write_limit))));
+            gates.insert(a.name.clone(), gate);
+            aliases.entry(a.host.clone()).or_default().push(a.name.clone());
+        }
+        let mut ttls: HashMap<String, u32> = settings.host_ttls.iter().map(|(h, t)| (h.clone(), *t)).collect();
+        for a in &settings.aliases {
+            if let Some(&ttl) = settings.host_ttls.get(&a.host) {
+                ttls.insert(a.name.clone(), ttl);
+            }
+        }
         Updater {
             backend,
             record_ttl,
@@ -275,19 +344,39 @@ impl Updater {
             fresh_for: request_cache_ttl.max(reconcile_interval * 2),
             first_reconcile_pending: AtomicBool::new(!reconcile_interval.is_zero()),
             write_limit,
-            zones: ZoneCache { ttl: zone_cache_ttl, state: Mutex::new(ZoneState::default()), fetching: Mutex::new(()) },
+            zones: ZoneCache::new(zone_cache_ttl),
             cache: Mutex::new(HashMap::new()),
-            gates: hosts.iter().map(|h| (h.clone(), Gate::new(write_limit))).collect(),
+            gates,
             other_hosts_gate: Gate::new(write_limit),
+            followed: settings.aliases.iter().map(|a| (a.name.clone(), a.host.clone())).collect(),
+            aliases,
+            ttls,
+            ttl_right: Mutex::new(HashSet::new()),
             pending: Mutex::new(HashMap::new()),
         }
     }
 
-    pub fn hetzner(&self) -> Option<&Hetzner> {
+    /// The projects written to: one client per token; none in a dry run.
+    pub fn projects(&self) -> &[Hetzner] {
         match &self.backend {
-            Backend::Hetzner(h) => Some(h),
-            Backend::DryRun => None,
+            Backend::Hetzner(projects) => projects,
+            Backend::DryRun => &[],
         }
+    }
+
+    /// The client of the project that holds `zone`.
+    pub fn api(&self, zone: &Zone) -> Option<&Hetzner> {
+        self.projects().get(zone.project)
+    }
+
+    /// Is the API budget of the project that holds `name` below its reserve?
+    fn budget_low(&self, name: &str) -> bool {
+        self.zones.cached(name).and_then(|z| self.api(&z).map(Hetzner::budget_low)).unwrap_or(false)
+    }
+
+    /// `host`'s aliases (`HOST_ALIASES`), sorted.
+    pub fn aliases_of(&self, host: &str) -> &[String] {
+        self.aliases.get(host).map_or(&[], Vec::as_slice)
     }
 
     /// The last confirmed address of a record, if any.
@@ -309,13 +398,30 @@ impl Updater {
         (entry.ip == ip && fresh).then_some(entry)
     }
 
+    /// Do the host's record and its aliases' all hold `ip`, freshly confirmed?
+    fn all_unchanged(&self, host: &str, rtype: RecordType, ip: IpAddr) -> bool {
+        self.cached_unchanged(host, rtype, ip).is_some()
+            && self.aliases_of(host).iter().all(|a| self.cached_unchanged(a, rtype, ip).is_some())
+    }
+
+    fn unchanged(&self, host: &str, ip: IpAddr) -> Report {
+        let names = std::iter::once(host).chain(self.aliases_of(host).iter().map(String::as_str));
+        let writes = names.map(|n| Written { name: n.to_string(), old: Some(ip), result: Ok(Outcome::Unchanged) });
+        Report { writes: writes.collect() }
+    }
+
     fn set_cached(&self, fqdn: &str, rtype: RecordType, ip: Option<IpAddr>) {
         let confirmed = ip.map(|ip| Confirmed { ip, at: Some(Instant::now()), unix: unix_now() });
         lock(&self.cache).entry(fqdn.to_string()).or_default()[slot(rtype)] = confirmed;
     }
 
-    /// Make the `fqdn` record of `ip`'s family hold exactly `ip`.
-    pub fn update(&self, fqdn: &str, ip: IpAddr, deadline: Instant) -> Result<Outcome, UpdateError> {
+    fn gate(&self, name: &str) -> &Gate {
+        self.gates.get(name).map_or(&self.other_hosts_gate, |g| g)
+    }
+
+    /// Make the `fqdn` record of `ip`'s family hold exactly `ip`, and its
+    /// aliases' records too.
+    pub fn update(&self, fqdn: &str, ip: IpAddr, deadline: Instant) -> Report {
         self.update_as(fqdn, ip, deadline, false)
     }
 
@@ -323,79 +429,72 @@ impl Updater {
     /// again now: (host, address), oldest failures first.
     pub fn pending(&self) -> Vec<(String, IpAddr)> {
         let pending = lock(&self.pending).iter().map(|((h, _), ip)| (h.clone(), *ip)).collect::<Vec<_>>();
-        pending
-            .into_iter()
-            .filter(|(host, _)| {
-                self.gates.get(host).unwrap_or(&self.other_hosts_gate).recent_failure(self.write_limit).is_none()
-            })
-            .collect()
+        pending.into_iter().filter(|(host, _)| self.gate(host).recent_failure(self.write_limit).is_none()).collect()
     }
 
     /// Write a pending change again (see `pending`); `None` if a newer
     /// report replaced or settled it meanwhile.
-    pub fn retry(&self, fqdn: &str, ip: IpAddr, deadline: Instant) -> Option<Result<Outcome, UpdateError>> {
-        match self.update_as(fqdn, ip, deadline, true) {
-            Err(UpdateError::Superseded) => None,
-            other => Some(other),
-        }
+    pub fn retry(&self, fqdn: &str, ip: IpAddr, deadline: Instant) -> Option<Report> {
+        let report = self.update_as(fqdn, ip, deadline, true);
+        (report.answer() != Err(UpdateError::Superseded)).then_some(report)
     }
 
-    fn update_as(&self, fqdn: &str, ip: IpAddr, deadline: Instant, retry: bool) -> Result<Outcome, UpdateError> {
+    fn update_as(&self, host: &str, ip: IpAddr, deadline: Instant, retry: bool) -> Report {
         let rtype = RecordType::of(ip);
-        if !retry && self.cached_unchanged(fqdn, rtype, ip).is_some() {
-            self.settle(fqdn, rtype, ip);
-            return Ok(Outcome::Unchanged);
+        if !retry && self.all_unchanged(host, rtype, ip) {
+            self.settle(host, rtype, ip);
+            return self.unchanged(host, ip);
         }
-        let gate = self.gates.get(fqdn).unwrap_or(&self.other_hosts_gate);
-        let _inside = gate.enter(deadline)?;
-        let key = (fqdn.to_string(), rtype);
+        let gate = self.gate(host);
+        let _inside = match gate.enter(deadline) {
+            Ok(inside) => inside,
+            Err(e) => return Report::failed(host, e),
+        };
+        let key = (host.to_string(), rtype);
         if retry && lock(&self.pending).get(&key) != Some(&ip) {
-            return Err(UpdateError::Superseded);
+            return Report::failed(host, UpdateError::Superseded);
         }
         // Another request for this host may have written it while we waited.
-        if self.cached_unchanged(fqdn, rtype, ip).is_some() {
-            self.settle(fqdn, rtype, ip);
-            return Ok(Outcome::Unchanged);
+        if self.all_unchanged(host, rtype, ip) {
+            self.settle(host, rtype, ip);
+            return self.unchanged(host, ip);
         }
-        let known = self.cached(fqdn, rtype).map(|c| c.ip);
-        // A known, unchanged address only needs a read: no write token. With
-        // the API budget below its reserve that read waits (the address was
-        // confirmed before; reconciles resume with the budget).
-        if known == Some(ip) && self.hetzner().is_some_and(Hetzner::budget_low) {
-            log::info!("{fqdn} {rtype} {ip}: not read back, the Hetzner API budget is below its reserve");
-            return Ok(Outcome::Unchanged);
+        let names: Vec<&str> = std::iter::once(host).chain(self.aliases_of(host).iter().map(String::as_str)).collect();
+        let changes = names.iter().any(|n| self.confirmed(n, rtype) != Some(ip));
+        // Known, unchanged addresses only need a read: no write token. With
+        // the API budget below its reserve that read waits (the addresses
+        // were confirmed before; reconciles resume with the budget).
+        if !changes && self.budget_low(host) {
+            log::info!("{host} {rtype} {ip}: not read back, the Hetzner API budget is below its reserve");
+            return self.unchanged(host, ip);
         }
-        if known != Some(ip) {
-            gate.may_write(self.write_limit)?;
+        if changes {
+            if let Err(e) = gate.may_write(self.write_limit) {
+                return Report::failed(host, e);
+            }
         }
         if let Some(failure) = gate.recent_failure(self.write_limit) {
             // Hetzner failed this host's last write moments ago: answered
             // from memory, written by `retry_pending` later.
             lock(&self.pending).insert(key, ip);
-            return Err(failure);
+            return Report::failed(host, failure);
         }
-        let result = match &self.backend {
-            Backend::DryRun => {
-                log::info!(
-                    "dry run: would set {fqdn} {rtype} {ip}{}",
-                    known.map(|k| format!(" (was {k})")).unwrap_or_default()
-                );
-                Ok(if known.is_some() { Outcome::Updated } else { Outcome::Created })
-            }
-            Backend::Hetzner(api) => self.write(api, fqdn, rtype, ip, known, deadline),
-        };
-        self.set_cached(fqdn, rtype, result.is_ok().then_some(ip));
-        let accepted = match &result {
-            Ok(outcome) => *outcome != Outcome::Unchanged,
-            // The write reached Hetzner; only its confirmation failed.
-            Err(UpdateError::Api(ApiError::ActionUnconfirmed { .. } | ApiError::ActionFailed { .. })) => true,
-            Err(_) => false,
-        };
-        if accepted && known != Some(ip) {
+        let writes = self.write_all(&names, rtype, ip, deadline);
+        // One token per report, however many aliases it wrote.
+        let accepted = writes.iter().any(|w| {
+            w.old != Some(ip)
+                && match &w.result {
+                    Ok(outcome) => *outcome != Outcome::Unchanged,
+                    // The write reached Hetzner; only its confirmation failed.
+                    Err(UpdateError::Api(ApiError::ActionUnconfirmed { .. } | ApiError::ActionFailed { .. })) => true,
+                    Err(_) => false,
+                }
+        });
+        if accepted {
             gate.spend_write();
         }
-        match &result {
-            Err(e) if !e.is_permanent() => {
+        match writes.iter().find_map(|w| w.result.as_ref().err()) {
+            Some(e) if !e.is_permanent() => {
                 gate.set_failure(Some(e.clone()));
                 lock(&self.pending).insert(key, ip);
             }
@@ -404,7 +503,39 @@ impl Updater {
                 lock(&self.pending).remove(&key);
             }
         }
-        result
+        Report { writes }
+    }
+
+    /// Write `ip` into each name's record (a host, then its aliases) that
+    /// does not hold it freshly confirmed, up to the first failure.
+    fn write_all(&self, names: &[&str], rtype: RecordType, ip: IpAddr, deadline: Instant) -> Vec<Written> {
+        let mut writes = Vec::with_capacity(names.len());
+        for (i, &name) in names.iter().enumerate() {
+            let known = self.confirmed(name, rtype);
+            // An alias already right costs nothing (the host is always
+            // looked at: its report is what asked).
+            if i > 0 && self.cached_unchanged(name, rtype, ip).is_some() {
+                writes.push(Written { name: name.to_string(), old: known, result: Ok(Outcome::Unchanged) });
+                continue;
+            }
+            let result = match &self.backend {
+                Backend::DryRun => {
+                    log::info!(
+                        "dry run: would set {name} {rtype} {ip}{}",
+                        known.map(|k| format!(" (was {k})")).unwrap_or_default()
+                    );
+                    Ok(if known.is_some() { Outcome::Updated } else { Outcome::Created })
+                }
+                Backend::Hetzner(_) => self.write(name, rtype, ip, known, deadline),
+            };
+            self.set_cached(name, rtype, result.is_ok().then_some(ip));
+            let failed = result.is_err();
+            writes.push(Written { name: name.to_string(), old: known, result });
+            if failed {
+                break;
+            }
+        }
+        writes
     }
 
     /// A report of the address already in place settles a pending change.
@@ -417,23 +548,25 @@ impl Updater {
 
     fn write(
         &self,
-        api: &Hetzner,
         fqdn: &str,
         rtype: RecordType,
         ip: IpAddr,
         known: Option<IpAddr>,
         deadline: Instant,
     ) -> Result<Outcome, UpdateError> {
-        let zone = self.zones.lookup(api, fqdn, deadline)?;
+        let zone = self.zone_for(fqdn, deadline)?;
+        let api = self.api(&zone).ok_or_else(|| UpdateError::NoZone(fqdn.to_string()))?;
         let name = fqdn::rr_name(fqdn, &zone.name);
         let value = ip.to_string();
         let comment = comment(fqdn, &value);
         let record = Record { value: &value, comment: &comment };
+        let target = Target { api, zone: &zone, fqdn, name: &name, rtype };
         if let Some(old) = known.filter(|&old| old != ip) {
             // The record is known to exist: no need to read it first.
             match api.set_records(zone.id, &name, rtype, record, deadline) {
                 Ok(()) => {
                     log::info!("hetzner: set {fqdn} {rtype} {ip} (was {old})");
+                    self.keep_ttl(&target, None, deadline);
                     return Ok(Outcome::Updated);
                 }
                 Err(e) if e.is_not_found() => {} // deleted meanwhile: read and create below
@@ -443,28 +576,69 @@ impl Updater {
         match api.get_rrset(zone.id, &name, rtype, deadline)? {
             Some(rrset) => {
                 let current: Vec<Option<IpAddr>> = rrset.values.iter().map(|v| v.parse().ok()).collect();
-                if current == [Some(ip)] {
-                    return Ok(Outcome::Unchanged);
-                }
-                api.set_records(zone.id, &name, rtype, record, deadline)?;
-                log::info!("hetzner: set {fqdn} {rtype} {ip} (was {})", rrset.values.join(","));
-                Ok(Outcome::Updated)
+                let outcome = if current == [Some(ip)] {
+                    Outcome::Unchanged
+                } else {
+                    api.set_records(zone.id, &name, rtype, record, deadline)?;
+                    log::info!("hetzner: set {fqdn} {rtype} {ip} (was {})", rrset.values.join(","));
+                    Outcome::Updated
+                };
+                self.keep_ttl(&target, Some(rrset.ttl), deadline);
+                Ok(outcome)
             }
             None => {
-                match api.create_rrset(zone.id, &name, rtype, self.record_ttl, record, deadline) {
+                let ttl = self.ttls.get(fqdn).copied().unwrap_or(self.record_ttl);
+                match api.create_rrset(zone.id, &name, rtype, ttl, record, deadline) {
                     Ok(()) => {
-                        log::info!("hetzner: created {fqdn} {rtype} {ip} ttl {}", self.record_ttl);
+                        log::info!("hetzner: created {fqdn} {rtype} {ip} ttl {ttl}");
+                        self.ttl_seen(fqdn, rtype, true);
                         Ok(Outcome::Created)
                     }
                     Err(ApiError::Api { status: 409, code, .. }) if code == "uniqueness_error" => {
                         // Created by someone else between our read and our write.
                         api.set_records(zone.id, &name, rtype, record, deadline)?;
                         log::info!("hetzner: set {fqdn} {rtype} {ip} (created concurrently)");
+                        self.keep_ttl(&target, None, deadline);
                         Ok(Outcome::Updated)
                     }
                     Err(e) => Err(e.into()),
                 }
             }
+        }
+    }
+
+    /// Note whether a record's TTL was seen equal to its `HOST_TTL`.
+    fn ttl_seen(&self, name: &str, rtype: RecordType, right: bool) {
+        let mut seen = lock(&self.ttl_right);
+        if right {
+            seen.insert((name.to_string(), rtype));
+        } else {
+            seen.remove(&(name.to_string(), rtype));
+        }
+    }
+
+    /// After a write: give the record its `HOST_TTL` if it has one and
+    /// `found` (the TTL read; `None` when not read) differs, or, unread,
+    /// when it was not seen right since the start — one call at most,
+    /// never one per report. A failure is logged, never the report's: the
+    /// address is written, and the reconcile tries again.
+    fn keep_ttl(&self, target: &Target<'_>, found: Option<Option<u32>>, deadline: Instant) {
+        let Some(&ttl) = self.ttls.get(target.fqdn) else { return };
+        let right = match found {
+            Some(found) => found == Some(ttl),
+            None => lock(&self.ttl_right).contains(&(target.fqdn.to_string(), target.rtype)),
+        };
+        if right {
+            self.ttl_seen(target.fqdn, target.rtype, true);
+            return;
+        }
+        let (fqdn, rtype) = (target.fqdn, target.rtype);
+        match target.api.change_ttl(target.zone.id, target.name, rtype, ttl, deadline) {
+            Ok(()) => {
+                log::info!("hetzner: {fqdn} {rtype} has the TTL {ttl} now (HOST_TTL)");
+                self.ttl_seen(fqdn, rtype, true);
+            }
+            Err(e) => log::warn!("hetzner: cannot change the TTL of {fqdn} {rtype} to {ttl} (HOST_TTL): {e}"),
         }
     }
 
@@ -495,20 +669,27 @@ impl Updater {
         self.first_reconcile_pending.store(false, Ordering::Relaxed);
     }
 
-    /// Compare every record of `hosts` (all in `zone`) with one listing of
-    /// the zone's A and AAAA RRSets. A record that holds the confirmed
-    /// address is confirmed anew (so unchanged reports cost no call); one
-    /// the server knew nothing about is learned. A record that differs from
-    /// the confirmed address, or was deleted, is drift: `repair` decides per
-    /// host whether to set it back. Returns the drift found, in host order.
+    /// The host whose records an alias follows, or `name` itself.
+    pub fn host_of<'a>(&'a self, name: &'a str) -> &'a str {
+        self.followed.get(name).map_or(name, String::as_str)
+    }
+
+    /// Compare every record of `names` (hosts and aliases, all in `zone`)
+    /// with one listing of the zone's A and AAAA RRSets. A record that
+    /// holds the confirmed address (an alias: its host's) is confirmed anew
+    /// (so unchanged reports cost no call); a host's record the server knew
+    /// nothing about is learned. A record that differs, or was deleted, is
+    /// drift: `repair` decides per host (an alias: its host) whether to set
+    /// it back. A record with a `HOST_TTL` gets it. Returns the drift
+    /// found, in name order.
     pub fn reconcile(
         &self,
         zone: &Zone,
-        hosts: &[&str],
+        names: &[&str],
         repair: &dyn Fn(&str) -> Repair,
         deadline: Instant,
     ) -> Result<Vec<Drift>, ApiError> {
-        let Some(api) = self.hetzner() else { return Ok(Vec::new()) };
+        let Some(api) = self.api(zone) else { return Ok(Vec::new()) };
         let listed_at = Instant::now();
         let listing = api.list_address_rrsets(zone.id, deadline)?;
         let mut by_name: HashMap<(&str, RecordType), &Listed> = HashMap::new();
@@ -516,42 +697,59 @@ impl Updater {
             by_name.insert((r.name.as_str(), r.rtype), r);
         }
         let mut drift = Vec::new();
-        for &host in hosts {
-            let name = fqdn::rr_name(host, &zone.name);
+        // Hosts first: a host learned from this listing is what its
+        // aliases are compared with.
+        let (hosts, aliases): (Vec<&str>, Vec<&str>) = names.iter().partition(|n| self.host_of(n) == **n);
+        for fqdn in hosts.into_iter().chain(aliases) {
+            let name = fqdn::rr_name(fqdn, &zone.name);
+            let host = self.host_of(fqdn);
             for rtype in [RecordType::A, RecordType::Aaaa] {
-                let listed = by_name.get(&(name.as_str(), rtype));
-                let found = listed.map(|r| r.values.clone());
-                let single = found.as_deref().and_then(single_address);
-                let own = listed.is_some_and(|r| match (r.values.as_slice(), r.comments.as_slice()) {
-                    ([value], [comment]) => is_own_write(comment, host, value),
-                    _ => false,
-                });
-                let Some(expected) = self.cached(host, rtype) else {
-                    // Nothing known: learn the record as it is.
-                    if let Some(ip) = single.filter(|ip| RecordType::of(*ip) == rtype) {
-                        self.set_cached(host, rtype, Some(ip));
-                    }
-                    continue;
-                };
-                if single == Some(expected.ip) {
-                    self.confirm_if_unchanged(host, rtype, expected, listed_at);
-                    continue;
-                }
-                if let Some(ip) = single.filter(|ip| own && RecordType::of(*ip) == rtype) {
-                    // The server's own write of this very value (one whose
-                    // confirmation was lost, or made from a state file
-                    // restored since): no drift; it is what the record holds.
-                    log::info!("reconcile: {host} {rtype} holds {ip}, written by this server; taken as confirmed");
-                    self.replace_if_unchanged(host, rtype, expected, ip, listed_at);
-                    continue;
-                }
-                let seen = Differing { host, rtype, expected, found, listed_at };
-                if let Some(d) = self.drifted(api, zone, seen, repair(host), deadline) {
+                let listed = by_name.get(&(name.as_str(), rtype)).copied();
+                let target = Target { api, zone, fqdn, name: &name, rtype };
+                let seen = Differing { host, target, listed, listed_at, repair: repair(host) };
+                if let Some(d) = self.compare(seen, deadline) {
                     drift.push(d);
                 }
             }
         }
         Ok(drift)
+    }
+
+    /// One record of a reconcile: confirmed, learned, or drift.
+    fn compare(&self, seen: Differing<'_>, deadline: Instant) -> Option<Drift> {
+        let Differing { host, target, listed, listed_at, repair } = seen;
+        let Target { fqdn, rtype, .. } = target;
+        let single = listed.and_then(|r| single_address(&r.values)).filter(|ip| RecordType::of(*ip) == rtype);
+        let own = listed.is_some_and(|r| match (r.values.as_slice(), r.comments.as_slice()) {
+            ([value], [comment]) => is_own_write(comment, fqdn, value),
+            _ => false,
+        });
+        let Some(expected) = self.cached(host, rtype) else {
+            // Nothing known of the host: learn its record as it is.
+            if fqdn == host {
+                if let Some(ip) = single {
+                    self.set_cached(fqdn, rtype, Some(ip));
+                }
+            }
+            return None;
+        };
+        if single == Some(expected.ip) {
+            self.confirm_if_unchanged(host, fqdn, rtype, expected, listed_at);
+            if let (Some(listed), Repair::Yes) = (listed, repair) {
+                self.keep_ttl(&target, Some(listed.ttl), deadline);
+            }
+            return None;
+        }
+        if let Some(ip) = single.filter(|_| own && fqdn == host) {
+            // The server's own write of this very value (one whose
+            // confirmation was lost, or made from a state file restored
+            // since): no drift; it is what the record holds.
+            log::info!("reconcile: {fqdn} {rtype} holds {ip}, written by this server; taken as confirmed");
+            self.replace_if_unchanged(fqdn, rtype, expected, ip, listed_at);
+            return None;
+        }
+        let found = listed.map(|r| r.values.clone());
+        self.drifted(&target, host, expected, found, repair, listed_at, deadline)
     }
 
     /// Take `now` in place of `seen`, unless an update changed the record
@@ -565,123 +763,141 @@ impl Updater {
         }
     }
 
-    /// Refresh a confirmation, unless an update changed it after the listing.
-    fn confirm_if_unchanged(&self, host: &str, rtype: RecordType, seen: Confirmed, listed_at: Instant) {
+    /// Refresh the confirmation of `fqdn` (the host `host`, or one of its
+    /// aliases) holding the host's `seen` address, unless an update
+    /// changed either after the listing.
+    fn confirm_if_unchanged(&self, host: &str, fqdn: &str, rtype: RecordType, seen: Confirmed, listed_at: Instant) {
         let mut cache = lock(&self.cache);
-        if let Some(entry) = cache.get_mut(host).and_then(|r| r[slot(rtype)].as_mut()) {
-            if entry.ip == seen.ip && entry.at.is_none_or(|at| at <= listed_at) {
-                *entry = Confirmed { ip: seen.ip, at: Some(Instant::now()), unix: unix_now() };
-            }
+        let unchanged = |c: &Confirmed| c.ip == seen.ip && c.at.is_none_or(|at| at <= listed_at);
+        if !cache.get(host).and_then(|r| r[slot(rtype)].as_ref()).is_some_and(unchanged) {
+            return;
+        }
+        let entry = &mut cache.entry(fqdn.to_string()).or_default()[slot(rtype)];
+        if entry.is_none_or(|c| c.at.is_none_or(|at| at <= listed_at)) {
+            *entry = Some(Confirmed { ip: seen.ip, at: Some(Instant::now()), unix: unix_now() });
         }
     }
 
-    /// Handle one record that differs from its confirmed address (`seen`), under the
-    /// host's gate (no update of the host runs meanwhile). `None` when an
-    /// update of the host changed the record after the listing.
+    /// Handle one record that differs from its host's confirmed address
+    /// (`expected`), under the host's gate (no update of the host runs
+    /// meanwhile). `None` when an update of the host changed the record
+    /// after the listing.
+    #[allow(clippy::too_many_arguments)] // one record's facts, each used once; a struct would only be unpacked here
     fn drifted(
         &self,
-        api: &Hetzner,
-        zone: &Zone,
-        seen: Differing<'_>,
+        target: &Target<'_>,
+        host: &str,
+        expected: Confirmed,
+        found: Option<Vec<String>>,
         repair: Repair,
+        listed_at: Instant,
         deadline: Instant,
     ) -> Option<Drift> {
-        let Differing { host, rtype, expected, found, listed_at } = seen;
-        let gate = self.gates.get(host).unwrap_or(&self.other_hosts_gate);
-        let _inside = gate.enter(deadline).ok()?;
-        let now = self.cached(host, rtype);
-        if now.map(|c| c.ip) != Some(expected.ip) || now.and_then(|c| c.at).is_some_and(|at| at > listed_at) {
+        let Target { api, zone, fqdn, name, rtype } = *target;
+        let _inside = self.gate(host).enter(deadline).ok()?;
+        // An update after the listing changed the host's address, or wrote
+        // this very record: the listing is out of date.
+        if self.cached(host, rtype).map(|c| c.ip) != Some(expected.ip)
+            || self.cached(fqdn, rtype).and_then(|c| c.at).is_some_and(|at| at > listed_at)
+        {
             return None;
         }
         let single = found.as_deref().and_then(single_address).filter(|ip| RecordType::of(*ip) == rtype);
         let mut drift =
-            Drift { host: host.to_string(), rtype, expected: expected.ip, found, action: DriftAction::Reported };
+            Drift { host: fqdn.to_string(), rtype, expected: expected.ip, found, action: DriftAction::Reported };
         if repair != Repair::Yes {
             // The record is what it is now: the next report of the host's
             // own address is a change, and writes it.
-            self.set_cached(host, rtype, single);
+            self.set_cached(fqdn, rtype, single);
             drift.action = if repair == Repair::HostLost { DriftAction::LeftLost } else { DriftAction::Reported };
             return Some(drift);
         }
-        let name = fqdn::rr_name(host, &zone.name);
         let value = expected.ip.to_string();
-        let comment = comment(host, &value);
+        let comment = comment(fqdn, &value);
         let record = Record { value: &value, comment: &comment };
+        let ttl = self.ttls.get(fqdn).copied().unwrap_or(self.record_ttl);
         let result = match &drift.found {
-            Some(_) => api.set_records(zone.id, &name, rtype, record, deadline).map(|()| DriftAction::Restored),
-            None => api
-                .create_rrset(zone.id, &name, rtype, self.record_ttl, record, deadline)
-                .map(|()| DriftAction::Recreated),
+            Some(_) => api.set_records(zone.id, name, rtype, record, deadline).map(|()| DriftAction::Restored),
+            None => api.create_rrset(zone.id, name, rtype, ttl, record, deadline).map(|()| DriftAction::Recreated),
         };
         match result {
             Ok(action) => {
-                self.set_cached(host, rtype, Some(expected.ip));
+                self.set_cached(fqdn, rtype, Some(expected.ip));
                 drift.action = action;
             }
             Err(e) => {
                 // Unknown state: the next report reads the truth.
-                self.set_cached(host, rtype, None);
+                self.set_cached(fqdn, rtype, None);
                 drift.action = DriftAction::Failed(e.to_string());
             }
         }
         Some(drift)
     }
 
-    /// Fill the zone cache (at start, so the first update does not pay for
-    /// it); returns the zones or the error.
+    /// Read every project's zone list (at start, so the first update does
+    /// not pay for it); `None` in a dry run.
     pub fn prefetch_zones(&self, deadline: Instant) -> Option<Result<Vec<Zone>, ApiError>> {
-        let api = self.hetzner()?;
-        Some(self.zones.refresh(api, deadline, None))
+        if self.projects().is_empty() {
+            return None;
+        }
+        Some(self.zones.refresh(self.projects(), deadline, None))
+    }
+
+    /// List every project's zones now (the start's check): each project's
+    /// failure, in project order, and the zones known after it.
+    pub fn list_zones_now(&self, deadline: Instant) -> (Vec<Option<ApiError>>, Vec<Zone>) {
+        let failures = self.zones.list_each(self.projects(), deadline);
+        (failures, self.zones.snapshot().1)
     }
 
     /// The zone that holds `fqdn` (see `ZoneCache`); `NoZone` in a dry run.
     pub fn zone_for(&self, fqdn: &str, deadline: Instant) -> Result<Zone, UpdateError> {
-        match self.hetzner() {
-            Some(api) => self.zones.lookup(api, fqdn, deadline),
-            None => Err(UpdateError::NoZone(fqdn.to_string())),
+        match self.zones.lookup(self.projects(), fqdn, deadline) {
+            Ok(Some(zone)) => Ok(zone),
+            Ok(None) => Err(UpdateError::NoZone(fqdn.to_string())),
+            Err(e) => Err(UpdateError::Api(e)),
         }
     }
 
-    /// `hosts` grouped by their zone (hosts no zone holds are left out),
-    /// from the zone list, fetched again once it is older than
-    /// `ZONE_CACHE_TTL` (a stale list serves while Hetzner fails).
+    /// `names` grouped by their zone (names no zone holds are left out),
+    /// from the zone lists, read again once older than `ZONE_CACHE_TTL`
+    /// (a stale list serves while Hetzner fails).
     pub fn hosts_by_zone<'h>(
         &self,
-        hosts: &'h [String],
+        names: &'h [String],
         deadline: Instant,
     ) -> Result<Vec<(Zone, Vec<&'h str>)>, ApiError> {
-        let Some(api) = self.hetzner() else { return Ok(Vec::new()) };
-        let (fetched, mut zones) = {
-            let state = lock(&self.zones.state);
-            (state.fetched, state.zones.clone())
-        };
-        if fetched.is_none_or(|at| at.elapsed() >= self.zones.ttl) {
-            match self.zones.refresh(api, deadline, fetched) {
+        if self.projects().is_empty() {
+            return Ok(Vec::new());
+        }
+        let (fetched, mut zones) = self.zones.snapshot();
+        if fetched.is_none_or(|at| at.elapsed() >= self.zones.ttl()) {
+            match self.zones.refresh(self.projects(), deadline, fetched) {
                 Ok(fresh) => zones = fresh,
                 Err(e) if fetched.is_none() => return Err(e),
                 Err(e) => log::warn!("hetzner: cannot list zones ({e}); using the list from before"),
             }
         }
         let mut grouped: Vec<(Zone, Vec<&str>)> = Vec::new();
-        for host in hosts {
+        for host in names {
             let Some(zone) = best_zone(&zones, host) else { continue };
-            match grouped.iter_mut().find(|(z, _)| z.id == zone.id) {
+            match grouped.iter_mut().find(|(z, _)| *z == zone) {
                 Some((_, list)) => list.push(host),
                 None => grouped.push((zone, vec![host])),
             }
         }
-        grouped.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        grouped.sort_by(|a, b| (&a.0.name, a.0.project).cmp(&(&b.0.name, b.0.project)));
         Ok(grouped)
     }
 
     /// The zone of `fqdn` from the cache, if known.
     pub fn cached_zone(&self, fqdn: &str) -> Option<Zone> {
-        best_zone(&lock(&self.zones.state).zones, fqdn)
+        self.zones.cached(fqdn)
     }
 
-    /// Has the zone list been read (always, in a dry run)?
+    /// Has every project's zone list been read (always, in a dry run)?
     pub fn zones_known(&self) -> bool {
-        self.hetzner().is_none() || lock(&self.zones.state).fetched.is_some()
+        self.projects().is_empty() || self.zones.known()
     }
 }
 
@@ -762,117 +978,34 @@ impl DriftAction {
     }
 }
 
-/// One record of a zone listing that differs from what the server
-/// confirmed for it.
+/// One record of a zone listing, to be compared with what the server
+/// confirmed for its host.
 struct Differing<'a> {
+    /// The host whose address the record must hold (itself, or the host
+    /// an alias follows).
     host: &'a str,
-    rtype: RecordType,
-    expected: Confirmed,
-    /// The RRSet's values in the listing; `None`: not there.
-    found: Option<Vec<String>>,
+    target: Target<'a>,
+    /// The RRSet in the listing; `None`: not there.
+    listed: Option<&'a Listed>,
     listed_at: Instant,
+    repair: Repair,
 }
 
-/// FQDN → zone, from the listing of all zones of the project (one call for
-/// every host), refreshed after `ZONE_CACHE_TTL` or, for a host no zone
-/// matches, at most once a minute.
-struct ZoneCache {
-    ttl: Duration,
-    state: Mutex<ZoneState>,
-    /// Held while fetching, so concurrent lookups wait for one fetch
-    /// instead of each making their own.
-    fetching: Mutex<()>,
-}
-
-#[derive(Default)]
-struct ZoneState {
-    zones: Vec<Zone>,
-    fetched: Option<Instant>,
-}
-
-const MISS_REFRESH: Duration = Duration::from_secs(60);
-
-impl ZoneCache {
-    fn lookup(&self, api: &Hetzner, fqdn: &str, deadline: Instant) -> Result<Zone, UpdateError> {
-        let seen = {
-            let state = lock(&self.state);
-            if let Some(at) = state.fetched {
-                let found = best_zone(&state.zones, fqdn);
-                let age = at.elapsed();
-                match found {
-                    Some(z) if age < self.ttl => return Ok(z),
-                    None if age < MISS_REFRESH.min(self.ttl) => return Err(UpdateError::NoZone(fqdn.to_string())),
-                    _ => {}
-                }
-            }
-            state.fetched
-        };
-        match self.refresh(api, deadline, seen) {
-            Ok(zones) => {
-                if let Some(z) = best_zone(&zones, fqdn) {
-                    return Ok(z);
-                }
-            }
-            // Listing unavailable: fall through to asking by name.
-            Err(ApiError::Api { status: 404 | 405, .. }) => {}
-            Err(e) => {
-                // Hetzner is failing: a stale mapping beats no answer (zones
-                // of a project almost never move).
-                let stale = best_zone(&lock(&self.state).zones, fqdn);
-                return stale.ok_or(UpdateError::Api(e));
-            }
-        }
-        // Listing found nothing: ask for each candidate zone by name, longest
-        // first (covers a project that lists zones it cannot match otherwise).
-        let labels: Vec<&str> = fqdn.split('.').collect();
-        for start in 0..labels.len().saturating_sub(1) {
-            let candidate = labels[start..].join(".");
-            if let Some(zone) = api.get_zone(&candidate, deadline)? {
-                lock(&self.state).zones.push(zone.clone());
-                return Ok(zone);
-            }
-        }
-        Err(UpdateError::NoZone(fqdn.to_string()))
-    }
-
-    /// Fetch the zone list unless another thread fetched it since `seen`.
-    fn refresh(&self, api: &Hetzner, deadline: Instant, seen: Option<Instant>) -> Result<Vec<Zone>, ApiError> {
-        let _one_fetch = lock(&self.fetching);
-        {
-            let state = lock(&self.state);
-            if state.fetched.is_some() && state.fetched != seen {
-                return Ok(state.zones.clone());
-            }
-        }
-        let zones = api.list_zones(deadline)?;
-        let mut state = lock(&self.state);
-        state.zones = zones.clone();
-        state.fetched = Some(Instant::now());
-        Ok(zones)
-    }
-}
-
-/// The longest zone name that contains `fqdn` on a label boundary.
-fn best_zone(zones: &[Zone], fqdn: &str) -> Option<Zone> {
-    zones.iter().filter(|z| fqdn::in_zone(fqdn, &z.name)).max_by_key(|z| z.name.len()).cloned()
+/// One record at Hetzner: its project, zone, name and type.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    api: &'a Hetzner,
+    zone: &'a Zone,
+    /// The host or alias.
+    fqdn: &'a str,
+    /// Its RRSet name in the zone.
+    name: &'a str,
+    rtype: RecordType,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_longest_zone_on_a_label_boundary_wins() {
-        let zones = vec![
-            Zone { id: 1, name: "example.com".into() },
-            Zone { id: 2, name: "sub.example.com".into() },
-            Zone { id: 3, name: "ample.com".into() },
-        ];
-        assert_eq!(best_zone(&zones, "a.sub.example.com").map(|z| z.id), Some(2));
-        assert_eq!(best_zone(&zones, "b.example.com").map(|z| z.id), Some(1));
-        assert_eq!(best_zone(&zones, "example.com").map(|z| z.id), Some(1));
-        assert_eq!(best_zone(&zones, "badexample.com").map(|z| z.id), None);
-    }
 
     /// What a write Hetzner accepted does to the gate.
     fn take_write(gate: &Gate, limit: WriteLimit) -> Result<(), UpdateError> {
@@ -908,14 +1041,28 @@ mod tests {
     fn dry_run_keeps_records_in_memory() {
         let hosts = vec!["home.example.com".to_string()];
         let limit = WriteLimit { burst: 10, per_hour: 12, retry_after: Duration::ZERO };
-        let u = Updater::new(Backend::DryRun, &hosts, 60, Duration::ZERO, Duration::ZERO, Duration::ZERO, limit);
+        let aliases = vec![Alias { name: "www.example.com".into(), host: "home.example.com".into() }];
+        let settings = Settings {
+            record_ttl: 60,
+            request_cache_ttl: Duration::ZERO,
+            zone_cache_ttl: Duration::ZERO,
+            reconcile_interval: Duration::ZERO,
+            write_limit: limit,
+            aliases,
+            host_ttls: BTreeMap::new(),
+        };
+        let u = Updater::new(Backend::DryRun, &hosts, settings);
         let deadline = Instant::now() + Duration::from_secs(1);
         let ip: IpAddr = "192.0.2.1".parse().expect("ip");
         let ip2: IpAddr = "192.0.2.2".parse().expect("ip");
-        assert_eq!(u.update("home.example.com", ip, deadline), Ok(Outcome::Created));
-        assert_eq!(u.update("home.example.com", ip, deadline), Ok(Outcome::Unchanged));
-        assert_eq!(u.update("home.example.com", ip2, deadline), Ok(Outcome::Updated));
+        let report = u.update("home.example.com", ip, deadline);
+        assert_eq!(report.answer(), Ok(Outcome::Created));
+        let names: Vec<&str> = report.writes.iter().map(|w| w.name.as_str()).collect();
+        assert_eq!(names, ["home.example.com", "www.example.com"]);
+        assert_eq!(u.update("home.example.com", ip, deadline).answer(), Ok(Outcome::Unchanged));
+        assert_eq!(u.update("home.example.com", ip2, deadline).answer(), Ok(Outcome::Updated));
         assert_eq!(u.confirmed("home.example.com", RecordType::A), Some(ip2));
+        assert_eq!(u.confirmed("www.example.com", RecordType::A), Some(ip2));
         assert_eq!(u.confirmed("home.example.com", RecordType::Aaaa), None);
     }
 }

@@ -45,7 +45,12 @@ struct Zone {
     id: u64,
     name: String,
     mode: &'static str,
+    /// The project that has it: only that project's tokens see it.
+    project: String,
 }
+
+/// The project of `TOKEN`.
+pub const DEFAULT_PROJECT: &str = "default";
 
 #[derive(Debug, Clone)]
 struct RRSet {
@@ -77,7 +82,12 @@ struct State {
     /// Polls before an action reports success.
     polls_per_action: u32,
     calls: Vec<String>,
-    remaining: i64,
+    /// The project of each call, in the order of `calls`.
+    call_projects: Vec<String>,
+    /// token → project; `TOKEN` is the project `default`.
+    tokens: BTreeMap<String, String>,
+    /// `RateLimit-Remaining` per project (each project has its own budget).
+    remaining: BTreeMap<String, i64>,
     /// `RateLimit-Reset` to send (Unix seconds); `None`: one second ahead.
     reset_at: Option<u64>,
 }
@@ -105,8 +115,12 @@ impl FakeHetzner {
     pub fn start_on(addr: &str) -> FakeHetzner {
         let listener = std::net::TcpListener::bind(addr).expect("bind fake hetzner");
         let addr = listener.local_addr().expect("ip listener");
-        let state =
-            Arc::new(Mutex::new(State { next_action: 1000, polls_per_action: 1, remaining: 3600, ..State::default() }));
+        let state = Arc::new(Mutex::new(State {
+            next_action: 1000,
+            polls_per_action: 1,
+            tokens: BTreeMap::from([(TOKEN.to_string(), DEFAULT_PROJECT.to_string())]),
+            ..State::default()
+        }));
         let inner = FakeHetzner { state, addr, _server: None };
         let state = Arc::clone(&inner.state);
         // Each connection's requests are served on its own thread, so a
@@ -127,10 +141,33 @@ impl FakeHetzner {
     }
 
     pub fn add_zone_with_mode(&self, name: &str, mode: &'static str) -> u64 {
+        self.add_zone_to(DEFAULT_PROJECT, name, mode)
+    }
+
+    /// A project of its own with its token (each token sees only its
+    /// project's zones, and has its own rate limit).
+    pub fn add_project(&self, project: &str) -> String {
+        let token = format!("token-of-{project}-0123456789abcdefghijklmnopqrstuvwxyz");
+        lock(&self.state).tokens.insert(token.clone(), project.to_string());
+        token
+    }
+
+    /// A zone in `project` (see `add_project`).
+    pub fn add_zone_in(&self, project: &str, name: &str) -> u64 {
+        self.add_zone_to(project, name, "primary")
+    }
+
+    fn add_zone_to(&self, project: &str, name: &str, mode: &'static str) -> u64 {
         let mut s = lock(&self.state);
         let id = 100 + s.zones.len() as u64;
-        s.zones.push(Zone { id, name: name.to_string(), mode });
+        s.zones.push(Zone { id, name: name.to_string(), mode, project: project.to_string() });
         id
+    }
+
+    /// The calls made with `project`'s token.
+    pub fn calls_of(&self, project: &str) -> Vec<String> {
+        let s = lock(&self.state);
+        s.calls.iter().zip(&s.call_projects).filter(|(_, p)| *p == project).map(|(c, _)| c.clone()).collect()
     }
 
     /// Put an RRSet in place directly (not counted as a call).
@@ -175,9 +212,23 @@ impl FakeHetzner {
 
     /// Make the project's budget `remaining` calls (counting down with every
     /// call from there), refilled fully at `reset_in` seconds from now.
-    pub fn set_rate_limit(&self, remaining: i64, reset_in: u64) {
+    /// The TTL of an RRSet, as Hetzner reports it.
+    pub fn set_rrset_ttl(&self, zone: &str, name: &str, rtype: &str, ttl: u64) {
         let mut s = lock(&self.state);
-        s.remaining = remaining;
+        let id = s.zones.iter().find(|z| z.name == zone).expect("zone").id;
+        if let Some(r) = s.rrsets.get_mut(&(id, name.into(), rtype.into())) {
+            r.ttl = Some(ttl);
+        }
+    }
+
+    pub fn set_rate_limit(&self, remaining: i64, reset_in: u64) {
+        self.set_rate_limit_of(DEFAULT_PROJECT, remaining, reset_in);
+    }
+
+    /// `set_rate_limit` for one project.
+    pub fn set_rate_limit_of(&self, project: &str, remaining: i64, reset_in: u64) {
+        let mut s = lock(&self.state);
+        s.remaining.insert(project.to_string(), remaining);
         s.reset_at = Some(unix_now() + reset_in);
     }
 
@@ -266,7 +317,9 @@ impl FakeHetzner {
     }
 
     pub fn clear_calls(&self) {
-        lock(&self.state).calls.clear();
+        let mut s = lock(&self.state);
+        s.calls.clear();
+        s.call_projects.clear();
     }
 
     fn serve(&self, mut rq: tiny_http::Request) {
@@ -315,10 +368,18 @@ impl FakeHetzner {
         let (fault, remaining, reset_at) = {
             let mut s = lock(&self.state);
             s.calls.push(format!("{method} {url}"));
-            s.remaining = (s.remaining - 1).max(0);
+            let project = auth
+                .as_deref()
+                .and_then(|a| a.strip_prefix("Bearer "))
+                .and_then(|t| s.tokens.get(t).cloned())
+                .unwrap_or_default();
+            s.call_projects.push(project.clone());
+            let remaining = s.remaining.entry(project).or_insert(3600);
+            *remaining = (*remaining - 1).max(0);
+            let remaining = *remaining;
             let hang = s.hang_matching.as_ref().filter(|(text, _)| url.contains(text.as_str())).map(|(_, d)| *d);
             let fault = hang.map(Fault::Hang).or_else(|| s.faults.pop_front()).or_else(|| s.outage.clone());
-            (fault, s.remaining, s.reset_at)
+            (fault, remaining, s.reset_at)
         };
         let reset = reset_at.unwrap_or_else(|| unix_now() + 1);
         let (status, doc, extra): (u16, String, Vec<(String, String)>) = match fault {
@@ -386,9 +447,14 @@ impl FakeHetzner {
     }
 
     fn route(&self, method: &str, url: &str, body: &str, auth: Option<&str>) -> (u16, String, Vec<(String, String)>) {
-        if auth != Some(&format!("Bearer {TOKEN}")) {
+        let project = {
+            let s = lock(&self.state);
+            auth.and_then(|a| a.strip_prefix("Bearer ")).and_then(|t| s.tokens.get(t).cloned())
+        };
+        let Some(project) = project else {
             return (401, error_doc("unauthorized", "unable to authenticate"), vec![]);
-        }
+        };
+        let project = project.as_str();
         let (path, query) = url.split_once('?').unwrap_or((url, ""));
         let Some(path) = path.strip_prefix("/v1") else {
             return (404, error_doc("not_found", "not found"), vec![]);
@@ -396,26 +462,31 @@ impl FakeHetzner {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let mut s = lock(&self.state);
         let result = match (method, segments.as_slice()) {
-            ("GET", ["zones"]) => Ok(list_zones(&s, query)),
-            ("GET", ["zones", zone]) => find_zone(&s, zone).map(|z| (200, json!({"zone": zone_json(&z)}))),
-            ("GET", ["zones", zone, "rrsets"]) => find_zone(&s, zone).map(|z| list_rrsets(&s, &z, query)),
-            ("GET", ["zones", zone, "rrsets", name, rtype]) => find_zone(&s, zone).and_then(|z| {
+            ("GET", ["zones"]) => Ok(list_zones(&s, project, query)),
+            ("GET", ["zones", zone]) => find_zone(&s, project, zone).map(|z| (200, json!({"zone": zone_json(&z)}))),
+            ("GET", ["zones", zone, "rrsets"]) => find_zone(&s, project, zone).map(|z| list_rrsets(&s, &z, query)),
+            ("GET", ["zones", zone, "rrsets", name, rtype]) => find_zone(&s, project, zone).and_then(|z| {
                 s.rrsets
                     .get(&(z.id, name.to_string(), rtype.to_string()))
                     .map(|r| (200, json!({"rrset": rrset_json(z.id, name, rtype, r)})))
                     .ok_or_else(|| not_found("rrset"))
             }),
-            ("POST", ["zones", zone, "rrsets"]) => find_zone(&s, zone).and_then(|z| create_rrset(&mut s, &z, body)),
+            ("POST", ["zones", zone, "rrsets"]) => {
+                find_zone(&s, project, zone).and_then(|z| create_rrset(&mut s, &z, body))
+            }
             ("POST", ["zones", zone, "rrsets", name, rtype, "actions", "set_records"]) => {
-                find_zone(&s, zone).and_then(|z| set_records(&mut s, &z, name, rtype, body))
+                find_zone(&s, project, zone).and_then(|z| set_records(&mut s, &z, name, rtype, body))
+            }
+            ("POST", ["zones", zone, "rrsets", name, rtype, "actions", "change_ttl"]) => {
+                find_zone(&s, project, zone).and_then(|z| change_ttl(&mut s, &z, name, rtype, body))
             }
             ("POST", ["zones", zone, "rrsets", name, rtype, "actions", "add_records"]) => {
-                find_zone(&s, zone).and_then(|z| add_records(&mut s, &z, name, rtype, body))
+                find_zone(&s, project, zone).and_then(|z| add_records(&mut s, &z, name, rtype, body))
             }
             ("POST", ["zones", zone, "rrsets", name, rtype, "actions", "remove_records"]) => {
-                find_zone(&s, zone).and_then(|z| remove_records(&mut s, &z, name, rtype, body))
+                find_zone(&s, project, zone).and_then(|z| remove_records(&mut s, &z, name, rtype, body))
             }
-            ("DELETE", ["zones", zone, "rrsets", name, rtype]) => find_zone(&s, zone).and_then(|z| {
+            ("DELETE", ["zones", zone, "rrsets", name, rtype]) => find_zone(&s, project, zone).and_then(|z| {
                 s.rrsets.remove(&(z.id, name.to_string(), rtype.to_string())).ok_or_else(|| not_found("rrset"))?;
                 Ok((201, json!({"action": new_action(&mut s, "delete_rrset", z.id)})))
             }),
@@ -436,14 +507,16 @@ impl FakeHetzner {
 
 type Answer = Result<(u16, Value), (u16, String)>;
 
-fn list_zones(s: &State, query: &str) -> (u16, Value) {
+fn list_zones(s: &State, project: &str, query: &str) -> (u16, Value) {
     let param =
         |k: &str| query.split('&').find_map(|p| p.strip_prefix(&format!("{k}="))).and_then(|v| v.parse::<usize>().ok());
     let per_page = param("per_page").unwrap_or(25).clamp(1, 50);
     let page = param("page").unwrap_or(1).max(1);
-    let total = s.zones.len();
+    let zones: Vec<&Zone> = s.zones.iter().filter(|z| z.project == project).collect();
+    let total = zones.len();
     let last = total.div_ceil(per_page).max(1);
-    let items: Vec<Value> = s.zones.iter().skip((page - 1) * per_page).take(per_page).map(zone_json).collect();
+    let items: Vec<Value> =
+        zones.into_iter().skip((page - 1) * per_page).take(per_page).map(zone_json).collect();
     let next = if page < last { json!(page + 1) } else { Value::Null };
     let prev = if page > 1 { json!(page - 1) } else { Value::Null };
     let meta = json!({"pagination": {"page": page, "per_page": per_page, "previous_page": prev, "next_page": next, "last_page": last, "total_entries": total}});
@@ -486,9 +559,12 @@ impl FakeHetzner {
     }
 }
 
-fn find_zone(s: &State, id_or_name: &str) -> Result<Zone, (u16, String)> {
+/// A zone of `project`: another project's zone is `404 not_found`, as
+/// Hetzner answers a token of another project.
+fn find_zone(s: &State, project: &str, id_or_name: &str) -> Result<Zone, (u16, String)> {
     s.zones
         .iter()
+        .filter(|z| z.project == project)
         .find(|z| z.name == id_or_name || z.id.to_string() == id_or_name)
         .cloned()
         .ok_or_else(|| not_found("zone"))
@@ -588,6 +664,22 @@ fn set_records(s: &mut State, z: &Zone, name: &str, rtype: &str, body: &str) -> 
     }
     let action = new_action(s, "set_rrset_records", z.id);
     Ok((201, json!({"action": action})))
+}
+
+/// `change_ttl`: `{"ttl": N}` (60 …), or `null` for the zone's default.
+fn change_ttl(s: &mut State, z: &Zone, name: &str, rtype: &str, body: &str) -> Answer {
+    let invalid = |m: &str| (422, error_doc("invalid_input", m));
+    let doc: Value = serde_json::from_str(body).map_err(|_| invalid("body is not JSON"))?;
+    let ttl = match doc.get("ttl") {
+        Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64().filter(|t| (60..=2_147_483_647).contains(t)).ok_or_else(|| invalid("ttl is out of range"))?,
+        ),
+        None => return Err(invalid("missing field ttl")),
+    };
+    let rrset = s.rrsets.get_mut(&(z.id, name.to_string(), rtype.to_string())).ok_or_else(|| not_found("rrset"))?;
+    rrset.ttl = ttl;
+    Ok((201, json!({"action": new_action(s, "change_rrset_ttl", z.id)})))
 }
 
 /// `add_records`: append values (creating the RRSet with `ttl` if missing);

@@ -5,6 +5,7 @@
 
 mod acme;
 mod agent;
+mod aliases;
 mod hostile;
 mod notifications;
 mod operations;

@@ -279,8 +279,8 @@ fn the_status_page_needs_admin_credentials_and_shows_no_key() {
 
     let m = server.request("GET", "/metrics", &[("Authorization", &auth)], None).body;
     assert!(m.contains("dyndns_update_requests_total{endpoint=\"json\",result=\"created\"} 2"), "{m}");
-    assert!(m.contains("dyndns_hetzner_api_calls_total{outcome=\"success\"}"), "{m}");
-    assert!(m.contains("dyndns_hetzner_rate_limit_remaining "), "{m}");
+    assert!(m.contains("dyndns_hetzner_api_calls_total{project=\"default\",outcome=\"success\"}"), "{m}");
+    assert!(m.contains("dyndns_hetzner_rate_limit_remaining{project=\"default\"} "), "{m}");
     assert!(m.contains("dyndns_hosts{state=\"online\"} 1"), "{m}");
 }
 
