@@ -235,11 +235,13 @@ fn setup(config: &Config, host: &str) -> ExitCode {
         log::warn!("PUBLIC_URL is not set; using {guess}. Set PUBLIC_URL to the address routers reach the server at (usually your TLS reverse proxy, e.g. https://dyndns.example.com)");
         guess
     });
+    let aliases: Vec<String> = config.aliases.iter().filter(|a| a.host == host).map(|a| a.name.clone()).collect();
     let target = dyndns_server::setup::Target {
         host: &host,
         key,
         url: &url,
         has_lan_hosts: config.lan_hosts_of(&host).next().is_some(),
+        aliases: &aliases,
     };
     print!("{}", dyndns_server::setup::text(&target));
     ExitCode::SUCCESS

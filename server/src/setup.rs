@@ -20,6 +20,9 @@ pub struct Target<'a> {
     pub url: &'a str,
     /// The host is a router with LAN hosts (prefix mode).
     pub has_lan_hosts: bool,
+    /// Its aliases (`HOST_ALIASES`): set by its reports, never configured
+    /// in a client.
+    pub aliases: &'a [String],
 }
 
 /// Every client's settings, as one text.
@@ -31,6 +34,13 @@ pub fn text(t: &Target<'_>) -> String {
     let server = url_parts(url).1;
     let prefix = if t.has_lan_hosts { "&ip6lanprefix=<ip6lanprefix>" } else { "" };
     let mut out = String::new();
+    if !t.aliases.is_empty() {
+        let _ = writeln!(
+            out,
+            "# Each report of {host} also sets {} (HOST_ALIASES): configure only {host} in the client below.",
+            t.aliases.join(", ")
+        );
+    }
     let mut section = |title: &str, body: &str| {
         let _ = write!(out, "== {title}\n{body}\n");
     };
@@ -100,8 +110,13 @@ mod tests {
 
     #[test]
     fn every_section_carries_the_key_and_the_server_address() {
-        let t =
-            Target { host: "home.example.com", key: "KEY43", url: "https://dyndns.example.com", has_lan_hosts: true };
+        let t = Target {
+            host: "home.example.com",
+            key: "KEY43",
+            url: "https://dyndns.example.com",
+            has_lan_hosts: true,
+            aliases: &[],
+        };
         let text = text(&t);
         let sections: Vec<&str> = text.split("\n== ").collect();
         assert_eq!(sections.len(), 10, "{text}");
@@ -115,6 +130,13 @@ mod tests {
             .contains("curl -fsS -u home:KEY43 \"https://dyndns.example.com/nic/update?hostname=home.example.com\""));
         let plain = super::text(&Target { url: "http://127.0.0.1:8080", has_lan_hosts: false, ..t });
         assert!(plain.contains("server=127.0.0.1:8080\nssl=no\n") && plain.contains("ssl = false"), "{plain}");
-        assert!(!plain.contains("ip6lanprefix"));
+        assert!(!plain.contains("ip6lanprefix") && !plain.contains("HOST_ALIASES"));
+        let aliases = ["example.com".to_string(), "www.example.com".to_string()];
+        let aliased = super::text(&Target { aliases: &aliases, ..t });
+        assert!(
+            aliased
+                .starts_with("# Each report of home.example.com also sets example.com, www.example.com (HOST_ALIASES)"),
+            "{aliased}"
+        );
     }
 }

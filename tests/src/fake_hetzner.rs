@@ -286,6 +286,11 @@ impl FakeHetzner {
         lock(&self.state).hang_matching = Some((text.to_string(), d));
     }
 
+    /// Calls hang no more (see `hang_matching`).
+    pub fn stop_hanging(&self) {
+        lock(&self.state).hang_matching = None;
+    }
+
     pub fn set_outage(&self, fault: Option<Fault>) {
         lock(&self.state).outage = fault;
     }
@@ -515,8 +520,7 @@ fn list_zones(s: &State, project: &str, query: &str) -> (u16, Value) {
     let zones: Vec<&Zone> = s.zones.iter().filter(|z| z.project == project).collect();
     let total = zones.len();
     let last = total.div_ceil(per_page).max(1);
-    let items: Vec<Value> =
-        zones.into_iter().skip((page - 1) * per_page).take(per_page).map(zone_json).collect();
+    let items: Vec<Value> = zones.into_iter().skip((page - 1) * per_page).take(per_page).map(zone_json).collect();
     let next = if page < last { json!(page + 1) } else { Value::Null };
     let prev = if page > 1 { json!(page - 1) } else { Value::Null };
     let meta = json!({"pagination": {"page": page, "per_page": per_page, "previous_page": prev, "next_page": next, "last_page": last, "total_entries": total}});

@@ -94,6 +94,35 @@ fn a_report_sets_the_host_and_its_apex_wildcard_and_www_aliases_and_an_unchanged
 }
 
 #[test]
+fn an_alias_hetzner_fails_is_answered_911_and_written_once_hetzner_answers() {
+    let fake = FakeHetzner::start();
+    fake.add_zone("example.com");
+    let server = Setup::new(&fake, HOME)
+        .var("HOST_ALIASES", "www.example.com=home.example.com")
+        .var("FAILED_WRITE_RETRY", "1")
+        .var("BASIC_AUTH_USERNAME", ADMIN.0)
+        .var("BASIC_AUTH_PASSWORD", ADMIN.1)
+        .start();
+    let key = server.key(HOME);
+    assert_eq!(nic(&server, HOME, "198.51.100.7", &key).body, "good 198.51.100.7");
+    fake.hang_matching("/rrsets/www/", Duration::ZERO);
+    assert_eq!(nic(&server, HOME, "198.51.100.8", &key).body, "911");
+    assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["198.51.100.8".into()]));
+    assert_eq!(fake.rrset("example.com", "www", "A"), Some(vec!["198.51.100.7".into()]));
+    let status = server.get_as("/status", ADMIN.0, ADMIN.1).json();
+    let row = status["hosts"].as_array().expect("hosts").iter().find(|h| h["fqdn"] == HOME).expect("home").clone();
+    assert!(row["last_error"].as_str().is_some_and(|e| e.starts_with("www.example.com: ")), "{row}");
+    assert!(row["history"][0]["new"] == "198.51.100.8" && row["history"][0]["alias"].is_null(), "{row}");
+
+    fake.stop_hanging();
+    eventually(10, "the alias written by the retry", || {
+        fake.rrset("example.com", "www", "A") == Some(vec!["198.51.100.8".into()])
+    });
+    // The router's next report finds everything in place.
+    eventually(5, "nochg once settled", || nic(&server, HOME, "198.51.100.8", &key).body == "nochg 198.51.100.8");
+}
+
+#[test]
 fn an_alias_has_no_key_and_cannot_report_itself() {
     let fake = FakeHetzner::start();
     fake.add_zone("example.com");
