@@ -19,94 +19,27 @@
 //! critical section is a single map operation), so poisoning is ignored.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::aliases::Alias;
 use crate::fqdn;
-use crate::hetzner::{ApiError, Hetzner, Listed, Record, Zone};
-use crate::metrics;
+use crate::hetzner::{ApiError, Hetzner, Record, Zone};
 use crate::net::RecordType;
 use crate::time::unix_now;
 use crate::zones::{best_zone, ZoneCache};
 
+mod drift;
+mod error;
+mod gate;
+
+pub use drift::{Drift, DriftAction, Repair};
 pub use dyndns_common::answer::Outcome;
-
-/// Why an update did not happen (or could not be confirmed).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UpdateError {
-    /// No zone of the token's project contains the host.
-    NoZone(String),
-    /// The Hetzner API failed.
-    Api(ApiError),
-    /// Another update of the host held its gate until the deadline.
-    Busy,
-    /// The host used up its writes (`HOST_WRITE_BURST`,
-    /// `HOST_WRITES_PER_HOUR`); the next one is possible after this time.
-    TooManyWrites(Duration),
-    /// A retry of a pending change found a newer report in its place.
-    Superseded,
-}
-
-impl UpdateError {
-    /// A short stable name of the failure, to tell repeated failures apart.
-    pub fn kind(&self) -> String {
-        match self {
-            UpdateError::NoZone(_) => "no_zone".into(),
-            UpdateError::Api(ApiError::Api { code, .. }) => code.clone(),
-            UpdateError::Api(ApiError::Redirect { .. }) => "redirect".into(),
-            UpdateError::Api(ApiError::Malformed { .. }) => "malformed".into(),
-            UpdateError::Api(ApiError::Transport(_)) => "unreachable".into(),
-            UpdateError::Api(ApiError::ActionFailed { code, .. }) => format!("action_{code}"),
-            UpdateError::Api(ApiError::ActionUnconfirmed { .. }) => "unconfirmed".into(),
-            UpdateError::Busy => "busy".into(),
-            UpdateError::TooManyWrites(_) => "too_many_writes".into(),
-            UpdateError::Superseded => "superseded".into(),
-        }
-    }
-
-    /// A problem retrying will not fix without the operator (dyndns2 `dnserr`),
-    /// as opposed to a passing one (`911`).
-    pub fn is_permanent(&self) -> bool {
-        match self {
-            UpdateError::NoZone(_) => true,
-            UpdateError::Api(ApiError::Api { status, .. }) => {
-                (400..500).contains(status) && *status != 429 && *status != 423
-            }
-            UpdateError::Api(ApiError::Redirect { .. } | ApiError::ActionFailed { .. }) => true,
-            UpdateError::Api(_) | UpdateError::Busy | UpdateError::TooManyWrites(_) | UpdateError::Superseded => false,
-        }
-    }
-}
-
-impl fmt::Display for UpdateError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            UpdateError::NoZone(host) => write!(
-                f,
-                "no zone of this Hetzner project contains {host}; create the zone in the Hetzner Console or use a token of the project that holds it"
-            ),
-            UpdateError::Api(e) if e.maybe_applied() => write!(f, "could not confirm the change: {e}"),
-            UpdateError::Api(e) => write!(f, "failed to change the record: {e}"),
-            UpdateError::Busy => f.write_str("another update of this host is still running; try again"),
-            UpdateError::TooManyWrites(wait) => write!(
-                f,
-                "too many address changes of this host (HOST_WRITE_BURST, HOST_WRITES_PER_HOUR); the next is possible in {} s",
-                wait.as_secs().max(1)
-            ),
-            UpdateError::Superseded => f.write_str("a newer report replaced this change"),
-        }
-    }
-}
-
-impl From<ApiError> for UpdateError {
-    fn from(e: ApiError) -> Self {
-        UpdateError::Api(e)
-    }
-}
+pub use error::UpdateError;
+use gate::Gate;
+pub use gate::WriteLimit;
 
 #[derive(Debug, Clone, Copy)]
 struct Confirmed {
@@ -124,104 +57,6 @@ struct Confirmed {
 pub enum Backend {
     Hetzner(Vec<Hetzner>),
     DryRun,
-}
-
-/// Per-host write limit: `burst` writes at once, `per_hour` refilled.
-#[derive(Debug, Clone, Copy)]
-pub struct WriteLimit {
-    pub burst: u32,
-    pub per_hour: u32,
-    /// `FAILED_WRITE_RETRY`: after a write of the host failed (Hetzner down,
-    /// slow, answering 5xx), its next write is tried no sooner than this;
-    /// reports in between are answered with the same error (dyndns2 `911`)
-    /// without a call, and the newest of them is written by the server
-    /// itself once this has passed (`Updater::retry_pending`).
-    pub retry_after: Duration,
-}
-
-/// One host's gate: at most one update at a time, and its write tokens.
-struct Gate {
-    state: Mutex<GateState>,
-    free: Condvar,
-}
-
-struct GateState {
-    busy: bool,
-    tokens: f64,
-    refilled: Instant,
-    /// The last write that failed in a way retrying may fix, and when: for
-    /// `WriteLimit::retry_after` later changes are answered with it from memory.
-    failed: Option<(Instant, UpdateError)>,
-}
-
-impl Gate {
-    fn new(limit: WriteLimit) -> Gate {
-        Gate {
-            state: Mutex::new(GateState {
-                busy: false,
-                tokens: f64::from(limit.burst),
-                refilled: Instant::now(),
-                failed: None,
-            }),
-            free: Condvar::new(),
-        }
-    }
-
-    /// Wait until no other update of the host runs, or `Busy` at `deadline`.
-    fn enter(&self, deadline: Instant) -> Result<GateGuard<'_>, UpdateError> {
-        let mut state = lock(&self.state);
-        while state.busy {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(UpdateError::Busy);
-            }
-            state = self.free.wait_timeout(state, left).unwrap_or_else(std::sync::PoisonError::into_inner).0;
-        }
-        state.busy = true;
-        Ok(GateGuard(self))
-    }
-
-    /// Is a write token left? Nothing is spent: only a write Hetzner
-    /// accepted spends one (`spend_write`), so a host whose reports fail
-    /// during an outage is not locked out afterwards.
-    fn may_write(&self, limit: WriteLimit) -> Result<(), UpdateError> {
-        let mut state = lock(&self.state);
-        let per_second = f64::from(limit.per_hour) / 3600.0;
-        let refill = state.refilled.elapsed().as_secs_f64() * per_second;
-        state.tokens = (state.tokens + refill).min(f64::from(limit.burst));
-        state.refilled = Instant::now();
-        if state.tokens >= 1.0 {
-            Ok(())
-        } else {
-            Err(UpdateError::TooManyWrites(Duration::from_secs_f64((1.0 - state.tokens) / per_second)))
-        }
-    }
-
-    /// Hetzner accepted a write: one token is spent.
-    fn spend_write(&self) {
-        let mut state = lock(&self.state);
-        state.tokens = (state.tokens - 1.0).max(0.0);
-    }
-
-    /// The failure of a write within the last `RETRY_AFTER_FAILURE`.
-    fn recent_failure(&self, limit: WriteLimit) -> Option<UpdateError> {
-        let state = lock(&self.state);
-        state.failed.as_ref().filter(|(at, _)| at.elapsed() < limit.retry_after).map(|(_, e)| e.clone())
-    }
-
-    fn set_failure(&self, failure: Option<UpdateError>) {
-        lock(&self.state).failed = failure.map(|e| (Instant::now(), e));
-    }
-}
-
-/// Opens the gate when dropped, also when the update panicked.
-struct GateGuard<'a>(&'a Gate);
-
-impl Drop for GateGuard<'_> {
-    fn drop(&mut self) {
-        lock(&self.0.state).busy = false;
-        self.0.free.notify_one();
-    }
 }
 
 /// What the updater is told at start.
@@ -669,171 +504,6 @@ impl Updater {
         self.first_reconcile_pending.store(false, Ordering::Relaxed);
     }
 
-    /// The host whose records an alias follows, or `name` itself.
-    pub fn host_of<'a>(&'a self, name: &'a str) -> &'a str {
-        self.followed.get(name).map_or(name, String::as_str)
-    }
-
-    /// Compare every record of `names` (hosts and aliases, all in `zone`)
-    /// with one listing of the zone's A and AAAA RRSets. A record that
-    /// holds the confirmed address (an alias: its host's) is confirmed anew
-    /// (so unchanged reports cost no call); a host's record the server knew
-    /// nothing about is learned. A record that differs, or was deleted, is
-    /// drift: `repair` decides per host (an alias: its host) whether to set
-    /// it back. A record with a `HOST_TTL` gets it. Returns the drift
-    /// found, in name order.
-    pub fn reconcile(
-        &self,
-        zone: &Zone,
-        names: &[&str],
-        repair: &dyn Fn(&str) -> Repair,
-        deadline: Instant,
-    ) -> Result<Vec<Drift>, ApiError> {
-        let Some(api) = self.api(zone) else { return Ok(Vec::new()) };
-        let listed_at = Instant::now();
-        let listing = api.list_address_rrsets(zone.id, deadline)?;
-        let mut by_name: HashMap<(&str, RecordType), &Listed> = HashMap::new();
-        for r in &listing {
-            by_name.insert((r.name.as_str(), r.rtype), r);
-        }
-        let mut drift = Vec::new();
-        // Hosts first: a host learned from this listing is what its
-        // aliases are compared with.
-        let (hosts, aliases): (Vec<&str>, Vec<&str>) = names.iter().partition(|n| self.host_of(n) == **n);
-        for fqdn in hosts.into_iter().chain(aliases) {
-            let name = fqdn::rr_name(fqdn, &zone.name);
-            let host = self.host_of(fqdn);
-            for rtype in [RecordType::A, RecordType::Aaaa] {
-                let listed = by_name.get(&(name.as_str(), rtype)).copied();
-                let target = Target { api, zone, fqdn, name: &name, rtype };
-                let seen = Differing { host, target, listed, listed_at, repair: repair(host) };
-                if let Some(d) = self.compare(seen, deadline) {
-                    drift.push(d);
-                }
-            }
-        }
-        Ok(drift)
-    }
-
-    /// One record of a reconcile: confirmed, learned, or drift.
-    fn compare(&self, seen: Differing<'_>, deadline: Instant) -> Option<Drift> {
-        let Differing { host, target, listed, listed_at, repair } = seen;
-        let Target { fqdn, rtype, .. } = target;
-        let single = listed.and_then(|r| single_address(&r.values)).filter(|ip| RecordType::of(*ip) == rtype);
-        let own = listed.is_some_and(|r| match (r.values.as_slice(), r.comments.as_slice()) {
-            ([value], [comment]) => is_own_write(comment, fqdn, value),
-            _ => false,
-        });
-        let Some(expected) = self.cached(host, rtype) else {
-            // Nothing known of the host: learn its record as it is.
-            if fqdn == host {
-                if let Some(ip) = single {
-                    self.set_cached(fqdn, rtype, Some(ip));
-                }
-            }
-            return None;
-        };
-        if single == Some(expected.ip) {
-            self.confirm_if_unchanged(host, fqdn, rtype, expected, listed_at);
-            if let (Some(listed), Repair::Yes) = (listed, repair) {
-                self.keep_ttl(&target, Some(listed.ttl), deadline);
-            }
-            return None;
-        }
-        if let Some(ip) = single.filter(|_| own && fqdn == host) {
-            // The server's own write of this very value (one whose
-            // confirmation was lost, or made from a state file restored
-            // since): no drift; it is what the record holds.
-            log::info!("reconcile: {fqdn} {rtype} holds {ip}, written by this server; taken as confirmed");
-            self.replace_if_unchanged(fqdn, rtype, expected, ip, listed_at);
-            return None;
-        }
-        let found = listed.map(|r| r.values.clone());
-        self.drifted(&target, host, expected, found, repair, listed_at, deadline)
-    }
-
-    /// Take `now` in place of `seen`, unless an update changed the record
-    /// after the listing.
-    fn replace_if_unchanged(&self, host: &str, rtype: RecordType, seen: Confirmed, now: IpAddr, listed_at: Instant) {
-        let mut cache = lock(&self.cache);
-        if let Some(entry) = cache.get_mut(host).and_then(|r| r[slot(rtype)].as_mut()) {
-            if entry.ip == seen.ip && entry.at.is_none_or(|at| at <= listed_at) {
-                *entry = Confirmed { ip: now, at: Some(Instant::now()), unix: unix_now() };
-            }
-        }
-    }
-
-    /// Refresh the confirmation of `fqdn` (the host `host`, or one of its
-    /// aliases) holding the host's `seen` address, unless an update
-    /// changed either after the listing.
-    fn confirm_if_unchanged(&self, host: &str, fqdn: &str, rtype: RecordType, seen: Confirmed, listed_at: Instant) {
-        let mut cache = lock(&self.cache);
-        let unchanged = |c: &Confirmed| c.ip == seen.ip && c.at.is_none_or(|at| at <= listed_at);
-        if !cache.get(host).and_then(|r| r[slot(rtype)].as_ref()).is_some_and(unchanged) {
-            return;
-        }
-        let entry = &mut cache.entry(fqdn.to_string()).or_default()[slot(rtype)];
-        if entry.is_none_or(|c| c.at.is_none_or(|at| at <= listed_at)) {
-            *entry = Some(Confirmed { ip: seen.ip, at: Some(Instant::now()), unix: unix_now() });
-        }
-    }
-
-    /// Handle one record that differs from its host's confirmed address
-    /// (`expected`), under the host's gate (no update of the host runs
-    /// meanwhile). `None` when an update of the host changed the record
-    /// after the listing.
-    #[allow(clippy::too_many_arguments)] // one record's facts, each used once; a struct would only be unpacked here
-    fn drifted(
-        &self,
-        target: &Target<'_>,
-        host: &str,
-        expected: Confirmed,
-        found: Option<Vec<String>>,
-        repair: Repair,
-        listed_at: Instant,
-        deadline: Instant,
-    ) -> Option<Drift> {
-        let Target { api, zone, fqdn, name, rtype } = *target;
-        let _inside = self.gate(host).enter(deadline).ok()?;
-        // An update after the listing changed the host's address, or wrote
-        // this very record: the listing is out of date.
-        if self.cached(host, rtype).map(|c| c.ip) != Some(expected.ip)
-            || self.cached(fqdn, rtype).and_then(|c| c.at).is_some_and(|at| at > listed_at)
-        {
-            return None;
-        }
-        let single = found.as_deref().and_then(single_address).filter(|ip| RecordType::of(*ip) == rtype);
-        let mut drift =
-            Drift { host: fqdn.to_string(), rtype, expected: expected.ip, found, action: DriftAction::Reported };
-        if repair != Repair::Yes {
-            // The record is what it is now: the next report of the host's
-            // own address is a change, and writes it.
-            self.set_cached(fqdn, rtype, single);
-            drift.action = if repair == Repair::HostLost { DriftAction::LeftLost } else { DriftAction::Reported };
-            return Some(drift);
-        }
-        let value = expected.ip.to_string();
-        let comment = comment(fqdn, &value);
-        let record = Record { value: &value, comment: &comment };
-        let ttl = self.ttls.get(fqdn).copied().unwrap_or(self.record_ttl);
-        let result = match &drift.found {
-            Some(_) => api.set_records(zone.id, name, rtype, record, deadline).map(|()| DriftAction::Restored),
-            None => api.create_rrset(zone.id, name, rtype, ttl, record, deadline).map(|()| DriftAction::Recreated),
-        };
-        match result {
-            Ok(action) => {
-                self.set_cached(fqdn, rtype, Some(expected.ip));
-                drift.action = action;
-            }
-            Err(e) => {
-                // Unknown state: the next report reads the truth.
-                self.set_cached(fqdn, rtype, None);
-                drift.action = DriftAction::Failed(e.to_string());
-            }
-        }
-        Some(drift)
-    }
-
     /// Read every project's zone list (at start, so the first update does
     /// not pay for it); `None` in a dry run.
     pub fn prefetch_zones(&self, deadline: Instant) -> Option<Result<Vec<Zone>, ApiError>> {
@@ -917,80 +587,6 @@ pub fn comment(host: &str, value: &str) -> String {
     format!("{COMMENT_TAG} {host} {value} {minute}Z")
 }
 
-/// Is `comment` the server's own, for `host` holding `value`?
-fn is_own_write(comment: &str, host: &str, value: &str) -> bool {
-    let mut words = comment.split_whitespace();
-    words.next() == Some(COMMENT_TAG) && words.next() == Some(host) && words.next() == Some(value)
-}
-
-/// The only address an RRSet holds, if it holds exactly one.
-fn single_address(values: &[String]) -> Option<IpAddr> {
-    match values {
-        [one] => one.parse().ok(),
-        _ => None,
-    }
-}
-
-/// What the reconcile may do about a host's drifted record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Repair {
-    Yes,
-    /// `RECONCILE_REPAIR=0`: only report.
-    ReportOnly,
-    /// The host is lost: its address may really be gone; leave it.
-    HostLost,
-}
-
-/// A record found different from the address the server last confirmed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Drift {
-    pub host: String,
-    pub rtype: RecordType,
-    pub expected: IpAddr,
-    /// The values found; `None` when the RRSet was deleted.
-    pub found: Option<Vec<String>>,
-    pub action: DriftAction,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DriftAction {
-    Restored,
-    Recreated,
-    Reported,
-    LeftLost,
-    Failed(String),
-}
-
-impl DriftAction {
-    /// Its label in `/metrics` and `/status`.
-    pub fn metric(&self) -> metrics::Drift {
-        match self {
-            DriftAction::Restored => metrics::Drift::Restored,
-            DriftAction::Recreated => metrics::Drift::Recreated,
-            DriftAction::Reported => metrics::Drift::Reported,
-            DriftAction::LeftLost => metrics::Drift::LeftLost,
-            DriftAction::Failed(_) => metrics::Drift::Failed,
-        }
-    }
-
-    pub fn as_str(&self) -> &'static str {
-        self.metric().as_str()
-    }
-}
-
-/// One record of a zone listing, to be compared with what the server
-/// confirmed for its host.
-struct Differing<'a> {
-    /// The host whose address the record must hold (itself, or the host
-    /// an alias follows).
-    host: &'a str,
-    target: Target<'a>,
-    /// The RRSet in the listing; `None`: not there.
-    listed: Option<&'a Listed>,
-    listed_at: Instant,
-    repair: Repair,
-}
-
 /// One record at Hetzner: its project, zone, name and type.
 #[derive(Clone, Copy)]
 struct Target<'a> {
@@ -1006,36 +602,6 @@ struct Target<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// What a write Hetzner accepted does to the gate.
-    fn take_write(gate: &Gate, limit: WriteLimit) -> Result<(), UpdateError> {
-        gate.may_write(limit)?;
-        gate.spend_write();
-        Ok(())
-    }
-
-    #[test]
-    fn a_flood_is_held_to_the_burst_plus_the_hourly_refill() {
-        let limit = WriteLimit { burst: 10, per_hour: 12, retry_after: Duration::ZERO };
-        let gate = Gate::new(limit);
-        let mut granted = 0;
-        // One hour of a client trying 40 writes a minute, the clock moved
-        // by hand: each minute is a minute more since the last refill.
-        for _ in 0..60 {
-            for _ in 0..40 {
-                granted += u32::from(take_write(&gate, limit).is_ok());
-            }
-            let mut state = lock(&gate.state);
-            state.refilled -= Duration::from_secs(60);
-        }
-        assert!((21..=22).contains(&granted), "{granted} writes in an hour");
-        // Spent: the next write is due within one refill interval.
-        while take_write(&gate, limit).is_ok() {}
-        match take_write(&gate, limit) {
-            Err(UpdateError::TooManyWrites(wait)) => assert!(wait <= Duration::from_secs(300), "{wait:?}"),
-            other => panic!("{other:?}"),
-        }
-    }
 
     #[test]
     fn dry_run_keeps_records_in_memory() {

@@ -354,6 +354,17 @@ impl FakeHetzner {
             let _ = rq.respond(tiny_http::Response::from_string("ok"));
             return;
         }
+        if let Some(rest) = url.strip_prefix("/seed-in/") {
+            // `/seed-in/ZONE/PREFIX/N/IP`: records PREFIX<i>.ZONE A IP, i < N.
+            let parts: Vec<&str> = rest.split('/').collect();
+            if let [zone, prefix, n, ip] = parts.as_slice() {
+                for i in 0..n.parse::<usize>().unwrap_or(0) {
+                    self.put_rrset(zone, &format!("{prefix}{i}"), "A", &[ip]);
+                }
+            }
+            let _ = rq.respond(tiny_http::Response::from_string("ok"));
+            return;
+        }
         if let Some(kind) = url.strip_prefix("/outage/") {
             // `/outage/KIND` (for the soak process): hang, 500, reset or none.
             self.set_outage(match kind {

@@ -166,6 +166,29 @@ fn a_drifted_or_deleted_alias_is_set_back_by_the_reconcile() {
 }
 
 #[test]
+fn with_records_in_place_the_reconcile_keeps_host_and_aliases_confirmed_so_reports_cost_nothing() {
+    let fake = FakeHetzner::start();
+    fake.add_zone("example.com");
+    for name in NAMES {
+        fake.put_rrset("example.com", name, "A", &["198.51.100.7"]);
+    }
+    // Confirmations last 2 s (two reconciles): every report after that
+    // relies on the reconciles having confirmed the aliases too.
+    let server = aliased(&fake).var("RECONCILE_INTERVAL", "1").var("REQUEST_CACHE_TTL", "1").start();
+    let key = server.key(HOME);
+    let reconciled = |n: usize| fake.calls().iter().filter(|c| c.contains("/rrsets?")).count() >= n;
+    eventually(10, "two reconciles", || reconciled(2));
+    fake.clear_calls();
+    let until = Instant::now() + Duration::from_millis(3500);
+    while Instant::now() < until {
+        assert_eq!(nic(&server, HOME, "198.51.100.7", &key).body, "nochg 198.51.100.7");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let other: Vec<String> = fake.calls().into_iter().filter(|c| !c.contains("/rrsets?")).collect();
+    assert_eq!(other, Vec::<String>::new(), "only the reconciles' listings, no read per report");
+}
+
+#[test]
 fn a_new_alias_of_a_known_host_is_written_by_the_first_reconcile() {
     let fake = FakeHetzner::start();
     fake.add_zone("example.com");
