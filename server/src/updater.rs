@@ -17,6 +17,12 @@
 //! behind their own mutexes, which are never held across network I/O. A
 //! thread that panics while holding one leaves consistent data (every
 //! critical section is a single map operation), so poisoning is ignored.
+//!
+//! A host's aliases (`HOST_ALIASES`) are written with it, through its gate
+//! and cache. The parts: `gate` (one update per host, write tokens),
+//! `write` (one record at Hetzner), `drift` (the reconcile's comparison
+//! and repair), `error` (why an update failed); the zone lists are
+//! `crate::zones`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -25,8 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::aliases::Alias;
-use crate::fqdn;
-use crate::hetzner::{ApiError, Hetzner, Record, Zone};
+use crate::hetzner::{ApiError, Hetzner, Zone};
 use crate::net::RecordType;
 use crate::time::unix_now;
 use crate::zones::{best_zone, ZoneCache};
@@ -34,6 +39,7 @@ use crate::zones::{best_zone, ZoneCache};
 mod drift;
 mod error;
 mod gate;
+mod write;
 
 pub use drift::{Drift, DriftAction, Repair};
 pub use dyndns_common::answer::Outcome;
@@ -341,139 +347,11 @@ impl Updater {
         Report { writes }
     }
 
-    /// Write `ip` into each name's record (a host, then its aliases) that
-    /// does not hold it freshly confirmed, up to the first failure.
-    fn write_all(&self, names: &[&str], rtype: RecordType, ip: IpAddr, deadline: Instant) -> Vec<Written> {
-        let mut writes = Vec::with_capacity(names.len());
-        for (i, &name) in names.iter().enumerate() {
-            let known = self.confirmed(name, rtype);
-            // An alias already right costs nothing (the host is always
-            // looked at: its report is what asked).
-            if i > 0 && self.cached_unchanged(name, rtype, ip).is_some() {
-                writes.push(Written { name: name.to_string(), old: known, result: Ok(Outcome::Unchanged) });
-                continue;
-            }
-            let result = match &self.backend {
-                Backend::DryRun => {
-                    log::info!(
-                        "dry run: would set {name} {rtype} {ip}{}",
-                        known.map(|k| format!(" (was {k})")).unwrap_or_default()
-                    );
-                    Ok(if known.is_some() { Outcome::Updated } else { Outcome::Created })
-                }
-                Backend::Hetzner(_) => self.write(name, rtype, ip, known, deadline),
-            };
-            self.set_cached(name, rtype, result.is_ok().then_some(ip));
-            let failed = result.is_err();
-            writes.push(Written { name: name.to_string(), old: known, result });
-            if failed {
-                break;
-            }
-        }
-        writes
-    }
-
     /// A report of the address already in place settles a pending change.
     fn settle(&self, fqdn: &str, rtype: RecordType, ip: IpAddr) {
         let mut pending = lock(&self.pending);
         if !pending.is_empty() && pending.get(&(fqdn.to_string(), rtype)).is_some_and(|p| *p != ip) {
             pending.remove(&(fqdn.to_string(), rtype));
-        }
-    }
-
-    fn write(
-        &self,
-        fqdn: &str,
-        rtype: RecordType,
-        ip: IpAddr,
-        known: Option<IpAddr>,
-        deadline: Instant,
-    ) -> Result<Outcome, UpdateError> {
-        let zone = self.zone_for(fqdn, deadline)?;
-        let api = self.api(&zone).ok_or_else(|| UpdateError::NoZone(fqdn.to_string()))?;
-        let name = fqdn::rr_name(fqdn, &zone.name);
-        let value = ip.to_string();
-        let comment = comment(fqdn, &value);
-        let record = Record { value: &value, comment: &comment };
-        let target = Target { api, zone: &zone, fqdn, name: &name, rtype };
-        if let Some(old) = known.filter(|&old| old != ip) {
-            // The record is known to exist: no need to read it first.
-            match api.set_records(zone.id, &name, rtype, record, deadline) {
-                Ok(()) => {
-                    log::info!("hetzner: set {fqdn} {rtype} {ip} (was {old})");
-                    self.keep_ttl(&target, None, deadline);
-                    return Ok(Outcome::Updated);
-                }
-                Err(e) if e.is_not_found() => {} // deleted meanwhile: read and create below
-                Err(e) => return Err(e.into()),
-            }
-        }
-        match api.get_rrset(zone.id, &name, rtype, deadline)? {
-            Some(rrset) => {
-                let current: Vec<Option<IpAddr>> = rrset.values.iter().map(|v| v.parse().ok()).collect();
-                let outcome = if current == [Some(ip)] {
-                    Outcome::Unchanged
-                } else {
-                    api.set_records(zone.id, &name, rtype, record, deadline)?;
-                    log::info!("hetzner: set {fqdn} {rtype} {ip} (was {})", rrset.values.join(","));
-                    Outcome::Updated
-                };
-                self.keep_ttl(&target, Some(rrset.ttl), deadline);
-                Ok(outcome)
-            }
-            None => {
-                let ttl = self.ttls.get(fqdn).copied().unwrap_or(self.record_ttl);
-                match api.create_rrset(zone.id, &name, rtype, ttl, record, deadline) {
-                    Ok(()) => {
-                        log::info!("hetzner: created {fqdn} {rtype} {ip} ttl {ttl}");
-                        self.ttl_seen(fqdn, rtype, true);
-                        Ok(Outcome::Created)
-                    }
-                    Err(ApiError::Api { status: 409, code, .. }) if code == "uniqueness_error" => {
-                        // Created by someone else between our read and our write.
-                        api.set_records(zone.id, &name, rtype, record, deadline)?;
-                        log::info!("hetzner: set {fqdn} {rtype} {ip} (created concurrently)");
-                        self.keep_ttl(&target, None, deadline);
-                        Ok(Outcome::Updated)
-                    }
-                    Err(e) => Err(e.into()),
-                }
-            }
-        }
-    }
-
-    /// Note whether a record's TTL was seen equal to its `HOST_TTL`.
-    fn ttl_seen(&self, name: &str, rtype: RecordType, right: bool) {
-        let mut seen = lock(&self.ttl_right);
-        if right {
-            seen.insert((name.to_string(), rtype));
-        } else {
-            seen.remove(&(name.to_string(), rtype));
-        }
-    }
-
-    /// After a write: give the record its `HOST_TTL` if it has one and
-    /// `found` (the TTL read; `None` when not read) differs, or, unread,
-    /// when it was not seen right since the start — one call at most,
-    /// never one per report. A failure is logged, never the report's: the
-    /// address is written, and the reconcile tries again.
-    fn keep_ttl(&self, target: &Target<'_>, found: Option<Option<u32>>, deadline: Instant) {
-        let Some(&ttl) = self.ttls.get(target.fqdn) else { return };
-        let right = match found {
-            Some(found) => found == Some(ttl),
-            None => lock(&self.ttl_right).contains(&(target.fqdn.to_string(), target.rtype)),
-        };
-        if right {
-            self.ttl_seen(target.fqdn, target.rtype, true);
-            return;
-        }
-        let (fqdn, rtype) = (target.fqdn, target.rtype);
-        match target.api.change_ttl(target.zone.id, target.name, rtype, ttl, deadline) {
-            Ok(()) => {
-                log::info!("hetzner: {fqdn} {rtype} has the TTL {ttl} now (HOST_TTL)");
-                self.ttl_seen(fqdn, rtype, true);
-            }
-            Err(e) => log::warn!("hetzner: cannot change the TTL of {fqdn} {rtype} to {ttl} (HOST_TTL): {e}"),
         }
     }
 
