@@ -13,15 +13,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::aliases::{self, Alias};
+use crate::aliases::Alias;
 use crate::env::{redact_url, Env};
 pub use crate::env::{ConfigError, Secret};
-use crate::fqdn;
 use crate::heartbeat::Monitor;
-use crate::lan::{self, LanHost};
+use crate::lan::LanHost;
 use crate::net::Cidr;
-use crate::notifiers::{NtfyAuth, Target};
-use crate::projects::{self, ProjectToken};
+use crate::notifiers::Target;
+use crate::projects::ProjectToken;
 
 /// Beginnings of our settings' names: an unknown variable starting so is
 /// named at start as a likely typo.
@@ -57,6 +56,17 @@ const SETTING_PREFIXES: &[&str] = &[
     "DRY_",
 ];
 
+mod hetzner;
+mod hosts;
+mod notifications;
+mod tls;
+
+use hetzner::{api_url, hetzner_tokens};
+use hosts::{hosts, Hosts};
+use notifications::notifiers;
+use tls::tls;
+pub use tls::{Acme, Tls, TlsSource, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
+
 pub const DEFAULT_API_URL: &str = "https://api.hetzner.cloud/v1";
 /// Shortest admin password accepted (`BASIC_AUTH_PASSWORD`): it unlocks
 /// every host, so it must resist guessing at the limiter's pace for years.
@@ -66,48 +76,6 @@ pub const MIN_ADMIN_PASSWORD: usize = 12;
 pub struct Admin {
     pub username: String,
     pub password: Secret,
-}
-
-/// Let's Encrypt's ACME directories; `TLS_ACME_DIRECTORY` takes the
-/// short names `letsencrypt` and `letsencrypt-staging` (or `staging`).
-pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
-pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
-
-/// HTTPS served by the server itself (`LISTEN_TLS_PORT`).
-#[derive(Debug, Clone)]
-pub struct Tls {
-    /// `LISTEN_ADDR` with `LISTEN_TLS_PORT` (443 unless set).
-    pub listen: SocketAddr,
-    pub source: TlsSource,
-}
-
-/// Where the certificate comes from.
-#[derive(Debug, Clone)]
-pub enum TlsSource {
-    /// `TLS_CERT_FILE` and `TLS_KEY_FILE` (PEM), read again on `SIGHUP`
-    /// and when they change.
-    Files { cert: PathBuf, key: PathBuf },
-    /// `TLS_DOMAINS`: obtained and renewed by DNS-01 through the token.
-    Acme(Acme),
-}
-
-#[derive(Debug, Clone)]
-pub struct Acme {
-    /// Canonical names, in the order given (the first is the subject).
-    pub domains: Vec<String>,
-    /// `TLS_ACME_DIRECTORY`.
-    pub directory: String,
-    /// `TLS_ACME_CA_FILE`: trust for the directory's HTTPS (PEM).
-    pub ca_file: Option<PathBuf>,
-    /// `TLS_ACME_EMAIL`.
-    pub email: Option<String>,
-    /// `TLS_DNS_RESOLVER`: where the challenge TXT is looked for before
-    /// the CA is asked to validate; `None`: Hetzner's authoritative servers.
-    pub resolver: Option<String>,
-    /// `TLS_RENEW_DAYS`; `None`: a third of the lifetime left.
-    pub renew_days: Option<u32>,
-    /// Account key, certificate and key live here (the state file's folder).
-    pub dir: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -207,27 +175,7 @@ impl Config {
         let mut env = Env::new(lookup);
         let dry_run = env.flag("DRY_RUN", false);
         let key_file = PathBuf::from(env.text("PRE_SHARED_KEY_FILE").unwrap_or_else(|| "/pre-shared-key".into()));
-        let mut registered = registered_hosts(&mut env);
-        let acme_only = host_list(&mut env, "ACME_ONLY_HOSTS");
-        for host in &acme_only {
-            if registered.contains(host) {
-                env.error(format!("ACME_ONLY_HOSTS: {host} is in REGISTERED_FQDNS too; list it in one of them"));
-            }
-        }
-        registered.extend(acme_only.iter().cloned());
-        registered.sort();
-        registered.dedup();
-        let lan_hosts = match env.text("IPV6_LAN_HOSTS").map(|t| lan::parse_lan_hosts(&t, &registered)) {
-            None => Vec::new(),
-            Some(Ok(hosts)) => hosts,
-            Some(Err(errors)) => {
-                for e in errors {
-                    env.error(e);
-                }
-                Vec::new()
-            }
-        };
-        let (aliases, host_ttls) = aliases_and_ttls(&mut env, &registered, &acme_only, &lan_hosts);
+        let Hosts { registered, acme_only, lan_hosts, aliases, host_ttls } = hosts(&mut env);
         let mut config = Config {
             aliases,
             host_ttls,
@@ -395,113 +343,6 @@ fn seconds(env: &mut Env<'_>, name: &str, default: u64, min: u64, max: u64) -> D
     Duration::from_secs(env.number(name, default, min, max))
 }
 
-/// `HETZNER_TOKEN` (the project `default`) and `HETZNER_TOKENS_FILE`; a
-/// dry run does not read them at all (so a placeholder left in `.secrets`
-/// does not stop a trial run).
-fn hetzner_tokens(env: &mut Env<'_>, dry_run: bool) -> Vec<ProjectToken> {
-    let file = env.text("HETZNER_TOKENS_FILE");
-    if dry_run {
-        if env.text("HETZNER_TOKEN").is_some() || env.text("HETZNER_TOKEN_FILE").is_some() || file.is_some() {
-            env.warn("DRY_RUN=1: HETZNER_TOKEN is ignored; nothing is written to Hetzner");
-        }
-        return Vec::new();
-    }
-    let mut projects: Vec<ProjectToken> = env
-        .secret("HETZNER_TOKEN")
-        .map(|token| ProjectToken { name: crate::hetzner::DEFAULT_PROJECT.into(), token })
-        .into_iter()
-        .collect();
-    let Some(path) = file else { return projects };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) => {
-            env.error(format!(
-                "HETZNER_TOKENS_FILE: cannot read {path:?}: {e}; point it at a file of `name token` lines"
-            ));
-            return projects;
-        }
-    };
-    if let Some(mode) = others_may_read(&path) {
-        env.warn(format!(
-            "HETZNER_TOKENS_FILE: {path:?} has mode {mode:o}: other users may read the tokens; chmod 600 it"
-        ));
-    }
-    let taken: Vec<&str> = projects.iter().map(|p| p.name.as_str()).collect();
-    match projects::parse(&text, &taken) {
-        Ok(more) => {
-            for p in &more {
-                if projects.iter().any(|o| o.token == p.token) {
-                    env.error(format!(
-                        "HETZNER_TOKENS_FILE: project {} has the token of HETZNER_TOKEN (the project default); list each token once",
-                        p.name
-                    ));
-                }
-            }
-            projects.extend(more);
-        }
-        Err(errors) => {
-            for e in errors {
-                env.error(e);
-            }
-        }
-    }
-    projects
-}
-
-/// `HOST_ALIASES` and `HOST_TTL` (see `aliases`); every bad entry named.
-fn aliases_and_ttls(
-    env: &mut Env<'_>,
-    registered: &[String],
-    acme_only: &[String],
-    lan_hosts: &[LanHost],
-) -> (Vec<Alias>, BTreeMap<String, u32>) {
-    let address_hosts: Vec<String> = registered.iter().filter(|h| !acme_only.contains(h)).cloned().collect();
-    let others: Vec<String> = acme_only.iter().cloned().chain(lan_hosts.iter().map(|h| h.fqdn.clone())).collect();
-    let aliases = match env.text("HOST_ALIASES").map(|t| aliases::parse_aliases(&t, &address_hosts, &others)) {
-        None => Vec::new(),
-        Some(Ok(aliases)) => aliases,
-        Some(Err(errors)) => {
-            for e in errors {
-                env.error(e);
-            }
-            Vec::new()
-        }
-    };
-    let ttls = match env.text("HOST_TTL").map(|t| aliases::parse_ttls(&t, &address_hosts)) {
-        None => BTreeMap::new(),
-        Some(Ok(ttls)) => ttls,
-        Some(Err(errors)) => {
-            for e in errors {
-                env.error(e);
-            }
-            BTreeMap::new()
-        }
-    };
-    (aliases, ttls)
-}
-
-/// The mode of a file that users other than its owner may read.
-fn others_may_read(path: &str) -> Option<u32> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
-    (mode & 0o077 != 0).then_some(mode)
-}
-
-fn api_url(env: &mut Env<'_>) -> String {
-    let url = env.text("HETZNER_API_URL").unwrap_or_else(|| DEFAULT_API_URL.to_string());
-    let url = url.trim_end_matches('/').to_string();
-    if !(url.starts_with("https://") || url.starts_with("http://")) {
-        let shown = redact_url(&url);
-        env.error(format!("HETZNER_API_URL={shown:?} is not an http(s) URL; leave it unset for {DEFAULT_API_URL}"));
-    } else if url.contains("dns.hetzner.com") {
-        env.error(format!(
-            "HETZNER_API_URL={:?} is the old DNS API, shut down in May 2026; leave it unset for {DEFAULT_API_URL} and use a Cloud API token",
-            redact_url(&url)
-        ));
-    }
-    url
-}
-
 /// `STATE_FILE`, or `dyndns-state.json` next to the key file. A dry run
 /// keeps its state apart (`….dry-run.json`): addresses it "wrote" were never
 /// at Hetzner, and a live run must not answer `nochg` from them.
@@ -532,99 +373,6 @@ fn listen_address(env: &mut Env<'_>) -> SocketAddr {
     // 0 (a free port) is for tests; an operator's typo beyond 65535 stops the server.
     let port = env.number("LISTEN_PORT", 80, 0, 65535) as u16;
     SocketAddr::new(ip, port)
-}
-
-/// `TLS_DOMAINS` or `TLS_CERT_FILE` + `TLS_KEY_FILE`, and the settings
-/// that go with them; `None` when neither is set.
-fn tls(env: &mut Env<'_>, ip: IpAddr, state_file: &std::path::Path) -> Option<Tls> {
-    let port = env.number("LISTEN_TLS_PORT", 443, 0, 65535) as u16;
-    let listen = SocketAddr::new(ip, port);
-    let files = (env.text("TLS_CERT_FILE").map(PathBuf::from), env.text("TLS_KEY_FILE").map(PathBuf::from));
-    let domains = host_list(env, "TLS_DOMAINS");
-    let acme_vars = ["TLS_ACME_DIRECTORY", "TLS_ACME_CA_FILE", "TLS_ACME_EMAIL", "TLS_DNS_RESOLVER", "TLS_RENEW_DAYS"];
-    let source = match (files, domains.is_empty()) {
-        ((Some(_), Some(_)), false) => {
-            env.error("TLS_DOMAINS and TLS_CERT_FILE are both set; use one: TLS_DOMAINS to have the server get its certificate, or TLS_CERT_FILE and TLS_KEY_FILE for one from elsewhere");
-            return None;
-        }
-        ((Some(cert), Some(key)), true) => TlsSource::Files { cert, key },
-        ((Some(_), None), _) => {
-            env.error("TLS_CERT_FILE is set but TLS_KEY_FILE is not; set both (PEM files) or neither");
-            return None;
-        }
-        ((None, Some(_)), _) => {
-            env.error("TLS_KEY_FILE is set but TLS_CERT_FILE is not; set both (PEM files) or neither");
-            return None;
-        }
-        ((None, None), false) => TlsSource::Acme(acme(env, domains, state_file)),
-        ((None, None), true) => {
-            for var in acme_vars.iter().chain(&["LISTEN_TLS_PORT"]) {
-                if env.text(var).is_some() {
-                    env.warn(format!("{var} is set but HTTPS is off; set TLS_DOMAINS (or TLS_CERT_FILE and TLS_KEY_FILE) to serve HTTPS"));
-                }
-            }
-            return None;
-        }
-    };
-    if let TlsSource::Files { .. } = source {
-        for var in acme_vars {
-            if env.text(var).is_some() {
-                env.warn(format!("{var} is ignored: the certificate comes from TLS_CERT_FILE"));
-            }
-        }
-    }
-    Some(Tls { listen, source })
-}
-
-fn acme(env: &mut Env<'_>, domains: Vec<String>, state_file: &std::path::Path) -> Acme {
-    let directory = match env.text("TLS_ACME_DIRECTORY").as_deref() {
-        None | Some("letsencrypt") => LETS_ENCRYPT.to_string(),
-        Some("letsencrypt-staging" | "staging") => LETS_ENCRYPT_STAGING.to_string(),
-        Some(url) if url.starts_with("https://") => url.to_string(),
-        Some(other) => {
-            env.error(format!(
-                "TLS_ACME_DIRECTORY={other:?} is not an https:// URL; use the CA's directory URL, or letsencrypt / letsencrypt-staging"
-            ));
-            String::new()
-        }
-    };
-    let resolver = env.text("TLS_DNS_RESOLVER").map(|r| {
-        if !is_host_port(&r) {
-            env.error(format!("TLS_DNS_RESOLVER={r:?} is not host:port; use e.g. 1.1.1.1:53 or [2606:4700::1111]:53"));
-        }
-        r
-    });
-    let email = env.text("TLS_ACME_EMAIL");
-    if let Some(e) = &email {
-        if !e.contains('@') || e.contains(char::is_whitespace) || e.contains(',') {
-            env.error(format!("TLS_ACME_EMAIL={e:?} is not an e-mail address; set one address or leave it unset"));
-        }
-    }
-    let renew_days = env.text("TLS_RENEW_DAYS").map(|_| env.number("TLS_RENEW_DAYS", 30, 1, 3650) as u32);
-    for d in &domains {
-        if d.starts_with("*.") {
-            continue;
-        }
-        if d.contains('*') {
-            env.error(format!("TLS_DOMAINS: {d:?} has a '*' that is not its first label"));
-        }
-    }
-    let dir =
-        state_file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).to_path_buf();
-    Acme {
-        domains,
-        directory,
-        ca_file: env.text("TLS_ACME_CA_FILE").map(PathBuf::from),
-        email,
-        resolver,
-        renew_days,
-        dir,
-    }
-}
-
-/// `host:port` with a numeric port (the host is resolved when used).
-fn is_host_port(text: &str) -> bool {
-    text.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
 }
 
 fn admin(env: &mut Env<'_>) -> Option<Admin> {
@@ -659,53 +407,6 @@ fn admin(env: &mut Env<'_>) -> Option<Admin> {
             None
         }
     }
-}
-
-/// ntfy from `NTFY_*`, then `NOTIFY_URLS`.
-fn notifiers(env: &mut Env<'_>) -> Vec<Target> {
-    let mut targets: Vec<Target> = ntfy(env).into_iter().collect();
-    if let Some(list) = env.text("NOTIFY_URLS") {
-        match crate::notifiers::parse_urls(&list) {
-            Ok(more) => targets.extend(more),
-            Err(e) => env.error(e),
-        }
-    }
-    targets
-}
-
-fn ntfy(env: &mut Env<'_>) -> Option<Target> {
-    let (url, topic) = match (env.text("NTFY_URL"), env.text("NTFY_TOPIC")) {
-        (None, None) => return None,
-        (Some(u), Some(t)) => (u, t),
-        (Some(_), None) => {
-            env.error("NTFY_URL is set but NTFY_TOPIC is not; set both (or neither)");
-            return None;
-        }
-        (None, Some(t)) => {
-            env.error(format!("NTFY_TOPIC={t:?} is set but NTFY_URL is not; set it, e.g. https://ntfy.sh"));
-            return None;
-        }
-    };
-    if !(url.starts_with("https://") || url.starts_with("http://")) {
-        env.error(format!("NTFY_URL={:?} is not an http(s) URL, e.g. https://ntfy.sh", redact_url(&url)));
-    }
-    if topic.contains(['/', '?', '#', ' ']) {
-        env.error(format!("NTFY_TOPIC={topic:?} must be a bare topic name"));
-    }
-    let auth = match (env.text("NTFY_USERNAME"), env.secret("NTFY_PASSWORD"), env.secret("NTFY_TOKEN")) {
-        (None, None, None) => NtfyAuth::None,
-        (Some(username), Some(password), None) => NtfyAuth::Basic { username, password },
-        (None, None, Some(t)) => NtfyAuth::Token(t),
-        (_, _, Some(_)) => {
-            env.error("NTFY_TOKEN and NTFY_USERNAME/NTFY_PASSWORD are both set; use one way to log in");
-            NtfyAuth::None
-        }
-        _ => {
-            env.error("NTFY_USERNAME and NTFY_PASSWORD go together; set both or neither");
-            NtfyAuth::None
-        }
-    };
-    Some(Target::Ntfy { topic_url: format!("{}/{topic}", url.trim_end_matches('/')), auth })
 }
 
 fn trusted_proxies(env: &mut Env<'_>) -> Vec<Cidr> {
@@ -744,52 +445,10 @@ fn public_url(env: &mut Env<'_>) -> Option<String> {
     Some(url)
 }
 
-/// A comma-separated list of host names, canonical, sorted, no duplicates.
-fn host_list(env: &mut Env<'_>, var: &str) -> Vec<String> {
-    let mut hosts = Vec::new();
-    for item in env.text(var).unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        match fqdn::canonical(item) {
-            Ok(host) => hosts.push(host),
-            Err(e) => env.error(format!("{var}: {item:?} is not a host name: {e}")),
-        }
-    }
-    hosts.sort();
-    hosts.dedup();
-    hosts
-}
-
-fn registered_hosts(env: &mut Env<'_>) -> Vec<String> {
-    let (var, raw) = match (env.text("REGISTERED_FQDNS"), env.text("ALLOWED_FQDNS")) {
-        (Some(v), old) => {
-            if old.is_some() {
-                env.warn("ALLOWED_FQDNS is ignored because REGISTERED_FQDNS is set; remove ALLOWED_FQDNS");
-            }
-            ("REGISTERED_FQDNS", v)
-        }
-        (None, Some(v)) => {
-            env.warn("ALLOWED_FQDNS is deprecated; rename it to REGISTERED_FQDNS");
-            ("ALLOWED_FQDNS", v)
-        }
-        (None, None) => {
-            env.warn("REGISTERED_FQDNS is empty: no host may be updated and every update answers nohost; list your hosts, comma-separated");
-            return Vec::new();
-        }
-    };
-    let mut hosts = Vec::new();
-    for item in raw.split(|c: char| c == ',' || c.is_whitespace()).filter(|s| !s.is_empty()) {
-        match fqdn::canonical(item) {
-            Ok(host) if !hosts.contains(&host) => hosts.push(host),
-            Ok(_) => {}
-            Err(e) => env.error(format!("{var}: {item:?} is not a host name: {e}")),
-        }
-    }
-    hosts.sort();
-    hosts
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::notifiers::NtfyAuth;
     use std::collections::HashMap;
 
     fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
