@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -28,11 +27,10 @@ use crate::metrics::{Counters, Endpoint};
 use crate::net::RecordType;
 use crate::notify::Event;
 use crate::notify::{self, ClientMistake, Kind, Message, Notifier};
+use crate::reconcile::{Reconciles, ZoneReconcile};
 use crate::state;
 use crate::time::{duration_text, unix_now};
-use crate::updater::{
-    Backend, Drift, DriftAction, Outcome, Repair, Report, Settings, UpdateError, Updater, WriteLimit,
-};
+use crate::updater::{Backend, Outcome, Report, Settings, UpdateError, Updater, WriteLimit};
 
 /// State shared by all request threads.
 pub struct App {
@@ -54,9 +52,8 @@ pub struct App {
     pub counters: Counters,
     /// Hosts already warned about a private address from the connection.
     private_warned: Mutex<HashSet<String>>,
-    /// Zone → when its last reconcile finished (Unix seconds) and the
-    /// records it compared.
-    reconciled: Mutex<BTreeMap<String, ZoneReconcile>>,
+    /// Each zone's last reconcile.
+    pub reconciled: Reconciles,
     pub started: Instant,
     /// The HTTPS certificate, when the server serves HTTPS itself.
     pub certificates: std::sync::OnceLock<Arc<crate::certificates::CertStore>>,
@@ -82,17 +79,6 @@ pub struct LanResult {
     pub fqdn: String,
     pub ip: std::net::Ipv6Addr,
     pub result: Result<Outcome, UpdateError>,
-}
-
-/// The last reconcile of one zone, for `/status` and `/metrics`.
-#[derive(Debug, Clone, Default)]
-pub struct ZoneReconcile {
-    /// Unix seconds of its end; 0 when it has not completed yet.
-    pub at: u64,
-    pub hosts: usize,
-    pub drift: usize,
-    /// Why the last attempt failed, if it did.
-    pub error: Option<String>,
 }
 
 impl App {
@@ -163,7 +149,7 @@ impl App {
             notifier,
             counters: Counters::default(),
             private_warned: Mutex::default(),
-            reconciled: Mutex::default(),
+            reconciled: Reconciles::default(),
             started: Instant::now(),
             certificates: std::sync::OnceLock::new(),
         }
@@ -455,129 +441,15 @@ impl App {
         self.lan.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// Reconcile every zone that holds registered hosts (see
-    /// `Updater::reconcile`): one listing per 100 records, drift set back
-    /// unless `RECONCILE_REPAIR=0` or the host is lost. Deferred while the
-    /// Hetzner API budget is below its reserve. Returns whether every zone
-    /// was reconciled (false: try again sooner).
-    pub fn reconcile_all(&self, deadline: Instant) -> bool {
-        let zones = match self.updater.hosts_by_zone(&self.record_names, deadline) {
-            Ok(zones) => zones,
-            Err(e) => {
-                log::warn!("reconcile: cannot list the zones: {e}");
-                return false;
-            }
-        };
-        let mut complete = true;
-        let repair = |host: &str| {
-            // A LAN host is as alive as its router.
-            let lan = self.config.lan_hosts.iter().find(|h| h.fqdn == host && !self.registered(host));
-            let reporter = lan.map_or(host, |h| h.router.as_str());
-            if self.hosts.is_lost(reporter) {
-                Repair::HostLost
-            } else if self.config.reconcile_repair {
-                Repair::Yes
-            } else {
-                Repair::ReportOnly
-            }
-        };
-        for (zone, hosts) in zones {
-            let name = zone.name.clone();
-            let Some(api) = self.updater.api(&zone) else { continue };
-            if api.budget_low() {
-                self.counters.reconcile_deferred.fetch_add(1, Ordering::Relaxed);
-                log::warn!(
-                    "reconcile of {name} deferred: the Hetzner API budget of project {} is below its reserve ({} of {} left); address changes still go through",
-                    api.project,
-                    api.rate_remaining().unwrap_or(0),
-                    api.rate_limit()
-                );
-                complete = false;
-                continue;
-            }
-            let result = self.updater.reconcile(&zone, &hosts, &repair, deadline);
-            let mut entry = ZoneReconcile { hosts: hosts.len(), ..ZoneReconcile::default() };
-            match result {
-                Ok(drift) => {
-                    entry.at = unix_now();
-                    entry.drift = drift.len();
-                    log::debug!("reconcile of {name}: {} host(s), {} drifted", hosts.len(), drift.len());
-                    for d in drift {
-                        self.drifted(d);
-                    }
-                }
-                Err(e) => {
-                    log::error!("reconcile of {name}: {e}");
-                    complete = false;
-                    entry.error = Some(e.to_string());
-                    entry.at = self.last_reconcile(&name).map_or(0, |r| r.at);
-                }
-            }
-            self.reconciled.lock().unwrap_or_else(PoisonError::into_inner).insert(name, entry);
-        }
-        complete
-    }
-
-    fn last_reconcile(&self, zone: &str) -> Option<ZoneReconcile> {
-        self.reconciled.lock().unwrap_or_else(PoisonError::into_inner).get(zone).cloned()
-    }
-
     /// Every zone's last reconcile, by zone name.
     pub fn reconciles(&self) -> BTreeMap<String, ZoneReconcile> {
-        self.reconciled.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.reconciled.all()
     }
 
-    /// Log, count and announce one drifted record.
-    fn drifted(&self, d: Drift) {
-        self.counters.count_drift(d.action.metric());
-        let (host, rtype, expected) = (&d.host, d.rtype, d.expected);
-        if matches!(d.action, DriftAction::Restored | DriftAction::Recreated) {
-            let old = d.found.as_deref().and_then(|v| match v {
-                [one] => one.parse().ok(),
-                _ => None,
-            });
-            // An alias's repair goes into its host's history.
-            let owner = self.updater.host_of(host);
-            let alias = (owner != host.as_str()).then(|| host.clone());
-            let change = Change { at: unix_now(), rtype, old, new: expected, cause: Cause::Repair, alias };
-            self.hosts.record_change(owner, change);
-        }
-        let found = match &d.found {
-            Some(values) => values.join(","),
-            None => "nothing (deleted)".into(),
-        };
-        let text = match &d.action {
-            DriftAction::Restored => format!("{host} was changed outside the server: {found} → restored {expected}"),
-            DriftAction::Recreated => format!("{host} {rtype} was deleted outside the server → re-created with {expected}"),
-            DriftAction::Reported => format!(
-                "{host} {rtype} was changed outside the server: it holds {found}, the server set {expected}; not restored (RECONCILE_REPAIR=0)"
-            ),
-            DriftAction::LeftLost => format!(
-                "{host} {rtype} was changed outside the server: it holds {found}, the server set {expected}; left alone, the host is lost"
-            ),
-            DriftAction::Failed(e) => {
-                format!("{host} {rtype} was changed outside the server ({found}); restoring {expected} failed: {e}")
-            }
-        };
-        match &d.action {
-            DriftAction::LeftLost => log::info!("reconcile: {text}"),
-            DriftAction::Failed(_) => log::error!("reconcile: {text}"),
-            _ => log::warn!("reconcile: {text}"),
-        }
-        if d.action == DriftAction::LeftLost {
-            return;
-        }
-        let failed = matches!(d.action, DriftAction::Failed(_));
-        self.notifier.send_about(
-            host,
-            Message {
-                title: format!("{host} {rtype} was changed outside the server"),
-                body: text,
-                priority: if failed { notify::HIGH } else { notify::DEFAULT },
-                event: Event::Drift,
-                host: None,
-            },
-        );
+    /// Every name whose records the server sets: registered and LAN hosts
+    /// and aliases, sorted.
+    pub fn record_names(&self) -> &[String] {
+        &self.record_names
     }
 
     /// Remove ACME challenge values older than an hour (a client that never

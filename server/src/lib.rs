@@ -53,6 +53,7 @@ pub mod notifiers;
 pub mod notify;
 pub mod pages;
 pub mod projects;
+pub mod reconcile;
 pub mod renewal;
 pub mod server;
 pub mod setup;

@@ -190,7 +190,7 @@ impl Server {
             log::info!("listening on https://{a}");
         }
         let renewal_stop = spawn_renewal(&app);
-        let reconcile_stop = spawn_reconcile(&app);
+        let reconcile_stop = crate::reconcile::spawn(&app);
         let retry_stop = spawn_retry(&app);
         let (heartbeat_tx, heartbeat_rx) = mpsc::channel();
         let heartbeat_stop = crate::heartbeat::spawn(&app, heartbeat_rx).map(|_| heartbeat_tx);
@@ -419,50 +419,6 @@ fn spawn_renewal(app: &Arc<App>) -> Option<Sender<()>> {
         Ok(_) => Some(stop_tx),
         Err(e) => {
             log::error!("cannot start the certificate thread: {e}");
-            None
-        }
-    }
-}
-
-/// How long one reconcile of all zones may take at most.
-const RECONCILE_BUDGET: Duration = Duration::from_secs(120);
-
-/// After a reconcile that did not complete, the next try comes after this,
-/// doubling up to `RECONCILE_INTERVAL` while it keeps failing.
-const RECONCILE_RETRY: Duration = Duration::from_secs(10);
-
-/// Reconcile every zone at start and then every `RECONCILE_INTERVAL`
-/// (unless it is 0, or in a dry run), until the returned sender is dropped.
-fn spawn_reconcile(app: &Arc<App>) -> Option<Sender<()>> {
-    let interval = app.config.reconcile_interval;
-    if interval.is_zero() || app.updater.projects().is_empty() {
-        return None;
-    }
-    let (stop_tx, stop) = mpsc::channel::<()>();
-    let app = Arc::clone(app);
-    let spawned = std::thread::Builder::new().name("reconcile".into()).spawn(move || {
-        let mut retry = RECONCILE_RETRY.min(interval);
-        loop {
-            let started = Instant::now();
-            let complete = app.reconcile_all(started + RECONCILE_BUDGET.min(interval.max(Duration::from_secs(30))));
-            app.updater.first_reconcile_done();
-            let wait = if complete {
-                retry = RECONCILE_RETRY.min(interval);
-                interval
-            } else {
-                let wait = retry;
-                retry = (retry * 2).min(interval);
-                wait
-            };
-            if !matches!(stop.recv_timeout(wait.saturating_sub(started.elapsed())), Err(RecvTimeoutError::Timeout)) {
-                return;
-            }
-        }
-    });
-    match spawned {
-        Ok(_) => Some(stop_tx),
-        Err(e) => {
-            log::error!("cannot start the reconcile thread (drift repair, API economy): {e}");
             None
         }
     }
