@@ -144,23 +144,7 @@ impl Target {
         };
         let text = || cut(&format!("{}\n{}", m.title, m.body), MAX_TEXT);
         match self {
-            Target::Ntfy { topic_url, auth } => {
-                let mut headers = vec![
-                    ("Title", header_safe(&m.title)),
-                    ("Priority", m.priority.to_string()),
-                    ("Tags", m.event.tags().to_string()),
-                ];
-                match auth {
-                    NtfyAuth::None => {}
-                    NtfyAuth::Basic { username, password } => {
-                        let pair = format!("{username}:{}", password.expose());
-                        let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
-                        headers.push(("Authorization", format!("Basic {encoded}")));
-                    }
-                    NtfyAuth::Token(t) => headers.push(("Authorization", format!("Bearer {}", t.expose()))),
-                }
-                vec![Outgoing { url: topic_url.clone(), headers, body: m.body.clone() }]
-            }
+            Target::Ntfy { topic_url, auth } => vec![ntfy_request(topic_url, auth, m)],
             Target::Generic { url } => vec![json(
                 url.expose().to_string(),
                 json!({"title": m.title, "message": m.body, "priority": m.priority,
@@ -191,27 +175,50 @@ impl Target {
                     )
                 })
                 .collect(),
-            Target::Pushover { token, user } => {
-                // Pushover's priorities: -2..2; 1 bypasses quiet hours.
-                let priority = if m.priority >= HIGH { "1" } else { "0" };
-                let mut body = String::new();
-                for (k, v) in [
-                    ("token", token.expose()),
-                    ("user", user.expose()),
-                    ("title", &cut(&m.title, 250)),
-                    ("message", &cut(&m.body, MAX_TEXT)),
-                    ("priority", priority),
-                ] {
-                    let sep = if body.is_empty() { "" } else { "&" };
-                    let _ = write!(body, "{sep}{k}={}", form_encode(v));
-                }
-                vec![Outgoing {
-                    url: "https://api.pushover.net/1/messages.json".into(),
-                    headers: vec![("Content-Type", "application/x-www-form-urlencoded".into())],
-                    body,
-                }]
-            }
+            Target::Pushover { token, user } => vec![pushover_request(token, user, m)],
         }
+    }
+}
+
+/// ntfy: the body is the message; title, priority, tags and login in
+/// headers.
+fn ntfy_request(topic_url: &str, auth: &NtfyAuth, m: &Message) -> Outgoing {
+    let mut headers = vec![
+        ("Title", header_safe(&m.title)),
+        ("Priority", m.priority.to_string()),
+        ("Tags", m.event.tags().to_string()),
+    ];
+    match auth {
+        NtfyAuth::None => {}
+        NtfyAuth::Basic { username, password } => {
+            let pair = format!("{username}:{}", password.expose());
+            let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+            headers.push(("Authorization", format!("Basic {encoded}")));
+        }
+        NtfyAuth::Token(t) => headers.push(("Authorization", format!("Bearer {}", t.expose()))),
+    }
+    Outgoing { url: topic_url.to_string(), headers, body: m.body.clone() }
+}
+
+/// Pushover: a form with the app's token and the user's key.
+fn pushover_request(token: &Secret, user: &Secret, m: &Message) -> Outgoing {
+    // Pushover's priorities: -2..2; 1 bypasses quiet hours.
+    let priority = if m.priority >= HIGH { "1" } else { "0" };
+    let mut body = String::new();
+    for (k, v) in [
+        ("token", token.expose()),
+        ("user", user.expose()),
+        ("title", &cut(&m.title, 250)),
+        ("message", &cut(&m.body, MAX_TEXT)),
+        ("priority", priority),
+    ] {
+        let sep = if body.is_empty() { "" } else { "&" };
+        let _ = write!(body, "{sep}{k}={}", form_encode(v));
+    }
+    Outgoing {
+        url: "https://api.pushover.net/1/messages.json".into(),
+        headers: vec![("Content-Type", "application/x-www-form-urlencoded".into())],
+        body,
     }
 }
 
@@ -339,25 +346,7 @@ fn parse(entry: &str) -> Result<Target, String> {
             let token = secret(token).map_err(|_| "the application token is missing (gotify://host/TOKEN)")?;
             Ok(Target::Gotify { base: format!("{}://{}{sub}", p.scheme(), p.host), token })
         }
-        "ntfy" => {
-            valid_host(p.host)?;
-            let topic = p.path.trim_matches('/');
-            if topic.is_empty() || topic.contains('/') {
-                return Err("the topic is missing (ntfy://host/TOPIC)".into());
-            }
-            let scheme = match p.query("scheme") {
-                Some("http") => "http",
-                Some("https") | None => "https",
-                Some(_) => return Err("scheme= must be http or https".into()),
-            };
-            let auth = match (p.user, p.password) {
-                (None, None) => NtfyAuth::None,
-                (None, Some(token)) => NtfyAuth::Token(secret(token)?),
-                (Some(u), Some(pw)) => NtfyAuth::Basic { username: u.to_string(), password: secret(pw)? },
-                (Some(_), None) => return Err("a user name without a password".into()),
-            };
-            Ok(Target::Ntfy { topic_url: format!("{scheme}://{}/{topic}", p.host), auth })
-        }
+        "ntfy" => ntfy(&p),
         "discord" => {
             let token = secret(p.user.unwrap_or_default()).map_err(|_| "the token is missing (discord://TOKEN@ID)")?;
             let id = p.host;
@@ -366,38 +355,8 @@ fn parse(entry: &str) -> Result<Target, String> {
             }
             Ok(Target::Discord { id: id.to_string(), token })
         }
-        "slack" => {
-            // slack://hook:T-B-X@webhook (Shoutrrr 0.7+) or slack://T/B/X.
-            let path = match (p.user, p.password) {
-                (Some("hook"), Some(token)) => token.replace('-', "/"),
-                (None, None) => format!("{}{}", p.host, p.path),
-                (Some(_), _) => return Err("only webhooks are supported (slack://hook:TOKEN@webhook)".into()),
-                _ => String::new(),
-            };
-            let pieces: Vec<&str> = path.trim_matches('/').split('/').collect();
-            if pieces.len() != 3 || pieces.iter().any(|s| s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphanumeric()))
-            {
-                return Err("the webhook token must have three parts (slack://hook:T000-B000-XXXX@webhook)".into());
-            }
-            Ok(Target::Slack { path: Secret::new(pieces.join("/")) })
-        }
-        "telegram" => {
-            let token = match (p.user, p.password) {
-                (Some(id), Some(key)) => secret(&format!("{id}:{key}"))?,
-                _ => return Err("the bot token is missing (telegram://TOKEN@telegram?chats=…)".into()),
-            };
-            let chats: Vec<String> = p
-                .query("chats")
-                .unwrap_or_default()
-                .split(',')
-                .map(|c| percent_encoding::percent_decode_str(c).decode_utf8_lossy().trim().to_string())
-                .filter(|c| !c.is_empty())
-                .collect();
-            if chats.is_empty() {
-                return Err("no chats= given (telegram://TOKEN@telegram?chats=@channel,12345)".into());
-            }
-            Ok(Target::Telegram { token, chats })
-        }
+        "slack" => slack(&p),
+        "telegram" => telegram(&p),
         "pushover" => {
             let token = secret(p.password.unwrap_or_default())
                 .map_err(|_| "the API token is missing (pushover://shoutrrr:APITOKEN@USERKEY)")?;
@@ -408,6 +367,61 @@ fn parse(entry: &str) -> Result<Target, String> {
             "unknown service {other:?}; use generic+https, gotify, ntfy, discord, slack, telegram or pushover"
         )),
     }
+}
+
+/// `ntfy://[user:password@]host/topic[?scheme=http]`.
+fn ntfy(p: &Parts<'_>) -> Result<Target, String> {
+    valid_host(p.host)?;
+    let topic = p.path.trim_matches('/');
+    if topic.is_empty() || topic.contains('/') {
+        return Err("the topic is missing (ntfy://host/TOPIC)".into());
+    }
+    let scheme = match p.query("scheme") {
+        Some("http") => "http",
+        Some("https") | None => "https",
+        Some(_) => return Err("scheme= must be http or https".into()),
+    };
+    let auth = match (p.user, p.password) {
+        (None, None) => NtfyAuth::None,
+        (None, Some(token)) => NtfyAuth::Token(secret(token)?),
+        (Some(u), Some(pw)) => NtfyAuth::Basic { username: u.to_string(), password: secret(pw)? },
+        (Some(_), None) => return Err("a user name without a password".into()),
+    };
+    Ok(Target::Ntfy { topic_url: format!("{scheme}://{}/{topic}", p.host), auth })
+}
+
+/// `slack://hook:T-B-X@webhook` (Shoutrrr 0.7+) or `slack://T/B/X`.
+fn slack(p: &Parts<'_>) -> Result<Target, String> {
+    let path = match (p.user, p.password) {
+        (Some("hook"), Some(token)) => token.replace('-', "/"),
+        (None, None) => format!("{}{}", p.host, p.path),
+        (Some(_), _) => return Err("only webhooks are supported (slack://hook:TOKEN@webhook)".into()),
+        _ => String::new(),
+    };
+    let pieces: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if pieces.len() != 3 || pieces.iter().any(|s| s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphanumeric())) {
+        return Err("the webhook token must have three parts (slack://hook:T000-B000-XXXX@webhook)".into());
+    }
+    Ok(Target::Slack { path: Secret::new(pieces.join("/")) })
+}
+
+/// `telegram://TOKEN@telegram?chats=@channel,12345`.
+fn telegram(p: &Parts<'_>) -> Result<Target, String> {
+    let token = match (p.user, p.password) {
+        (Some(id), Some(key)) => secret(&format!("{id}:{key}"))?,
+        _ => return Err("the bot token is missing (telegram://TOKEN@telegram?chats=…)".into()),
+    };
+    let chats: Vec<String> = p
+        .query("chats")
+        .unwrap_or_default()
+        .split(',')
+        .map(|c| percent_encoding::percent_decode_str(c).decode_utf8_lossy().trim().to_string())
+        .filter(|c| !c.is_empty())
+        .collect();
+    if chats.is_empty() {
+        return Err("no chats= given (telegram://TOKEN@telegram?chats=@channel,12345)".into());
+    }
+    Ok(Target::Telegram { token, chats })
 }
 
 pub use dyndns_common::heartbeat::describe;

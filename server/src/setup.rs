@@ -27,81 +27,98 @@ pub struct Target<'a> {
 
 /// Every client's settings, as one text.
 pub fn text(t: &Target<'_>) -> String {
-    let (host, key, url) = (t.host, t.key, t.url);
-    let user = fqdn::first_label(host);
-    let tls = url.starts_with("https://");
-    // `host[:port]`, as ddclient, inadyn and UniFi take it.
-    let server = url_parts(url).1;
-    let prefix = if t.has_lan_hosts { "&ip6lanprefix=<ip6lanprefix>" } else { "" };
     let mut out = String::new();
     if !t.aliases.is_empty() {
         let _ = writeln!(
             out,
-            "# Each report of {host} also sets {} (HOST_ALIASES): configure only {host} in the client below.",
-            t.aliases.join(", ")
+            "# Each report of {} also sets {} (HOST_ALIASES): configure only {} in the client below.",
+            t.host,
+            t.aliases.join(", "),
+            t.host
         );
     }
-    let mut section = |title: &str, body: &str| {
+    for (title, body) in routers(t).into_iter().chain(programs(t)) {
         let _ = write!(out, "== {title}\n{body}\n");
-    };
-    section(
-        "Fritz!Box (Internet > Permit Access > DynDNS, provider \"User-defined\")",
-        &format!(
+    }
+    out
+}
+
+/// What the sections share: the host, its key and first label, the URL,
+/// `host[:port]` (as ddclient, inadyn and UniFi take it), HTTPS or not.
+fn parts<'a>(t: &Target<'a>) -> (&'a str, &'a str, &'a str, &'a str, &'a str, bool) {
+    (t.host, t.key, fqdn::first_label(t.host), t.url, url_parts(t.url).1, t.url.starts_with("https://"))
+}
+
+/// Routers' and NAS' own dyndns settings.
+fn routers(t: &Target<'_>) -> Vec<(&'static str, String)> {
+    let (host, key, user, url, server, tls) = parts(t);
+    let prefix = if t.has_lan_hosts { "&ip6lanprefix=<ip6lanprefix>" } else { "" };
+    vec![
+        (
+            "Fritz!Box (Internet > Permit Access > DynDNS, provider \"User-defined\")",
+            format!(
             "Update URL:  {url}/nic/update?hostname=<domain>&myip=<ipaddr>,<ip6addr>{prefix}\nDomain name: {host}\nUser name:   {user}\nPassword:    {key}\n"
         ),
-    );
-    section(
-        "OpenWrt (luci-app-ddns; append to /etc/config/ddns, then /etc/init.d/ddns restart)",
-        &format!(
+        ),
+        (
+            "OpenWrt (luci-app-ddns; append to /etc/config/ddns, then /etc/init.d/ddns restart)",
+            format!(
             "config service '{user}_v4'\n\toption enabled '1'\n\toption lookup_host '{host}'\n\toption domain '{host}'\n\toption username '{user}'\n\toption password '{key}'\n\toption update_url '{url}/nic/update?hostname=[DOMAIN]&myip=[IP]'\n\toption use_https '{https}'\n\toption ip_source 'network'\n\toption ip_network 'wan'\n\toption interface 'wan'\n\n\
              config service '{user}_v6'\n\toption enabled '1'\n\toption use_ipv6 '1'\n\toption lookup_host '{host}'\n\toption domain '{host}'\n\toption username '{user}'\n\toption password '{key}'\n\toption update_url '{url}/nic/update?hostname=[DOMAIN]&myip=[IP]'\n\toption use_https '{https}'\n\toption ip_source 'network'\n\toption ip_network 'wan6'\n\toption interface 'wan6'\n",
             https = u8::from(tls)
         ),
-    );
-    section(
-        "UniFi (Settings > Internet > Dynamic DNS, service \"custom\")",
-        &format!(
+        ),
+        (
+            "UniFi (Settings > Internet > Dynamic DNS, service \"custom\")",
+            format!(
             "Hostname: {host}\nUsername: {user}\nPassword: {key}\nServer:   {server}/nic/update?hostname=%h&myip=%i\n"
         ),
-    );
-    section(
-        "OPNsense / pfSense (Services > Dynamic DNS, service \"Custom\")",
-        &format!(
+        ),
+        (
+            "OPNsense / pfSense (Services > Dynamic DNS, service \"Custom\")",
+            format!(
             "Update URL:   {url}/nic/update?hostname={host}&myip=%IP%\nUsername:     {user}\nPassword:     {key}\nResult match: good|nochg\n"
         ),
-    );
-    section(
-        "Synology (Control Panel > External Access > DDNS > Customize provider)",
-        &format!(
+        ),
+        (
+            "Synology (Control Panel > External Access > DDNS > Customize provider)",
+            format!(
             "Query URL: {url}/nic/update?hostname=__HOSTNAME__&myip=__MYIP__&user=__USERNAME__&pass=__PASSWORD__\nthen add it with hostname {host}, username {user}, password {key}\n"
         ),
-    );
-    section(
-        "ddclient 3.10+ (/etc/ddclient.conf)",
-        &format!(
+        ),
+    ]
+}
+
+/// Programs: ddclient, inadyn, curl, the agent, lego.
+fn programs(t: &Target<'_>) -> Vec<(&'static str, String)> {
+    let (host, key, user, url, server, tls) = parts(t);
+    vec![
+        (
+            "ddclient 3.10+ (/etc/ddclient.conf)",
+            format!(
             "protocol=dyndns2\nserver={server}\nssl={ssl}\nlogin={user}\npassword={key}\nuse=web, web={url}/ip\n{host}\n",
             ssl = if tls { "yes" } else { "no" }
         ),
-    );
-    section(
-        "inadyn 2.10+ (/etc/inadyn.conf)",
-        &format!(
+        ),
+        (
+            "inadyn 2.10+ (/etc/inadyn.conf)",
+            format!(
             "period = 300\ncustom dyndns-server {{\n    ssl = {tls}\n    username = {user}\n    password = {key}\n    ddns-server = {server}\n    ddns-path = \"/nic/update?hostname=%h&myip=%i\"\n    checkip-server = {server}\n    checkip-path = /ip\n    checkip-ssl = {tls}\n    hostname = {{ \"{host}\" }}\n}}\n"
         ),
-    );
-    section(
-        "curl from cron (crontab -e; a second line with curl -6 for IPv6)",
-        &format!("*/5 * * * * curl -fsS -u {user}:{key} \"{url}/nic/update?hostname={host}\"\n"),
-    );
-    section(
-        "dyndns-agent (environment, e.g. /etc/dyndns-agent.env for the systemd unit in agent/systemd/)",
-        &format!("BACKEND_URL={url}\nFQDN={host}\nPRE_SHARED_KEY={key}\n"),
-    );
-    section(
-        "ACME DNS-01 with lego or Traefik (see README \"Certificates for your hosts\")",
-        &format!("HTTPREQ_ENDPOINT={url}\nHTTPREQ_USERNAME={user}\nHTTPREQ_PASSWORD={key}\n"),
-    );
-    out
+        ),
+        (
+            "curl from cron (crontab -e; a second line with curl -6 for IPv6)",
+            format!("*/5 * * * * curl -fsS -u {user}:{key} \"{url}/nic/update?hostname={host}\"\n"),
+        ),
+        (
+            "dyndns-agent (environment, e.g. /etc/dyndns-agent.env for the systemd unit in agent/systemd/)",
+            format!("BACKEND_URL={url}\nFQDN={host}\nPRE_SHARED_KEY={key}\n"),
+        ),
+        (
+            "ACME DNS-01 with lego or Traefik (see README \"Certificates for your hosts\")",
+            format!("HTTPREQ_ENDPOINT={url}\nHTTPREQ_USERNAME={user}\nHTTPREQ_PASSWORD={key}\n"),
+        ),
+    ]
 }
 
 #[cfg(test)]
