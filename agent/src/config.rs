@@ -138,27 +138,7 @@ impl Config {
         if interval > 0 && interval < 10 {
             env.warn(format!("INTERVAL={interval} is very short; the server answers unchanged addresses from its cache, but 60 or more is plenty"));
         }
-        let ip_version = match env.text("IP_VERSION").map(|v| v.to_ascii_lowercase()).as_deref() {
-            None | Some("both" | "46" | "dual") => IpVersion::Both,
-            Some("4" | "ipv4" | "v4") => IpVersion::V4,
-            Some("6" | "ipv6" | "v6") => IpVersion::V6,
-            Some(other) => {
-                env.error(format!("IP_VERSION={other:?} must be 4, 6 or both"));
-                IpVersion::Both
-            }
-        };
-        let default_source = if cfg!(target_os = "linux") { Ipv6Source::Kernel } else { Ipv6Source::Connection };
-        let ipv6_source = match env.text("IPV6_SOURCE").map(|v| v.to_ascii_lowercase()).as_deref() {
-            None => default_source,
-            Some("kernel" | "interface" | "stable") => Ipv6Source::Kernel,
-            Some("connection" | "server") => Ipv6Source::Connection,
-            Some(other) => {
-                env.error(format!(
-                    "IPV6_SOURCE={other:?} must be kernel (this host's stable address) or connection (the address the server sees)"
-                ));
-                default_source
-            }
-        };
+        let (ip_version, ipv6_source) = families(&mut env);
         let ipv6_interface = env.text("IPV6_INTERFACE");
         if ipv6_interface.is_some() && ipv6_source == Ipv6Source::Connection {
             env.warn("IPV6_INTERFACE is ignored with IPV6_SOURCE=connection");
@@ -201,6 +181,32 @@ impl Config {
             IpVersion::Both => vec![Some(Family::V4), Some(Family::V6)],
         }
     }
+}
+
+/// `IP_VERSION` and `IPV6_SOURCE`.
+fn families(env: &mut Env<'_>) -> (IpVersion, Ipv6Source) {
+    let ip_version = match env.text("IP_VERSION").map(|v| v.to_ascii_lowercase()).as_deref() {
+        None | Some("both" | "46" | "dual") => IpVersion::Both,
+        Some("4" | "ipv4" | "v4") => IpVersion::V4,
+        Some("6" | "ipv6" | "v6") => IpVersion::V6,
+        Some(other) => {
+            env.error(format!("IP_VERSION={other:?} must be 4, 6 or both"));
+            IpVersion::Both
+        }
+    };
+    let default_source = if cfg!(target_os = "linux") { Ipv6Source::Kernel } else { Ipv6Source::Connection };
+    let ipv6_source = match env.text("IPV6_SOURCE").map(|v| v.to_ascii_lowercase()).as_deref() {
+        None => default_source,
+        Some("kernel" | "interface" | "stable") => Ipv6Source::Kernel,
+        Some("connection" | "server") => Ipv6Source::Connection,
+        Some(other) => {
+            env.error(format!(
+                "IPV6_SOURCE={other:?} must be kernel (this host's stable address) or connection (the address the server sees)"
+            ));
+            default_source
+        }
+    };
+    (ip_version, ipv6_source)
 }
 
 fn backend_url(env: &mut Env<'_>, backend: Option<String>) -> String {

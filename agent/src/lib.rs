@@ -125,36 +125,7 @@ fn cycle(
             Some(f) => format!("{} {}", config.fqdn, f.record_type()),
             None => config.fqdn.clone(),
         };
-        let mut backoff = Duration::from_secs(1);
-        let outcome = loop {
-            match reporter.send(family) {
-                Err(ReportError::Transient(m)) => {
-                    let pause = jitter(backoff);
-                    if Instant::now() + pause >= end {
-                        break Err(m);
-                    }
-                    debug!("{label}: {m}; retrying in {:.1}s", pause.as_secs_f32());
-                    if wait(stop, pause) {
-                        return None;
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-                Err(ReportError::Unreachable(m)) if config.ip_version == IpVersion::Both && family.is_some() => {
-                    // Said once (then at debug), so that a host without
-                    // that family, or a server on loopback, is not silent.
-                    let note = format!("{label}: skipped: {m}");
-                    if last.get(&family) == Some(&note) {
-                        debug!("{note}");
-                    } else {
-                        info!("{note}");
-                        last.insert(family, note);
-                    }
-                    break Ok(None);
-                }
-                Err(e) => break Err(e.to_string()),
-                Ok(a) => break Ok(Some(a)),
-            }
-        };
+        let outcome = report_family(config, reporter, family, &label, last, end, stop)?;
         match outcome {
             Ok(None) => {}
             Ok(Some(a)) => {
@@ -186,6 +157,51 @@ fn cycle(
         return Some(Err(why));
     }
     Some(if failed.is_empty() { Ok(()) } else { Err(failed.join("; ")) })
+}
+
+/// One family's report, retried with backoff while passing errors last
+/// and `end` allows: the answer, `Ok(None)` for a family this host does
+/// not have (with `IP_VERSION=both`), or the error. `None`: stopped.
+fn report_family(
+    config: &Config,
+    reporter: &Reporter,
+    family: Option<Family>,
+    label: &str,
+    last: &mut HashMap<Option<Family>, String>,
+    end: Instant,
+    stop: &Receiver<()>,
+) -> Option<Result<Option<client::Accepted>, String>> {
+    let mut backoff = Duration::from_secs(1);
+    let outcome = loop {
+        match reporter.send(family) {
+            Err(ReportError::Transient(m)) => {
+                let pause = jitter(backoff);
+                if Instant::now() + pause >= end {
+                    break Err(m);
+                }
+                debug!("{label}: {m}; retrying in {:.1}s", pause.as_secs_f32());
+                if wait(stop, pause) {
+                    return None;
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(ReportError::Unreachable(m)) if config.ip_version == IpVersion::Both && family.is_some() => {
+                // Said once (then at debug), so that a host without
+                // that family, or a server on loopback, is not silent.
+                let note = format!("{label}: skipped: {m}");
+                if last.get(&family) == Some(&note) {
+                    debug!("{note}");
+                } else {
+                    info!("{note}");
+                    last.insert(family, note);
+                }
+                break Ok(None);
+            }
+            Err(e) => break Err(e.to_string()),
+            Ok(a) => break Ok(Some(a)),
+        }
+    };
+    Some(outcome)
 }
 
 /// ±25 % so many agents restarted together do not retry in lockstep.

@@ -32,6 +32,18 @@ use crate::state;
 use crate::time::{duration_text, unix_now};
 use crate::updater::{Backend, Outcome, Report, Settings, UpdateError, Updater, WriteLimit};
 
+/// Hetzner, one client per project, or nowhere in a dry run.
+fn backend(config: &Config) -> Backend {
+    if config.dry_run || config.projects.is_empty() {
+        return Backend::DryRun;
+    }
+    let clients =
+        config.projects.iter().enumerate().map(|(i, p)| {
+            Hetzner::new(&config.api_url, p.token.clone(), config.hetzner_timeout).in_project(i, &p.name)
+        });
+    Backend::Hetzner(clients.collect())
+}
+
 /// State shared by all request threads.
 pub struct App {
     pub config: Config,
@@ -84,14 +96,7 @@ pub struct LanResult {
 impl App {
     /// Everything a running server shares, with the state file loaded.
     pub fn new(config: Config, keys: KeyFile, notifier: Notifier) -> App {
-        let backend = if config.dry_run || config.projects.is_empty() {
-            Backend::DryRun
-        } else {
-            let clients = config.projects.iter().enumerate().map(|(i, p)| {
-                Hetzner::new(&config.api_url, p.token.clone(), config.hetzner_timeout).in_project(i, &p.name)
-            });
-            Backend::Hetzner(clients.collect())
-        };
+        let backend = backend(&config);
         let write_limit = WriteLimit {
             burst: config.host_write_burst,
             per_hour: config.host_writes_per_hour,

@@ -187,20 +187,9 @@ pub fn run(app: &Arc<App>, acme: &Acme, store: &Arc<CertStore>, stop: &Receiver<
             match obtain(app, acme, replaces.as_deref()) {
                 Ok(pem) => match save_and_install(acme, store, &pem) {
                     Ok(()) => {
-                        let _ = crate::atomic::write(&names_file, wanted.as_bytes(), false);
-                        names_match = true;
+                        installed(app, store, &names_file, &wanted, failing);
+                        (names_match, failing, retry) = (true, false, FIRST_RETRY);
                         obtained_at = Some(Instant::now());
-                        retry = FIRST_RETRY;
-                        if failing {
-                            notify(
-                                app,
-                                "dyndns: certificate renewed",
-                                format!("{wanted}: the certificate was renewed after earlier failures."),
-                                notify::DEFAULT,
-                            );
-                        }
-                        failing = false;
-                        store.note_attempt(Ok(()), None);
                     }
                     Err(e) => failed(app, store, &mut failing, &mut retry, &wanted, e),
                 },
@@ -228,6 +217,21 @@ pub fn run(app: &Arc<App>, acme: &Acme, store: &Arc<CertStore>, stop: &Receiver<
             return;
         }
     }
+}
+
+/// A new certificate is in use: its names noted, the recovery announced
+/// after failures.
+fn installed(app: &App, store: &CertStore, names_file: &std::path::Path, wanted: &str, was_failing: bool) {
+    let _ = crate::atomic::write(names_file, wanted.as_bytes(), false);
+    if was_failing {
+        notify(
+            app,
+            "dyndns: certificate renewed",
+            format!("{wanted}: the certificate was renewed after earlier failures."),
+            notify::DEFAULT,
+        );
+    }
+    store.note_attempt(Ok(()), None);
 }
 
 fn retry_wait(retry: &mut Duration) -> Duration {

@@ -129,42 +129,14 @@ impl Server {
         events: Receiver<Event>,
     ) -> Result<Server, StartError> {
         config.check_serve()?;
-        for w in &config.warnings {
-            log::warn!("{w}");
-        }
-        log::info!("dyndns-server {} starting: {}", env!("CARGO_PKG_VERSION"), config.summary());
-        if config.key_file_is_default {
-            log::warn!(
-                "PRE_SHARED_KEY_FILE is not set: the hosts' keys are kept in {}; set PRE_SHARED_KEY_FILE to a file on storage that outlives the server (e.g. /var/lib/dyndns/keys), or every key changes when it is lost",
-                config.key_file.display()
-            );
-        }
+        announce(&config);
         crate::state::check(&config.state_file).map_err(|e| StartError::Config(ConfigError(e)))?;
         let notifier = Notifier::start(&config);
         let keys = ensure_keys(&config)?;
         report_key_problems(&config, &keys, &notifier);
-        let plain = match config.plain_http {
-            true => Some(bind(config.listen, "LISTEN_ADDR/LISTEN_PORT")?),
-            false => None,
-        };
+        let (plain, tls_socket, addr) = bind_all(&config)?;
         let store = tls_store(&config)?;
-        let tls_socket = match &config.tls {
-            Some(tls) => Some(bind(tls.listen, "LISTEN_ADDR/LISTEN_TLS_PORT")?),
-            None => None,
-        };
-        let addr = match (&plain, &tls_socket) {
-            (Some(s), _) | (None, Some(s)) => s.local_addr(),
-            (None, None) => Err(std::io::Error::other("nothing to listen on")),
-        }
-        .map_err(|source| StartError::Listen {
-            addr: config.listen,
-            what: "LISTEN_ADDR/LISTEN_PORT",
-            source,
-        })?;
         let tls_addr = tls_socket.as_ref().and_then(|s| s.local_addr().ok());
-        if config.dry_run {
-            log::warn!("DRY_RUN=1: records are kept in memory and logged as \"would set\"; Hetzner is not called");
-        }
         let app = Arc::new(App::new(config, keys, notifier));
         if let Some(store) = &store {
             let _ = app.certificates.set(Arc::clone(store));
@@ -371,6 +343,43 @@ fn spawn_housekeeping(
 
 fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr).map_err(|source| StartError::Listen { addr, what, source })
+}
+
+/// The start's log lines: problems found in the settings, the effective
+/// settings, and what deserves a warning.
+fn announce(config: &Config) {
+    for w in &config.warnings {
+        log::warn!("{w}");
+    }
+    log::info!("dyndns-server {} starting: {}", env!("CARGO_PKG_VERSION"), config.summary());
+    if config.key_file_is_default {
+        log::warn!(
+            "PRE_SHARED_KEY_FILE is not set: the hosts' keys are kept in {}; set PRE_SHARED_KEY_FILE to a file on storage that outlives the server (e.g. /var/lib/dyndns/keys), or every key changes when it is lost",
+            config.key_file.display()
+        );
+    }
+    if config.dry_run {
+        log::warn!("DRY_RUN=1: records are kept in memory and logged as \"would set\"; Hetzner is not called");
+    }
+}
+
+/// The plain HTTP and the HTTPS socket (each when configured), and the
+/// address the server answers on (plain HTTP's, else HTTPS').
+fn bind_all(config: &Config) -> Result<(Option<TcpListener>, Option<TcpListener>, SocketAddr), StartError> {
+    let plain = match config.plain_http {
+        true => Some(bind(config.listen, "LISTEN_ADDR/LISTEN_PORT")?),
+        false => None,
+    };
+    let tls = match &config.tls {
+        Some(tls) => Some(bind(tls.listen, "LISTEN_ADDR/LISTEN_TLS_PORT")?),
+        None => None,
+    };
+    let addr = match (&plain, &tls) {
+        (Some(s), _) | (None, Some(s)) => s.local_addr(),
+        (None, None) => Err(std::io::Error::other("nothing to listen on")),
+    }
+    .map_err(|source| StartError::Listen { addr: config.listen, what: "LISTEN_ADDR/LISTEN_PORT", source })?;
+    Ok((plain, tls, addr))
 }
 
 /// The certificate store of HTTPS, with what can be served at once:
