@@ -23,11 +23,11 @@ use crate::inspect::Inspector;
 use crate::keys::KeyFile;
 use crate::lan::{self, LanHost, Prefix};
 use crate::message::Req;
-use crate::metrics::{Counters, Endpoint};
+use crate::metrics::{Counters, Endpoint, Reconciles, ZoneReconcile};
 use crate::net::RecordType;
 use crate::notify::Event;
 use crate::notify::{self, ClientMistake, Kind, Message, Notifier};
-use crate::reconcile::{Reconciles, ZoneReconcile};
+
 use crate::state;
 use crate::time::{duration_text, unix_now};
 use crate::updater::{Backend, Outcome, Report, Settings, UpdateError, Updater, WriteLimit};

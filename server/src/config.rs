@@ -16,11 +16,11 @@ use std::time::Duration;
 use crate::aliases::Alias;
 use crate::env::{redact_url, Env};
 pub use crate::env::{ConfigError, Secret};
-use crate::heartbeat::Monitor;
 use crate::lan::LanHost;
 use crate::net::Cidr;
 use crate::notifiers::Target;
 use crate::projects::ProjectToken;
+use dyndns_common::heartbeat::Monitor;
 
 /// Beginnings of our settings' names: an unknown variable starting so is
 /// named at start as a likely typo.
@@ -203,7 +203,7 @@ impl Config {
             log_backup_count: env.number("LOG_BACKUP_COUNT", 3, 0, 1000) as usize,
             dry_run,
             notifiers: notifiers(&mut env),
-            monitors: crate::heartbeat::monitors(&mut env),
+            monitors: dyndns_common::heartbeat::monitors(&mut env),
             notify_on_change: env.flag("NOTIFY_ON_CHANGE", false),
             notify_repeat_interval: seconds(&mut env, "NOTIFY_REPEAT_INTERVAL", 3600, 0, 31_536_000),
             connection_check_interval: seconds(&mut env, "CONNECTION_CHECK_INTERVAL", 60, 1, 86_400),
@@ -315,7 +315,7 @@ impl Config {
             proxies.join(","),
             match self.projects.as_slice() {
                 [] => "unset".to_string(),
-                [one] if one.name == crate::hetzner::DEFAULT_PROJECT => "set".to_string(),
+                [one] if one.name == crate::projects::DEFAULT_PROJECT => "set".to_string(),
                 all => format!("[{}]", all.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(",")),
             },
             u8::from(self.dry_run),

@@ -27,6 +27,7 @@ use wire::{OneRRSet, OneZone, RRSetsPage, WriteAnswer, ZonesPage};
 
 use crate::env::Secret;
 use crate::net::RecordType;
+use crate::projects::DEFAULT_PROJECT;
 use crate::time::unix_now;
 
 const USER_AGENT: &str = concat!("dyndns-server/", env!("CARGO_PKG_VERSION"));
@@ -35,8 +36,6 @@ const MAX_ATTEMPTS: u32 = 4;
 /// Largest response body we read (a zone page of 50 zones is ~30 KiB, a
 /// page of 100 RRSets about as much).
 const MAX_BODY: u64 = 1 << 20;
-/// The project of `HETZNER_TOKEN`.
-pub const DEFAULT_PROJECT: &str = "default";
 /// The first look at an action after a write. Hetzner's DNS actions run for
 /// a moment; looking at once would mostly find them `running` and cost a
 /// call more.

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 
 use crate::atomic;
+use crate::config::Config;
 use crate::fqdn;
 
 /// The parsed key file, with its original text kept for rewriting.
@@ -232,6 +233,37 @@ pub fn new_key() -> io::Result<String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| io::Error::other(format!("the OS random source failed: {e}")))?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Load the key file, give every registered host without a key a new one
+/// and save the file if anything was added. Reports what it found.
+pub fn ensure(config: &Config) -> Result<KeyFile, KeyFileError> {
+    let mut file = KeyFile::load(&config.key_file)?;
+    for w in &file.warnings {
+        log::warn!("{}: {w}", config.key_file.display());
+    }
+    let added = file.add_missing(&config.registered).map_err(|source| KeyFileError {
+        path: config.key_file.clone(),
+        action: "generate keys for",
+        source,
+    })?;
+    if !added.is_empty() {
+        file.save(&config.key_file)?;
+        log::info!(
+            "generated keys for {} in {}; print them with `dyndns-server keys`",
+            added.join(", "),
+            config.key_file.display()
+        );
+    }
+    let stale = file.unregistered(&config.registered);
+    if !stale.is_empty() {
+        log::warn!(
+            "{} holds keys of hosts that are not in REGISTERED_FQDNS: {}; they are kept but cannot update (delete the lines to revoke them)",
+            config.key_file.display(),
+            stale.join(", ")
+        );
+    }
+    Ok(file)
 }
 
 #[cfg(test)]

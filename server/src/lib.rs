@@ -4,17 +4,28 @@
 //! The modules, callers first; every arrow points down, none back:
 //!
 //! ```text
-//! main ─ logging (one writer thread) ─ config
-//!  └ server (life: start, events, shutdown) ─ config ─ env
-//!          └ http (tiny_http glue) ─ handlers ─ pages · acme
-//!                                      └ message (Req, Reply)
-//!                                      └ app (App: reports, state file)
-//!                                          └ auth (keys, admin, failed attempts) ─ limiter
-//!                                          └ inspect · challenges · updater · notify · hostbook · state
-//!                                              └ hetzner
-//!                                                  └ leaves: net · lan · time · keys · atomic · dyndns2 · fqdn · env
+//! main ─ cli (Command, subcommand bodies) ─ logging (one writer thread)
+//!  └ server (life: start, events, shutdown)
+//!     ├ zone_check (the start's zone checks) · reconcile (loop, drift notes)
+//!     │  · renewal (HTTPS certificate) ─ acme_client ─ der · heartbeat
+//!     └ http (tiny_http glue)
+//!        └ handlers (route; update: POST /update; nic_update: dyndns2)
+//!          · acme (/present, /cleanup) · pages (/status: html; /metrics)
+//!           └ message (Req, Reply)
+//!           └ app (App: reports, LAN prefix fan-out, notes, state file)
+//!              ├ auth (keys, admin, failed attempts) ─ limiter · keys
+//!              ├ inspect · challenges · notify ─ notifiers · hostbook · state
+//!              └ updater (gate · write · drift · error) ─ zones
+//!                 └ hetzner (call · budget · wire · error)
+//! config (tls · hosts · hetzner · notifications), read by all above
+//!  └ leaves: env · time (dyndns-common) · net · lan · aliases · projects
+//!    · notifiers · fqdn · dyndns2 · atomic · metrics · certificates
+//!    · dns_query · setup
 //! ```
 //!
+//! A directory beside a file (`updater/`, `hetzner/`, `config/`,
+//! `handlers/`, `pages/`) holds that module's parts; they see its private
+//! fields, and nothing outside does.
 //! `message` holds `Req` and `Reply` apart from `http` so that the handlers
 //! do not import the module that calls them. `env` (settings readers) and
 //! `time` come from the `dyndns-common` crate, which the agent uses too, so
@@ -31,6 +42,7 @@ pub mod atomic;
 pub mod auth;
 pub mod certificates;
 pub mod challenges;
+pub mod cli;
 pub mod config;
 pub mod der;
 pub mod dns_query;
@@ -63,4 +75,5 @@ pub mod zone_check;
 pub mod zones;
 
 pub use dyndns_common::{env, time};
-pub use server::{ensure_keys, Event, Server, StartError};
+pub use keys::ensure as ensure_keys;
+pub use server::{Event, Server, StartError};

@@ -1,5 +1,6 @@
 //! Counters for `/metrics`: update requests by endpoint and result, drift
-//! found by the reconcile by what was done about it.
+//! found by the reconcile by what was done about it, and each zone's last
+//! reconcile (for `/status` too).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
@@ -84,5 +85,36 @@ impl Counters {
 
     pub fn drift(&self, action: Drift) -> u64 {
         lock(&self.drift).get(&action).copied().unwrap_or(0)
+    }
+}
+
+/// The last reconcile of one zone, for `/status` and `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct ZoneReconcile {
+    /// Unix seconds of its end; 0 when it has not completed yet.
+    pub at: u64,
+    pub hosts: usize,
+    pub drift: usize,
+    /// Why the last attempt failed, if it did.
+    pub error: Option<String>,
+}
+
+/// Zone → its last reconcile. A panic while the lock is held leaves
+/// consistent data (each critical section is one map operation).
+#[derive(Default)]
+pub struct Reconciles(Mutex<BTreeMap<String, ZoneReconcile>>);
+
+impl Reconciles {
+    pub fn get(&self, zone: &str) -> Option<ZoneReconcile> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(zone).cloned()
+    }
+
+    pub fn set(&self, zone: String, entry: ZoneReconcile) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(zone, entry);
+    }
+
+    /// Every zone's last reconcile, by zone name.
+    pub fn all(&self) -> BTreeMap<String, ZoneReconcile> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }

@@ -7,7 +7,9 @@
 //! that has it (`zones`), and each project has its own API budget.
 
 use crate::env::{is_placeholder, Secret};
-use crate::hetzner::DEFAULT_PROJECT;
+
+/// The project of `HETZNER_TOKEN`.
+pub const DEFAULT_PROJECT: &str = "default";
 
 /// One project's name and token.
 #[derive(Debug, Clone)]

@@ -5,48 +5,17 @@
 //! for a lost host, and announced. A project whose API budget is below its
 //! reserve has its zones' reconciles put off (address changes go on).
 
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::app::App;
 use crate::hostbook::{Cause, Change};
+use crate::metrics::ZoneReconcile;
 use crate::notify::{self, Event, Message};
 use crate::time::unix_now;
 use crate::updater::{Drift, DriftAction, Repair};
-
-/// The last reconcile of one zone, for `/status` and `/metrics`.
-#[derive(Debug, Clone, Default)]
-pub struct ZoneReconcile {
-    /// Unix seconds of its end; 0 when it has not completed yet.
-    pub at: u64,
-    pub hosts: usize,
-    pub drift: usize,
-    /// Why the last attempt failed, if it did.
-    pub error: Option<String>,
-}
-
-/// Zone → its last reconcile. A panic while the lock is held leaves
-/// consistent data (each critical section is one map operation).
-#[derive(Default)]
-pub struct Reconciles(Mutex<BTreeMap<String, ZoneReconcile>>);
-
-impl Reconciles {
-    fn get(&self, zone: &str) -> Option<ZoneReconcile> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(zone).cloned()
-    }
-
-    fn set(&self, zone: String, entry: ZoneReconcile) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(zone, entry);
-    }
-
-    /// Every zone's last reconcile, by zone name.
-    pub fn all(&self) -> BTreeMap<String, ZoneReconcile> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-}
 
 /// How long one reconcile of all zones may take at most.
 const RECONCILE_BUDGET: Duration = Duration::from_secs(120);

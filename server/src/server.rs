@@ -132,7 +132,7 @@ impl Server {
         announce(&config);
         crate::state::check(&config.state_file).map_err(|e| StartError::Config(ConfigError(e)))?;
         let notifier = Notifier::start(&config);
-        let keys = ensure_keys(&config)?;
+        let keys = keys::ensure(&config)?;
         report_key_problems(&config, &keys, &notifier);
         let (plain, tls_socket, addr) = bind_all(&config)?;
         let store = tls_store(&config)?;
@@ -141,7 +141,7 @@ impl Server {
         if let Some(store) = &store {
             let _ = app.certificates.set(Arc::clone(store));
         }
-        crate::zone_check::at_start(&app)?;
+        crate::zone_check::at_start(&app).map_err(StartError::Config)?;
         let tls = match (tls_socket, &store) {
             (Some(socket), Some(store)) => {
                 let config = store.server_config().map_err(|e| StartError::Config(ConfigError(format!("TLS: {e}"))))?;
@@ -240,37 +240,6 @@ impl Server {
         self.app.save_state_if_dirty();
         self.app.notifier.close(NOTIFY_GRACE);
     }
-}
-
-/// Load the key file, give every registered host without a key a new one
-/// and save the file if anything was added. Reports what it found.
-pub fn ensure_keys(config: &Config) -> Result<KeyFile, keys::KeyFileError> {
-    let mut file = KeyFile::load(&config.key_file)?;
-    for w in &file.warnings {
-        log::warn!("{}: {w}", config.key_file.display());
-    }
-    let added = file.add_missing(&config.registered).map_err(|source| keys::KeyFileError {
-        path: config.key_file.clone(),
-        action: "generate keys for",
-        source,
-    })?;
-    if !added.is_empty() {
-        file.save(&config.key_file)?;
-        log::info!(
-            "generated keys for {} in {}; print them with `dyndns-server keys`",
-            added.join(", "),
-            config.key_file.display()
-        );
-    }
-    let stale = file.unregistered(&config.registered);
-    if !stale.is_empty() {
-        log::warn!(
-            "{} holds keys of hosts that are not in REGISTERED_FQDNS: {}; they are kept but cannot update (delete the lines to revoke them)",
-            config.key_file.display(),
-            stale.join(", ")
-        );
-    }
-    Ok(file)
 }
 
 /// One notification listing what is wrong in the key file, if anything.

@@ -15,20 +15,20 @@ use std::time::{Duration, Instant};
 
 use crate::app::App;
 use crate::config::{ConfigError, TlsSource};
-use crate::hetzner::{ApiError, Zone, DEFAULT_PROJECT};
-use crate::server::StartError;
+use crate::hetzner::{ApiError, Zone};
+use crate::projects::DEFAULT_PROJECT;
 use crate::zones::{best_zone, in_two_projects};
 
 /// How long the start waits for the zone lists.
 const START_CHECK: Duration = Duration::from_secs(20);
 
-fn stop(text: String) -> StartError {
-    StartError::Config(ConfigError(text))
+fn stop(text: String) -> ConfigError {
+    ConfigError(text)
 }
 
 /// Check the zones at start (see the module); in the background when
 /// nothing depends on them.
-pub fn at_start(app: &Arc<App>) -> Result<(), StartError> {
+pub fn at_start(app: &Arc<App>) -> Result<(), ConfigError> {
     let acme = matches!(app.config.tls.as_ref().map(|t| &t.source), Some(TlsSource::Acme(_)));
     if app.updater.projects().is_empty() {
         if acme {
@@ -72,7 +72,7 @@ pub fn at_start(app: &Arc<App>) -> Result<(), StartError> {
 }
 
 /// Every alias and TLS name must lie in a zone of some project.
-fn names_in_zones(app: &App, zones: &[Zone]) -> Result<(), StartError> {
+fn names_in_zones(app: &App, zones: &[Zone]) -> Result<(), ConfigError> {
     for a in &app.config.aliases {
         if best_zone(zones, &a.name).is_none() {
             return Err(stop(format!(

@@ -18,7 +18,7 @@ pub(super) fn hetzner_tokens(env: &mut Env<'_>, dry_run: bool) -> Vec<ProjectTok
     }
     let mut projects: Vec<ProjectToken> = env
         .secret("HETZNER_TOKEN")
-        .map(|token| ProjectToken { name: crate::hetzner::DEFAULT_PROJECT.into(), token })
+        .map(|token| ProjectToken { name: crate::projects::DEFAULT_PROJECT.into(), token })
         .into_iter()
         .collect();
     let Some(path) = file else { return projects };
