@@ -366,8 +366,8 @@ mod tests {
 
     #[test]
     fn secret_files_are_read_and_env_files_refused() {
-        let dir = std::env::temp_dir().join(format!("dyndns-env-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
+        let scratch = tempfile::tempdir().expect("scratch dir");
+        let dir = scratch.path();
         let good = dir.join("token");
         std::fs::write(&good, "tok-from-file\n").expect("write");
         let bad = dir.join("envfile");
@@ -385,6 +385,6 @@ mod tests {
         let (_, r) = with(&[("TOKEN_FILE", "/nonexistent/token")], |e| e.secret("TOKEN"));
         let err = r.expect_err("missing").0;
         assert!(err.starts_with("TOKEN_FILE: cannot read \"/nonexistent/token\""), "{err}");
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

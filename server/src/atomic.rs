@@ -176,29 +176,28 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("dyndns-atomic-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("temp dir");
-        dir
+    fn scratch(name: &str) -> tempfile::TempDir {
+        tempfile::Builder::new().prefix(&format!("dyndns-atomic-{name}-")).tempdir().expect("temp dir")
     }
 
     #[test]
     fn replaces_the_file_with_mode_0600_and_leaves_no_temp_file() {
-        let dir = scratch("replace");
+        let scratch = scratch("replace");
+        let dir = scratch.path();
         let path = dir.join("keys");
         fs::write(&path, "old\n").expect("seed");
         write(&path, b"old\nnew\n", true).expect("write");
         assert_eq!(fs::read_to_string(&path).expect("read"), "old\nnew\n");
         let mode = fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let names: Vec<_> = fs::read_dir(&dir).expect("dir").map(|e| e.expect("entry").file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir).expect("dir").map(|e| e.expect("entry").file_name()).collect();
         assert_eq!(names.len(), 1, "left behind: {names:?}");
     }
 
     #[test]
     fn a_planted_link_at_the_old_temporary_name_is_never_written_through() {
-        let dir = scratch("planted");
+        let scratch = scratch("planted");
+        let dir = scratch.path();
         let victim = dir.join("victim");
         fs::write(&victim, "precious\n").expect("victim");
         let path = dir.join("keys");
@@ -217,7 +216,8 @@ mod tests {
 
     #[test]
     fn a_linked_file_is_replaced_at_its_target_and_the_link_stays() {
-        let dir = scratch("linked");
+        let scratch = scratch("linked");
+        let dir = scratch.path();
         fs::create_dir_all(dir.join("real")).expect("dir");
         fs::write(dir.join("real/keys"), "old\n").expect("seed");
         std::os::unix::fs::symlink("real/keys", dir.join("keys")).expect("link");
@@ -231,7 +231,8 @@ mod tests {
 
     #[test]
     fn in_place_fallback_keeps_the_old_prefix() {
-        let dir = scratch("inplace");
+        let scratch = scratch("inplace");
+        let dir = scratch.path();
         let path = dir.join("keys");
         fs::write(&path, "a 1\n").expect("seed");
         write_in_place(&path, b"a 1\nb 2\n").expect("write");

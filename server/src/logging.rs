@@ -224,8 +224,8 @@ mod tests {
     #[test]
     fn the_log_file_rotates_by_size_and_keeps_the_backup_count() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("dyndns-logrotate-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let scratch = tempfile::tempdir().expect("scratch dir");
+        let dir = scratch.path();
         let path = dir.join("logs/dyndns.log");
         let mut file = rotating_file(&path, 100, 2).expect("file");
         for i in 0..10 {
@@ -250,7 +250,7 @@ mod tests {
         }
         assert!(read(&single).starts_with("line 09"));
         assert!(!dir.join("single.log.1").exists());
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -9,9 +9,14 @@ use dyndns_server::cli::{self, Command};
 use dyndns_server::config::Config;
 use dyndns_server::logging;
 
-/// See `dyndns_alloc`: musl's malloc has one lock for all threads.
+/// See `dyndns_alloc`: musl's malloc has one lock for all threads. The
+/// features pick another for the comparison in `tests/bench/allocators.py`.
+#[cfg(not(any(feature = "alloc-system", feature = "alloc-mimalloc")))]
 #[global_allocator]
 static ALLOCATOR: dyndns_alloc::Sharded = dyndns_alloc::Sharded::new();
+#[cfg(feature = "alloc-mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let code = run();

@@ -128,9 +128,8 @@ mod tests {
 
     #[test]
     fn round_trip_and_corrupt_files_are_moved_aside() {
-        let dir = std::env::temp_dir().join(format!("dyndns-state-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
+        let scratch = tempfile::tempdir().expect("scratch dir");
+        let dir = scratch.path();
         let path = dir.join("state.json");
         assert_eq!(load(&path), (StateFile::default(), None));
 
@@ -147,6 +146,6 @@ mod tests {
         assert_eq!(fresh, StateFile::default());
         assert!(warning.expect("warning").contains("moved it to"));
         assert!(!path.exists());
-        assert_eq!(std::fs::read_dir(&dir).expect("dir").count(), 1, "the corrupt file is kept aside");
+        assert_eq!(std::fs::read_dir(dir).expect("dir").count(), 1, "the corrupt file is kept aside");
     }
 }

@@ -102,7 +102,7 @@ class Fake:
 
 
 class Server:
-    def __init__(self, fake, data, hosts=None, **extra):
+    def __init__(self, fake, data, hosts=None, binary=None, **extra):
         self.port = free_port()
         env = {
             "HETZNER_TOKEN": TOKEN, "HETZNER_API_URL": fake.url, "LISTEN_ADDR": "127.0.0.1",
@@ -114,7 +114,8 @@ class Server:
         }
         env.update(extra)
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen([str(ROOT / "target" / MUSL / "release/dyndns-server")], env=env,
+        binary = binary or ROOT / "target" / MUSL / "release/dyndns-server"
+        self.proc = subprocess.Popen([str(binary)], env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=more_files)
         while True:
             try:

@@ -7,8 +7,8 @@ pub mod fake_ntfy;
 pub mod fake_services;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
+use std::sync::Arc;
 
 pub use fake_hetzner::{FakeHetzner, Fault, TOKEN};
 pub use fake_ntfy::{FakeNtfy, NtfyMessage};
@@ -17,23 +17,36 @@ pub use fake_services::{FakeService, Recorded, Service};
 use dyndns_server::config::Config;
 use dyndns_server::Server;
 
-/// A fresh, empty directory under the system temp dir.
-pub fn scratch_dir(tag: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "dyndns-e2e-{}-{}-{tag}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
+/// A fresh, empty directory for one test (the `tempfile` crate makes it),
+/// removed when the last clone is dropped: a restart test hands it from
+/// one server to the next.
+#[derive(Clone)]
+pub struct Scratch(Arc<tempfile::TempDir>);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+/// A new scratch directory; `tag` names it, for a reader of `/tmp`.
+pub fn scratch_dir(tag: &str) -> Scratch {
+    let dir = tempfile::Builder::new().prefix(&format!("dyndns-e2e-{tag}-")).tempdir().expect("create scratch dir");
+    Scratch(Arc::new(dir))
 }
 
 /// Settings for a test server; `start` runs it.
 pub struct Setup {
     vars: HashMap<String, String>,
-    pub dir: PathBuf,
+    pub dir: Scratch,
 }
 
 impl Setup {
@@ -43,7 +56,7 @@ impl Setup {
     }
 
     /// Like `new`, with the key and state files in `dir` (a restart).
-    pub fn in_dir(fake: &FakeHetzner, hosts: &str, dir: PathBuf) -> Setup {
+    pub fn in_dir(fake: &FakeHetzner, hosts: &str, dir: Scratch) -> Setup {
         let mut vars = HashMap::new();
         for (k, v) in [
             ("LISTEN_ADDR", "127.0.0.1".to_string()),
@@ -90,7 +103,7 @@ impl Setup {
 pub struct TestServer {
     running: Option<Server>,
     pub base: String,
-    pub dir: PathBuf,
+    pub dir: Scratch,
 }
 
 impl Drop for TestServer {
@@ -136,7 +149,7 @@ impl TestServer {
     }
 
     /// Shut down (as on SIGTERM) and return the data directory.
-    pub fn stop(mut self) -> PathBuf {
+    pub fn stop(mut self) -> Scratch {
         if let Some(r) = self.running.take() {
             r.shutdown();
         }

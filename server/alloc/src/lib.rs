@@ -19,8 +19,14 @@
 //! allocated it: it then lands in that thread's shard, which is fine —
 //! blocks of one class are interchangeable. Nothing is lost when a thread
 //! ends (the shards are global), and the cache is bounded (`KEEP` blocks
-//! per class and shard; beyond that blocks go back to the system), so at
-//! most `SHARDS × classes × KEEP` blocks, under 0.5 MiB, are held.
+//! per class and shard; beyond that blocks go back to the system): at
+//! most `SHARDS × KEEP` blocks of each class, 8 × 32 × (16 + 32 + … + 256)
+//! = 557,056 bytes, are held.
+//!
+//! The shards' locks are std's `Mutex`, which on Linux is a futex word and
+//! never allocates — an allocator that allocated while taking its own lock
+//! would recurse. A poisoned lock (a panic cannot happen inside, but
+//! still) makes the block go to or come from the system instead.
 //!
 //! Blocks larger than `MAX_SMALL` or aligned to more than 16 bytes go
 //! straight to the system allocator, as does everything in a build where
@@ -143,6 +149,21 @@ unsafe impl GlobalAlloc for Sharded {
         unsafe { System.dealloc(block, class_layout(c)) }
     }
 
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        match class(layout) {
+            // Large blocks: calloc, which takes fresh pages from the kernel
+            // already zeroed instead of writing them.
+            None => unsafe { System.alloc_zeroed(layout) },
+            Some(_) => {
+                let block = unsafe { self.alloc(layout) };
+                if !block.is_null() {
+                    unsafe { ptr::write_bytes(block, 0, layout.size()) };
+                }
+                block
+            }
+        }
+    }
+
     unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
         match (class(layout), class(new_layout)) {
@@ -178,6 +199,23 @@ mod tests {
         assert_eq!(class(l(256, 16)), Some(15));
         assert_eq!(class(l(257, 8)), None);
         assert_eq!(class(l(64, 32)), None, "over-aligned blocks go to the system");
+    }
+
+    #[test]
+    fn zeroed_blocks_are_zero_also_when_they_come_from_the_cache() {
+        static A: Sharded = Sharded::new();
+        for size in [48, 4096] {
+            let layout = Layout::from_size_align(size, 8).expect("layout");
+            unsafe {
+                let dirty = A.alloc(layout);
+                ptr::write_bytes(dirty, 0xAB, size);
+                A.dealloc(dirty, layout);
+                let clean = A.alloc_zeroed(layout);
+                assert!(!clean.is_null());
+                assert!(std::slice::from_raw_parts(clean, size).iter().all(|&b| b == 0), "{size} bytes");
+                A.dealloc(clean, layout);
+            }
+        }
     }
 
     #[test]

@@ -17,7 +17,8 @@ fn run(args: &[&str], vars: &[(&str, &str)]) -> (i32, String, String) {
 
 #[test]
 fn fatal_settings_exit_2_with_one_line_naming_the_variable() {
-    let dir = scratch("fatal");
+    let scratch = scratch("fatal");
+    let dir = scratch.path();
     let keys = dir.join("keys").display().to_string();
     let base = [("PRE_SHARED_KEY_FILE", keys.as_str()), ("LISTEN_PORT", "0"), ("LISTEN_ADDR", "127.0.0.1")];
 
@@ -55,7 +56,8 @@ fn fatal_settings_exit_2_with_one_line_naming_the_variable() {
 
 #[test]
 fn a_lan_host_entry_that_cannot_be_used_stops_the_start_with_one_line() {
-    let dir = scratch("lan");
+    let scratch = scratch("lan");
+    let dir = scratch.path();
     let keys = dir.join("keys").display().to_string();
     let vars = [
         ("PRE_SHARED_KEY_FILE", keys.as_str()),
@@ -77,7 +79,8 @@ fn a_lan_host_entry_that_cannot_be_used_stops_the_start_with_one_line() {
 fn a_port_in_use_exits_2() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr").port().to_string();
-    let dir = scratch("port");
+    let scratch = scratch("port");
+    let dir = scratch.path();
     let keys = dir.join("keys").display().to_string();
     let (code, out, _) = run(
         &[],
@@ -89,7 +92,8 @@ fn a_port_in_use_exits_2() {
 
 #[test]
 fn keys_prints_only_key_lines_on_stdout_and_keeps_them() {
-    let dir = scratch("keys");
+    let scratch = scratch("keys");
+    let dir = scratch.path();
     let keys = dir.join("sub/keys").display().to_string();
     let vars = [("PRE_SHARED_KEY_FILE", keys.as_str()), ("REGISTERED_FQDNS", "b.example.com,a.example.com")];
     let (code, out, err) = run(&["keys"], &vars);
@@ -114,7 +118,8 @@ fn keys_without_settings_says_what_is_missing() {
 
 #[test]
 fn keys_rotate_replaces_one_key_and_prints_it() {
-    let dir = scratch("rotate");
+    let scratch = scratch("rotate");
+    let dir = scratch.path();
     let keys = dir.join("keys").display().to_string();
     let vars = [("PRE_SHARED_KEY_FILE", keys.as_str()), ("REGISTERED_FQDNS", "b.example.com,a.example.com")];
     let (_, before, _) = run(&["keys"], &vars);
@@ -140,14 +145,15 @@ fn keys_rotate_replaces_one_key_and_prints_it() {
 
 #[test]
 fn setup_prints_every_clients_settings_with_the_hosts_key() {
-    let dir = scratch("setup");
+    let scratch = scratch("setup");
+    let dir = scratch.path();
     let keys = dir.join("keys").display().to_string();
     let base = [("PRE_SHARED_KEY_FILE", keys.as_str()), ("REGISTERED_FQDNS", "home.example.com")];
     let mut vars = base.to_vec();
     vars.push(("PUBLIC_URL", "https://dyndns.example.com/"));
     let (code, out, _) = run(&["setup", "home.example.com"], &vars);
     assert_eq!(code, 0, "{out}");
-    let key = key_of(&dir);
+    let key = key_of(dir);
     assert!(
         out.contains(&format!(
             "curl -fsS -u home:{key} \"https://dyndns.example.com/nic/update?hostname=home.example.com\""
@@ -181,8 +187,9 @@ fn version_and_help() {
 
 #[test]
 fn dry_run_serves_and_sigterm_stops_cleanly_with_state_saved() {
-    let dir = scratch("sigterm");
-    let (mut child, addr) = spawn_dry_run(&dir, &[]);
+    let scratch = scratch("sigterm");
+    let dir = scratch.path();
+    let (mut child, addr) = spawn_dry_run(dir, &[]);
     assert!(http(&addr, "GET /healthz HTTP/1.0\r\n\r\n").ends_with("ok"));
 
     let key = std::fs::read_to_string(dir.join("keys")).expect("keys");
@@ -231,9 +238,10 @@ fn nic_update(addr: &str, ip: &str, key: &str) -> String {
 
 #[test]
 fn sighup_reloads_the_keys_so_revocation_and_rotation_take_effect_at_once() {
-    let dir = scratch("sighup");
-    let (mut child, addr) = spawn_dry_run(&dir, &[]);
-    let old = key_of(&dir);
+    let scratch = scratch("sighup");
+    let dir = scratch.path();
+    let (mut child, addr) = spawn_dry_run(dir, &[]);
+    let old = key_of(dir);
     assert_eq!(nic_update(&addr, "192.0.2.1", &old), "good 192.0.2.1");
 
     // Rotate: the operator writes a new key into the file and sends SIGHUP.
@@ -299,11 +307,12 @@ fn flaky_ntfy(drop_first: usize) -> (String, std::sync::mpsc::Receiver<String>) 
 
 #[test]
 fn queued_notifications_are_delivered_before_the_process_ends() {
-    let dir = scratch("notify-at-exit");
+    let scratch = scratch("notify-at-exit");
+    let dir = scratch.path();
     // A broken line in the key file is announced at start.
     std::fs::write(dir.join("keys"), "broken line here\n").expect("keys");
     let (url, titles) = flaky_ntfy(1);
-    let (mut child, _addr) = spawn_dry_run(&dir, &[("NTFY_URL", &url), ("NTFY_TOPIC", "t")]);
+    let (mut child, _addr) = spawn_dry_run(dir, &[("NTFY_URL", &url), ("NTFY_TOPIC", "t")]);
     // Stop at once: the first delivery failed and its retry is a second away.
     signal(&child, "TERM");
     assert_eq!(child.wait().expect("wait").code(), Some(0));
@@ -313,9 +322,10 @@ fn queued_notifications_are_delivered_before_the_process_ends() {
 
 #[test]
 fn log_file_gets_the_same_lines_as_stdout() {
-    let dir = scratch("log-file");
+    let scratch = scratch("log-file");
+    let dir = scratch.path();
     let log = dir.join("logs/dyndns.log");
-    let (mut child, addr) = spawn_dry_run(&dir, &[("LOG_FILE", log.to_str().expect("utf8"))]);
+    let (mut child, addr) = spawn_dry_run(dir, &[("LOG_FILE", log.to_str().expect("utf8"))]);
     assert!(http(&addr, "GET /healthz HTTP/1.0\r\nUser-Agent: probe\r\n\r\n").ends_with("ok"));
     signal(&child, "TERM");
     assert_eq!(child.wait().expect("wait").code(), Some(0));
@@ -330,9 +340,10 @@ fn log_file_gets_the_same_lines_as_stdout() {
 
 #[test]
 fn a_private_address_from_the_connection_is_refused_or_with_the_setting_warned_about_once() {
-    let dir = scratch("private");
-    let (mut child, addr, log) = spawn_dry_run_with_log(&dir, &[]);
-    let key = key_of(&dir);
+    let scratch = scratch("private");
+    let dir = scratch.path();
+    let (mut child, addr, log) = spawn_dry_run_with_log(dir, &[]);
+    let key = key_of(dir);
     let update = format!("GET /nic/update?hostname=home.example.com&user=home&pass={key} HTTP/1.0\r\n\r\n");
     assert!(http(&addr, &update).ends_with("\r\n\r\nbadip"), "loopback is never published by default");
     signal(&child, "TERM");
@@ -344,7 +355,7 @@ fn a_private_address_from_the_connection_is_refused_or_with_the_setting_warned_a
         "{lines:#?}"
     );
 
-    let (mut child, addr, log) = spawn_dry_run_with_log(&dir, &[("ALLOW_PRIVATE_ADDRESSES", "1")]);
+    let (mut child, addr, log) = spawn_dry_run_with_log(dir, &[("ALLOW_PRIVATE_ADDRESSES", "1")]);
     for _ in 0..3 {
         let answer = http(&addr, &update);
         assert!(answer.ends_with(" 127.0.0.1"), "{answer}");
@@ -388,7 +399,8 @@ fn run_bounded(vars: &[(&str, &str)], limit: std::time::Duration) -> (i32, Strin
 
 #[test]
 fn a_fifo_as_state_or_key_file_stops_the_start_instead_of_hanging_it() {
-    let dir = scratch("fifo");
+    let scratch = scratch("fifo");
+    let dir = scratch.path();
     let fifo = dir.join("fifo");
     assert!(Command::new("mkfifo").arg(&fifo).status().expect("mkfifo").success());
     let fifo = fifo.display().to_string();
@@ -421,18 +433,19 @@ fn a_fifo_as_state_or_key_file_stops_the_start_instead_of_hanging_it() {
 
 #[test]
 fn a_huge_state_file_is_moved_aside_without_being_read() {
-    let dir = scratch("huge-state");
+    let scratch = scratch("huge-state");
+    let dir = scratch.path();
     let state = dir.join("state.dry-run.json");
     // 100 MB (sparse: nothing is written), which the server once read whole.
     std::fs::File::create(&state).expect("create").set_len(100 << 20).expect("size");
     let state_str = dir.join("state.json").display().to_string();
-    let (mut child, addr) = spawn_dry_run(&dir, &[("STATE_FILE", state_str.as_str())]);
+    let (mut child, addr) = spawn_dry_run(dir, &[("STATE_FILE", state_str.as_str())]);
     assert!(http(&addr, "GET /healthz HTTP/1.0\r\n\r\n").ends_with("ok"));
     let peak = crate::common::proc_status(child.id(), "VmHWM:");
     assert!(peak < 32 * 1024, "peak RSS {peak} KiB");
     let _ = child.kill();
     let _ = child.wait();
-    let aside: Vec<_> = std::fs::read_dir(&dir)
+    let aside: Vec<_> = std::fs::read_dir(dir)
         .expect("dir")
         .filter_map(Result::ok)
         .filter(|e| e.file_name().to_string_lossy().starts_with("state.dry-run.json.corrupt-"))
@@ -444,12 +457,13 @@ fn a_huge_state_file_is_moved_aside_without_being_read() {
 #[test]
 fn a_key_file_linked_to_another_users_file_is_not_rewritten() {
     use std::os::unix::fs::MetadataExt as _;
-    let dir = scratch("key-link");
+    let scratch = scratch("key-link");
+    let dir = scratch.path();
     // A file of another user (as root: chown it to nobody; otherwise it is
     // root's already, e.g. a planted link to a system file).
     let victim = dir.join("victim");
     std::fs::write(&victim, "other.example.com not-ours\n").expect("victim");
-    let me = std::fs::metadata(&dir).expect("meta").uid();
+    let me = std::fs::metadata(dir).expect("meta").uid();
     if me == 0 {
         std::os::unix::fs::chown(&victim, Some(65534), Some(65534)).expect("chown");
     } else {
@@ -478,7 +492,7 @@ fn a_key_file_linked_to_another_users_file_is_not_rewritten() {
     let own = dir.join("own-keys");
     std::fs::write(&own, "").expect("own");
     std::os::unix::fs::symlink(&own, &link).expect("link");
-    let (mut child, addr) = spawn_dry_run(&dir, &[]);
+    let (mut child, addr) = spawn_dry_run(dir, &[]);
     assert!(http(&addr, "GET /healthz HTTP/1.0\r\n\r\n").ends_with("ok"));
     let _ = child.kill();
     let _ = child.wait();
@@ -488,7 +502,8 @@ fn a_key_file_linked_to_another_users_file_is_not_rewritten() {
 
 #[test]
 fn serving_without_a_key_file_setting_says_where_the_keys_go() {
-    let dir = scratch("default-keys");
+    let scratch = scratch("default-keys");
+    let dir = scratch.path();
     // A state path the server refuses stops the start right after the
     // warning, before any key is written to the default path.
     std::fs::create_dir(dir.join("state.dry-run")).expect("dir");
@@ -508,7 +523,8 @@ fn serving_without_a_key_file_setting_says_where_the_keys_go() {
 
 #[test]
 fn keys_check_fails_when_a_reload_could_not_read_the_keys() {
-    let dir = scratch("keys-check");
+    let scratch = scratch("keys-check");
+    let dir = scratch.path();
     let keys = dir.join("keys");
     let keys_str = keys.display().to_string();
     let vars = [
@@ -536,7 +552,8 @@ fn keys_check_fails_when_a_reload_could_not_read_the_keys() {
 
 #[test]
 fn a_notifier_url_that_cannot_work_exits_2_naming_it_with_its_secret_hidden() {
-    let dir = scratch("notify-urls");
+    let scratch = scratch("notify-urls");
+    let dir = scratch.path();
     let keys = dir.join("keys").display().to_string();
     let vars = [
         ("DRY_RUN", "1"),

@@ -6,12 +6,9 @@ use std::process::{Command, Stdio};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dyndns-server");
 
-/// A fresh directory for one test.
-pub fn scratch(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("dyndns-cli-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
-    dir
+/// A fresh directory for one test, removed when it is dropped.
+pub fn scratch(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("dyndns-cli-{tag}-")).tempdir().expect("dir")
 }
 
 /// Threads of a process.

@@ -13,18 +13,19 @@ use crate::common::{http, proc_status, scratch, spawn_dry_run, threads};
 struct Server {
     child: Proc,
     addr: String,
-    dir: std::path::PathBuf,
+    /// Kept until the server is dropped (removed then).
+    dir: tempfile::TempDir,
 }
 
 impl Server {
     fn start(tag: &str, extra: &[(&str, &str)]) -> Server {
         let dir = scratch(tag);
-        let (child, addr) = spawn_dry_run(&dir, extra);
+        let (child, addr) = spawn_dry_run(dir.path(), extra);
         Server { child, addr, dir }
     }
 
     fn key(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.join("keys")).expect("keys");
+        let text = std::fs::read_to_string(self.dir.path().join("keys")).expect("keys");
         text.split_whitespace().nth(1).expect("key").to_string()
     }
 
@@ -170,9 +171,9 @@ fn oversized_request_lines_and_headers_are_refused() {
 #[test]
 fn control_characters_in_the_request_cannot_forge_log_lines() {
     let dir = scratch("forge-log");
-    let log = dir.join("server.log");
+    let log = dir.path().join("server.log");
     let log_str = log.display().to_string();
-    let (child, addr) = spawn_dry_run(&dir, &[("LOG_FILE", log_str.as_str())]);
+    let (child, addr) = spawn_dry_run(dir.path(), &[("LOG_FILE", log_str.as_str())]);
     let mut server = Server { child, addr, dir };
     for request in [
         "GET\n2026-11-25T06:10:42Z\t[ERROR]\tforged /healthz HTTP/1.1\r\n\r\n",

@@ -86,7 +86,7 @@ fn certificate(dir: &Path, tag: &str) -> (PathBuf, PathBuf, PathBuf) {
 /// (`certificate(dir, tag)`), and what it was started with.
 struct FilesServer {
     server: e2e::TestServer,
-    dir: PathBuf,
+    dir: e2e::Scratch,
     cert: PathBuf,
     key: PathBuf,
     ca: PathBuf,
@@ -310,7 +310,7 @@ fn a_certificate_is_obtained_by_dns01_served_renewed_and_kept_across_a_restart_w
     let pebble = Pebble::start(&dir);
     fake.mirror_txt_to(&pebble.management);
     let (directory, ca, dns) = (pebble.directory.clone(), pebble.ca.display().to_string(), pebble.dns.clone());
-    let setup = |dir: PathBuf, renew: Option<&str>| {
+    let setup = |dir: e2e::Scratch, renew: Option<&str>| {
         let mut s = Setup::in_dir(&fake, "home.example.com", dir)
             .without("LISTEN_PORT")
             .var("LISTEN_TLS_PORT", "0")
@@ -505,7 +505,7 @@ fn the_cas_renewal_window_decides_when_to_renew() {
     let now = dyndns_server::time::unix_now();
     *ari.window.lock().expect("window") = (now + 30 * 86_400, now + 31 * 86_400);
     let (ca, dns) = (pebble.ca.display().to_string(), pebble.dns.clone());
-    let setup = |dir: PathBuf| {
+    let setup = |dir: e2e::Scratch| {
         Setup::in_dir(&fake, "home.example.com", dir)
             .without("LISTEN_PORT")
             .var("LISTEN_TLS_PORT", "0")
