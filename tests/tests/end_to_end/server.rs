@@ -524,7 +524,7 @@ fn keys_are_generated_once_kept_and_private() {
     let key = server.key("a.example.com");
     assert_eq!(key.len(), 43);
     assert_eq!(std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
-    drop(server);
+    let _dir = server.stop();
     // A restart with another host keeps the first key.
     let again = Setup::new(&fake, "a.example.com,b.example.com");
     std::fs::copy(&path, again.dir.join("keys")).expect("copy");

@@ -146,7 +146,7 @@ fn certificate_files_are_served_with_keep_alive_and_replaced_without_a_restart()
 
 #[test]
 fn hostile_tls_clients_cost_one_connection_and_end_on_time() {
-    let FilesServer { server, ca, .. } = files_server("hostile");
+    let FilesServer { server, ca, dir: _dir, .. } = files_server("hostile");
     let addr = tls_addr(&server);
     let ends_within = |bytes: &[u8], limit: Duration| {
         let mut tcp = TcpStream::connect(addr).expect("connect");
