@@ -97,6 +97,9 @@ pub struct ZoneReconcile {
     pub drift: usize,
     /// Why the last attempt failed, if it did.
     pub error: Option<String>,
+    /// Attempts so far (done or failed; not the deferred ones): what a
+    /// watcher waits on to know the zone was listed again.
+    pub runs: u64,
 }
 
 /// Zone → its last reconcile. A panic while the lock is held leaves

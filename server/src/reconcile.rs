@@ -102,7 +102,8 @@ pub fn reconcile_all(app: &App, deadline: Instant) -> bool {
             continue;
         }
         let result = app.updater.reconcile(&zone, &hosts, &repair, deadline);
-        let mut entry = ZoneReconcile { hosts: hosts.len(), ..ZoneReconcile::default() };
+        let runs = app.reconciled.get(&name).map_or(0, |r| r.runs) + 1;
+        let mut entry = ZoneReconcile { hosts: hosts.len(), runs, ..ZoneReconcile::default() };
         match result {
             Ok(drift) => {
                 entry.at = unix_now();

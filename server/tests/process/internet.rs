@@ -297,7 +297,7 @@ fn burst_round(server: &Server) {
 
 #[test]
 fn idle_connections_make_room_and_close_after_the_client_timeout() {
-    let mut server = Server::start("idle", &[("CLIENT_TIMEOUT", "2"), ("MAX_CONNECTIONS", "100")]);
+    let mut server = Server::start("idle", &[("CLIENT_TIMEOUT", "1"), ("MAX_CONNECTIONS", "100")]);
     let baseline = threads(server.pid());
     let idle: Vec<TcpStream> = (0..1000).map(|_| server.connect()).collect();
     std::thread::sleep(Duration::from_millis(300));

@@ -246,7 +246,9 @@ fn a_hanging_challenge_of_one_host_holds_up_nobody_else() {
     let (fake, server) = {
         let fake = FakeHetzner::start();
         fake.add_zone("example.com");
-        let server = Setup::new(&fake, &format!("{NAS},cam.example.com")).var("HETZNER_TIMEOUT", "4").start();
+        // The three hung values of one host wait in turn, 3 s each; another
+        // host waiting behind them would take 2.5 s or more.
+        let server = Setup::new(&fake, &format!("{NAS},cam.example.com")).var("HETZNER_TIMEOUT", "3").start();
         fake.wait_for_zone_listing();
         (fake, server)
     };

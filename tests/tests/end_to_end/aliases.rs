@@ -269,7 +269,9 @@ fn the_reconcile_gives_a_record_its_host_ttl_back() {
     assert_eq!(nic(&server, HOME, "198.51.100.7", &key).body, "good 198.51.100.7");
     fake.set_rrset_ttl("example.com", "www", "A", 60);
     eventually(10, "www's TTL set back", || fake.rrset_ttl("example.com", "www", "A") == Some(600));
-    std::thread::sleep(Duration::from_millis(1500));
+    let runs = || server.running().app.reconciles().get("example.com").map_or(0, |r| r.runs);
+    let target = runs() + 2;
+    eventually(10, "two more reconciles", || runs() >= target);
     let ttl_calls = fake.calls_starting("POST").iter().filter(|c| c.ends_with("/change_ttl")).count();
     assert_eq!(ttl_calls, 1, "one call, not one per reconcile: {:?}", fake.calls());
 }

@@ -38,6 +38,15 @@ fn eventually(secs: u64, what: &str, check: impl Fn() -> bool) {
     }
 }
 
+/// Wait until `zone` has been reconciled `more` times from now: after two,
+/// a whole run began after this call.
+#[track_caller]
+fn wait_for_runs(server: &TestServer, zone: &str, more: u64) {
+    let runs = || server.running().app.reconciles().get(zone).map_or(0, |r| r.runs);
+    let target = runs() + more;
+    eventually(10, &format!("{more} more reconciles of {zone}"), || runs() >= target);
+}
+
 fn metric(server: &TestServer, line_start: &str) -> Option<f64> {
     let r = server.get_as("/metrics", ADMIN.0, ADMIN.1);
     r.body.lines().find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
@@ -141,7 +150,7 @@ fn a_record_changed_or_deleted_behind_the_servers_back_is_restored_and_announced
     assert_eq!(metric(&server, "dyndns_drift_total{action=\"recreated\"}"), Some(1.0));
 
     // Announced once: further reconciles find nothing to say.
-    std::thread::sleep(Duration::from_millis(2500));
+    wait_for_runs(&server, "example.com", 2);
     assert!(ntfy.next(Duration::from_millis(100)).is_none(), "repeated announcement");
     // The other host has no record: nothing to compare, nothing created.
     assert_eq!(fake.rrset("example.com", "other", "A"), None);
@@ -177,7 +186,7 @@ fn a_lost_hosts_drifted_record_is_left_alone() {
     eventually(10, "host lost", || metric(&server, "dyndns_hosts{state=\"lost\"}") == Some(1.0));
     fake.put_rrset("example.com", "home", "A", &["203.0.113.9"]);
     eventually(5, "seen", || metric(&server, "dyndns_drift_total{action=\"left_lost\"}") == Some(1.0));
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_for_runs(&server, "example.com", 2);
     assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["203.0.113.9".into()]));
 }
 
@@ -192,7 +201,10 @@ fn a_low_api_budget_defers_reconciles_and_reads_but_a_change_goes_through() {
     fake.set_rate_limit(100, 3600);
     eventually(5, "deferred", || metric(&server, "dyndns_reconcile_deferred_total").is_some_and(|n| n >= 1.0));
     fake.clear_calls();
-    std::thread::sleep(Duration::from_millis(2500));
+    let deferred = metric(&server, "dyndns_reconcile_deferred_total").unwrap_or(0.0);
+    eventually(10, "two more deferrals", || {
+        metric(&server, "dyndns_reconcile_deferred_total").is_some_and(|n| n >= deferred + 2.0)
+    });
     assert_eq!(fake.calls(), Vec::<String>::new(), "no reconcile while the budget is low");
     // An unchanged address whose confirmation is older than two intervals is not read back.
     assert_eq!(nic(&server, HOME, "198.51.100.7", &key).body, "nochg 198.51.100.7");
@@ -248,7 +260,7 @@ fn written_values_carry_a_comment_that_tells_own_writes_from_drift() {
     // restored state file would leave it): adopted, not set back.
     let own = format!("hetzner-dyndns {HOME} 198.51.100.8 2026-12-05T08:00Z");
     fake.put_rrset_with_comment("example.com", "home", "A", "198.51.100.8", &own);
-    std::thread::sleep(Duration::from_millis(2500));
+    wait_for_runs(&server, "example.com", 2);
     assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["198.51.100.8".into()]));
     assert_eq!(nic(&server, HOME, "198.51.100.8", &key).body, "nochg 198.51.100.8", "taken as confirmed");
 
