@@ -28,6 +28,23 @@
 //! would recurse. A poisoned lock (a panic cannot happen inside, but
 //! still) makes the block go to or come from the system instead.
 //!
+//! Measured side by side (`tests/bench/allocators.py`, 2026-12-05, two
+//! cores, the static server with 1,000 hosts, cached `/nic/update`
+//! through wrk, medians of three alternating rounds; throughput relative
+//! to this allocator):
+//!
+//! | allocator | keep-alive | new connection | RSS idle / after load / peak | binary |
+//! |---|---|---|---|---|
+//! | this one | 1.00 (p99 1.5 ms) | 1.00 (p99 2.0 ms) | 3.7 / 6.0 / 10.9 MiB | 3.35 MB |
+//! | musl's malloc | 0.71 (p99 1.9 ms) | 0.85 (p99 2.4 ms) | 3.7 / 5.7 / 10.7 MiB | −12 KB |
+//! | mimalloc | 1.87 (p99 0.5 ms) | 1.64 (p99 0.9 ms) | 20.7 / 72.7 / 180.8 MiB | +104 KB |
+//!
+//! mimalloc is faster, but its per-thread heaps cost a thread-per-
+//! connection server 5.6 times the memory idle and 17 times at the peak
+//! (a small VPS or router shares its RAM), and it adds C to the build;
+//! musl's malloc alone loses a third of the throughput. This allocator
+//! keeps musl's memory and most of the speed.
+//!
 //! Blocks larger than `MAX_SMALL` or aligned to more than 16 bytes go
 //! straight to the system allocator, as does everything in a build where
 //! the cache is not wanted. The free lists are intrusive (the first word of
