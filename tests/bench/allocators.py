@@ -19,13 +19,12 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402
-from bench import HOSTS, MUSL, ROOT, SMOKE, Fake, Server, kib, median, sh, wrk  # noqa: E402
+from bench import MUSL, ROOT, SMOKE, Fake, Server, create_all, kib, median, sh, wrk  # noqa: E402
 
 VARIANTS = {"dyndns-alloc (server/alloc)": None, "musl malloc": "alloc-system", "mimalloc": "alloc-mimalloc"}
 
@@ -54,13 +53,7 @@ def measure(binary, dur):
         time.sleep(1)
         pid = server.proc.pid
         idle = kib(pid, "VmRSS")
-        for batch in range(0, len(HOSTS), 100):
-            threads = [threading.Thread(target=lambda h=h: server.update(h, "198.51.100.1"))
-                       for h in HOSTS[batch:batch + 100]]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+        create_all(server)
         key = server.keys["home.example.com"]
         server.update("home.example.com", "192.0.2.2")
         auth = "Basic " + base64.b64encode(f"home:{key}".encode()).decode()

@@ -397,6 +397,17 @@ def side_by_side(server, nic, auth, lua, base):
     return rows, rss
 
 
+def create_all(server):
+    """A record for every host of HOSTS, 100 updates at a time."""
+    for batch in range(0, len(HOSTS), 100):
+        threads = [threading.Thread(target=lambda h=h: server.update(h, "198.51.100.1"))
+                   for h in HOSTS[batch:batch + 100]]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+
 def step(text):
     print(f"bench: {text}", file=sys.stderr, flush=True)
 
@@ -534,13 +545,7 @@ def main():
         econ["changed, record known"] = api_calls(fake, lambda: server.update("home.example.com", "192.0.2.2"))
 
         # Records for all hosts, then 10 000 cached updates over keep-alive.
-        for batch in range(0, len(HOSTS), 100):
-            threads = [threading.Thread(target=lambda h=h: server.update(h, "198.51.100.1"))
-                       for h in HOSTS[batch:batch + 100]]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+        create_all(server)
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
         step("10k updates")
         n = 1000 if SMOKE else 10_000

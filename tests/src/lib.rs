@@ -43,6 +43,16 @@ pub fn scratch_dir(tag: &str) -> Scratch {
     Scratch(Arc::new(dir))
 }
 
+/// Wait until `check` holds, up to `secs` seconds (looking every 25 ms).
+#[track_caller]
+pub fn eventually(secs: u64, what: &str, check: impl Fn() -> bool) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !check() {
+        assert!(std::time::Instant::now() < until, "not within {secs} s: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+}
+
 /// Settings for a test server; `start` runs it.
 pub struct Setup {
     vars: HashMap<String, String>,

@@ -29,16 +29,7 @@ pub(super) fn hosts(env: &mut Env<'_>) -> Hosts {
     registered.extend(acme_only.iter().cloned());
     registered.sort();
     registered.dedup();
-    let lan_hosts = match env.text("IPV6_LAN_HOSTS").map(|t| lan::parse_lan_hosts(&t, &registered)) {
-        None => Vec::new(),
-        Some(Ok(hosts)) => hosts,
-        Some(Err(errors)) => {
-            for e in errors {
-                env.error(e);
-            }
-            Vec::new()
-        }
-    };
+    let lan_hosts = parsed(env, "IPV6_LAN_HOSTS", |t| lan::parse_lan_hosts(t, &registered));
     let (aliases, host_ttls) = aliases_and_ttls(env, &registered, &acme_only, &lan_hosts);
     Hosts { registered, acme_only, lan_hosts, aliases, host_ttls }
 }
@@ -52,27 +43,24 @@ fn aliases_and_ttls(
 ) -> (Vec<Alias>, BTreeMap<String, u32>) {
     let address_hosts: Vec<String> = registered.iter().filter(|h| !acme_only.contains(h)).cloned().collect();
     let others: Vec<String> = acme_only.iter().cloned().chain(lan_hosts.iter().map(|h| h.fqdn.clone())).collect();
-    let aliases = match env.text("HOST_ALIASES").map(|t| aliases::parse_aliases(&t, &address_hosts, &others)) {
-        None => Vec::new(),
-        Some(Ok(aliases)) => aliases,
-        Some(Err(errors)) => {
-            for e in errors {
-                env.error(e);
-            }
-            Vec::new()
-        }
-    };
-    let ttls = match env.text("HOST_TTL").map(|t| aliases::parse_ttls(&t, &address_hosts)) {
-        None => BTreeMap::new(),
-        Some(Ok(ttls)) => ttls,
-        Some(Err(errors)) => {
-            for e in errors {
-                env.error(e);
-            }
-            BTreeMap::new()
-        }
-    };
+    let aliases = parsed(env, "HOST_ALIASES", |t| aliases::parse_aliases(t, &address_hosts, &others));
+    let ttls = parsed(env, "HOST_TTL", |t| aliases::parse_ttls(t, &address_hosts));
     (aliases, ttls)
+}
+
+/// A list setting read by `parse`: empty when unset; each problem it
+/// finds is one error (which names the setting and the entry).
+fn parsed<T: Default>(env: &mut Env<'_>, var: &str, parse: impl Fn(&str) -> Result<T, Vec<String>>) -> T {
+    match env.text(var).map(|t| parse(&t)) {
+        None => T::default(),
+        Some(Ok(value)) => value,
+        Some(Err(errors)) => {
+            for e in errors {
+                env.error(e);
+            }
+            T::default()
+        }
+    }
 }
 
 /// A comma-separated list of host names, canonical, sorted, no duplicates.

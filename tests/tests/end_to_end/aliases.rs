@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::{FakeHetzner, Setup, TestServer};
+use e2e::{eventually, FakeHetzner, Setup, TestServer};
 
 const HOME: &str = "home.example.com";
 const ADMIN: (&str, &str) = ("admin", "admin-password-123");
@@ -16,15 +16,6 @@ const NAMES: [&str; 4] = ["home", "@", "*.home", "www"];
 
 fn nic(server: &TestServer, host: &str, ip: &str, key: &str) -> e2e::Resp {
     server.get_as(&format!("/nic/update?hostname={host}&myip={ip}"), host, key)
-}
-
-#[track_caller]
-fn eventually(secs: u64, what: &str, check: impl Fn() -> bool) {
-    let until = Instant::now() + Duration::from_secs(secs);
-    while !check() {
-        assert!(Instant::now() < until, "not within {secs} s: {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
 
 fn aliased(fake: &FakeHetzner) -> Setup {

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::{FakeHetzner, FakeNtfy, Setup, TestServer};
+use e2e::{eventually, FakeHetzner, FakeNtfy, Setup, TestServer};
 
 const HOME: &str = "home.example.com";
 const ADMIN: (&str, &str) = ("admin", "admin-password-123");
@@ -25,16 +25,6 @@ fn wait_for_reconcile(server: &TestServer, zones: &[&str], since: u64) {
         }
         assert!(Instant::now() < until, "no reconcile of {zones:?}: {done:?}");
         std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Wait until `check` holds, up to `secs` seconds.
-#[track_caller]
-fn eventually(secs: u64, what: &str, check: impl Fn() -> bool) {
-    let until = Instant::now() + Duration::from_secs(secs);
-    while !check() {
-        assert!(Instant::now() < until, "not within {secs} s: {what}");
-        std::thread::sleep(Duration::from_millis(25));
     }
 }
 
