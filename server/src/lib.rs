@@ -12,7 +12,7 @@
 //!        └ handlers (route; update: POST /update; nic_update: dyndns2)
 //!          · acme (/present, /cleanup) · pages (/status: html; /metrics)
 //!           └ message (Req, Reply)
-//!           └ app (App: reports, LAN prefix fan-out, notes, state file)
+//!           └ app (App: reports, notes, state file; prefix: LAN fan-out)
 //!              ├ auth (keys, admin, failed attempts) ─ limiter · keys
 //!              ├ inspect · challenges · notify ─ notifiers · hostbook · state
 //!              └ updater (gate · write · drift · error) ─ zones
