@@ -36,6 +36,8 @@ fn start_error(setup: Setup) -> String {
 fn a_report_sets_the_host_and_its_apex_wildcard_and_www_aliases_and_an_unchanged_one_costs_nothing() {
     let fake = FakeHetzner::start();
     fake.add_zone("example.com");
+    // Actions end at once (no poll): the calls counted are the writes.
+    fake.set_polls_per_action(0);
     let server = aliased(&fake).start();
     let key = server.key(HOME);
 
