@@ -116,6 +116,21 @@ fn an_alias_hetzner_fails_is_answered_911_and_written_once_hetzner_answers() {
 }
 
 #[test]
+fn after_a_restart_the_aliases_are_known_and_an_unchanged_report_costs_nothing() {
+    let fake = FakeHetzner::start();
+    fake.add_zone("example.com");
+    let server = aliased(&fake).start();
+    let key = server.key(HOME);
+    assert_eq!(nic(&server, HOME, "198.51.100.7", &key).body, "good 198.51.100.7");
+    let dir = server.stop();
+    let server = Setup::in_dir(&fake, HOME, dir).var("HOST_ALIASES", ALIASES).start();
+    fake.wait_for_zone_listing();
+    fake.clear_calls();
+    assert_eq!(nic(&server, HOME, "198.51.100.7", &key).body, "nochg 198.51.100.7");
+    assert_eq!(fake.calls(), Vec::<String>::new(), "the state file kept the aliases' confirmations");
+}
+
+#[test]
 fn an_alias_has_no_key_and_cannot_report_itself() {
     let fake = FakeHetzner::start();
     fake.add_zone("example.com");
