@@ -15,11 +15,11 @@ impl Updater {
     /// does not hold it freshly confirmed, up to the first failure.
     pub(super) fn write_all(&self, names: &[&str], rtype: RecordType, ip: IpAddr, deadline: Instant) -> Vec<Written> {
         let mut writes = Vec::with_capacity(names.len());
-        for (i, &name) in names.iter().enumerate() {
+        for &name in names {
             let known = self.confirmed(name, rtype);
-            // An alias already right costs nothing (the host is always
-            // looked at: its report is what asked).
-            if i > 0 && self.cached_unchanged(name, rtype, ip).is_some() {
+            // A record confirmed to hold `ip` costs nothing (the host's, when
+            // only an alias needs writing).
+            if self.cached_unchanged(name, rtype, ip).is_some() {
                 writes.push(Written { name: name.to_string(), old: known, result: Ok(Outcome::Unchanged) });
                 continue;
             }
