@@ -139,8 +139,8 @@ pub struct Updater {
     aliases: HashMap<String, Vec<String>>,
     /// Alias → the host it follows.
     followed: HashMap<String, String>,
-    /// Host or alias → its `HOST_TTL`.
-    ttls: HashMap<String, u32>,
+    /// Host → its `HOST_TTL` (its aliases' too: `ttl_for`).
+    ttls: BTreeMap<String, u32>,
     /// (name, type) whose TTL was seen equal to its `HOST_TTL` (or set so)
     /// since the start: a write of another needs `change_ttl` once.
     ttl_right: Mutex<HashSet<(String, RecordType)>>,
@@ -172,12 +172,6 @@ impl Updater {
             gates.insert(a.name.clone(), gate);
             aliases.entry(a.host.clone()).or_default().push(a.name.clone());
         }
-        let mut ttls: HashMap<String, u32> = settings.host_ttls.iter().map(|(h, t)| (h.clone(), *t)).collect();
-        for a in &settings.aliases {
-            if let Some(&ttl) = settings.host_ttls.get(&a.host) {
-                ttls.insert(a.name.clone(), ttl);
-            }
-        }
         Updater {
             backend,
             record_ttl,
@@ -191,7 +185,7 @@ impl Updater {
             other_hosts_gate: Gate::new(write_limit),
             followed: settings.aliases.iter().map(|a| (a.name.clone(), a.host.clone())).collect(),
             aliases,
-            ttls,
+            ttls: settings.host_ttls,
             ttl_right: Mutex::new(HashSet::new()),
             pending: Mutex::new(HashMap::new()),
         }

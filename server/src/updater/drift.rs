@@ -95,8 +95,7 @@ impl Updater {
             self.replace_if_unchanged(fqdn, rtype, expected, ip, listed_at);
             return None;
         }
-        let found = listed.map(|r| r.values.clone());
-        self.drifted(&target, host, expected, found, repair, listed_at, deadline)
+        self.drifted(seen, expected, single, deadline)
     }
 
     /// Take `now` in place of `seen`, unless an update changed the record
@@ -135,18 +134,16 @@ impl Updater {
     /// (`expected`), under the host's gate (no update of the host runs
     /// meanwhile). `None` when an update of the host changed the record
     /// after the listing.
-    #[allow(clippy::too_many_arguments)] // one record's facts, each used once; a struct would only be unpacked here
+    /// `single`: the one address of the listed RRSet, of its type.
     fn drifted(
         &self,
-        target: &Target<'_>,
-        host: &str,
+        seen: Differing<'_>,
         expected: Confirmed,
-        found: Option<Vec<String>>,
-        repair: Repair,
-        listed_at: Instant,
+        single: Option<IpAddr>,
         deadline: Instant,
     ) -> Option<Drift> {
-        let Target { api, zone, fqdn, name, rtype } = *target;
+        let Differing { host, target, listed, listed_at, repair } = seen;
+        let Target { api, zone, fqdn, name, rtype } = target;
         let _inside = self.gate(host).enter(deadline).ok()?;
         // An update after the listing changed the host's address, or wrote
         // this very record: the listing is out of date.
@@ -155,7 +152,7 @@ impl Updater {
         {
             return None;
         }
-        let single = found.as_deref().and_then(single_address).filter(|ip| RecordType::of(*ip) == rtype);
+        let found = listed.map(|r| r.values.clone());
         let mut drift =
             Drift { host: fqdn.to_string(), rtype, expected: expected.ip, found, action: DriftAction::Reported };
         if repair != Repair::Yes {
@@ -168,7 +165,7 @@ impl Updater {
         let value = expected.ip.to_string();
         let comment = comment(fqdn, &value);
         let record = Record { value: &value, comment: &comment };
-        let ttl = self.ttls.get(fqdn).copied().unwrap_or(self.record_ttl);
+        let ttl = self.ttl_for(fqdn).unwrap_or(self.record_ttl);
         let result = match &drift.found {
             Some(_) => api.set_records(zone.id, name, rtype, record, deadline).map(|()| DriftAction::Restored),
             None => api.create_rrset(zone.id, name, rtype, ttl, record, deadline).map(|()| DriftAction::Recreated),
@@ -251,6 +248,7 @@ impl DriftAction {
 
 /// One record of a zone listing, to be compared with what the server
 /// confirmed for its host.
+#[derive(Clone, Copy)]
 struct Differing<'a> {
     /// The host whose address the record must hold (itself, or the host
     /// an alias follows).

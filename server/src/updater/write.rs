@@ -84,11 +84,11 @@ impl Updater {
                 Ok(outcome)
             }
             None => {
-                let ttl = self.ttls.get(fqdn).copied().unwrap_or(self.record_ttl);
+                let ttl = self.ttl_for(fqdn).unwrap_or(self.record_ttl);
                 match api.create_rrset(zone.id, &name, rtype, ttl, record, deadline) {
                     Ok(()) => {
                         log::info!("hetzner: created {fqdn} {rtype} {ip} ttl {ttl}");
-                        self.ttl_seen(fqdn, rtype, true);
+                        self.ttl_is_right(fqdn, rtype);
                         Ok(Outcome::Created)
                     }
                     Err(ApiError::Api { status: 409, code, .. }) if code == "uniqueness_error" => {
@@ -104,14 +104,14 @@ impl Updater {
         }
     }
 
-    /// Note whether a record's TTL was seen equal to its `HOST_TTL`.
-    fn ttl_seen(&self, name: &str, rtype: RecordType, right: bool) {
-        let mut seen = lock(&self.ttl_right);
-        if right {
-            seen.insert((name.to_string(), rtype));
-        } else {
-            seen.remove(&(name.to_string(), rtype));
-        }
+    /// The `HOST_TTL` of a host or alias (its host's), if it has one.
+    pub(super) fn ttl_for(&self, name: &str) -> Option<u32> {
+        self.ttls.get(self.host_of(name)).copied()
+    }
+
+    /// Note that a record's TTL was seen equal to its `HOST_TTL` (or set so).
+    fn ttl_is_right(&self, name: &str, rtype: RecordType) {
+        lock(&self.ttl_right).insert((name.to_string(), rtype));
     }
 
     /// After a write: give the record its `HOST_TTL` if it has one and
@@ -120,20 +120,20 @@ impl Updater {
     /// never one per report. A failure is logged, never the report's: the
     /// address is written, and the reconcile tries again.
     pub(super) fn keep_ttl(&self, target: &Target<'_>, found: Option<Option<u32>>, deadline: Instant) {
-        let Some(&ttl) = self.ttls.get(target.fqdn) else { return };
+        let Some(ttl) = self.ttl_for(target.fqdn) else { return };
         let right = match found {
             Some(found) => found == Some(ttl),
             None => lock(&self.ttl_right).contains(&(target.fqdn.to_string(), target.rtype)),
         };
         if right {
-            self.ttl_seen(target.fqdn, target.rtype, true);
+            self.ttl_is_right(target.fqdn, target.rtype);
             return;
         }
         let (fqdn, rtype) = (target.fqdn, target.rtype);
         match target.api.change_ttl(target.zone.id, target.name, rtype, ttl, deadline) {
             Ok(()) => {
                 log::info!("hetzner: {fqdn} {rtype} has the TTL {ttl} now (HOST_TTL)");
-                self.ttl_seen(fqdn, rtype, true);
+                self.ttl_is_right(fqdn, rtype);
             }
             Err(e) => log::warn!("hetzner: cannot change the TTL of {fqdn} {rtype} to {ttl} (HOST_TTL): {e}"),
         }
