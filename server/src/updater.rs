@@ -80,7 +80,9 @@ pub struct Settings {
 }
 
 /// What one report did to each record it concerns: its host's first,
-/// then its aliases' (`HOST_ALIASES`), up to the first that failed.
+/// then its aliases' (`HOST_ALIASES`), up to the first that failed. Empty
+/// when every record already held the address and nothing was looked at
+/// (the cached path, which so allocates nothing for it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     pub writes: Vec<Written>,
@@ -97,6 +99,8 @@ pub struct Written {
 }
 
 impl Report {
+    const UNCHANGED: Report = Report { writes: Vec::new() };
+
     fn failed(host: &str, e: UpdateError) -> Report {
         Report { writes: vec![Written { name: host.to_string(), old: None, result: Err(e) }] }
     }
@@ -239,12 +243,6 @@ impl Updater {
             && self.aliases_of(host).iter().all(|a| self.cached_unchanged(a, rtype, ip).is_some())
     }
 
-    fn unchanged(&self, host: &str, ip: IpAddr) -> Report {
-        let names = std::iter::once(host).chain(self.aliases_of(host).iter().map(String::as_str));
-        let writes = names.map(|n| Written { name: n.to_string(), old: Some(ip), result: Ok(Outcome::Unchanged) });
-        Report { writes: writes.collect() }
-    }
-
     fn set_cached(&self, fqdn: &str, rtype: RecordType, ip: Option<IpAddr>) {
         let confirmed = ip.map(|ip| Confirmed { ip, at: Some(Instant::now()), unix: unix_now() });
         lock(&self.cache).entry(fqdn.to_string()).or_default()[slot(rtype)] = confirmed;
@@ -278,7 +276,7 @@ impl Updater {
         let rtype = RecordType::of(ip);
         if !retry && self.all_unchanged(host, rtype, ip) {
             self.settle(host, rtype, ip);
-            return self.unchanged(host, ip);
+            return Report::UNCHANGED;
         }
         let gate = self.gate(host);
         let _inside = match gate.enter(deadline) {
@@ -292,7 +290,7 @@ impl Updater {
         // Another request for this host may have written it while we waited.
         if self.all_unchanged(host, rtype, ip) {
             self.settle(host, rtype, ip);
-            return self.unchanged(host, ip);
+            return Report::UNCHANGED;
         }
         let names: Vec<&str> = std::iter::once(host).chain(self.aliases_of(host).iter().map(String::as_str)).collect();
         let changes = names.iter().any(|n| self.confirmed(n, rtype) != Some(ip));
@@ -301,7 +299,7 @@ impl Updater {
         // were confirmed before; reconciles resume with the budget).
         if !changes && self.budget_low(host) {
             log::info!("{host} {rtype} {ip}: not read back, the Hetzner API budget is below its reserve");
-            return self.unchanged(host, ip);
+            return Report::UNCHANGED;
         }
         if changes {
             if let Err(e) = gate.may_write(self.write_limit) {
