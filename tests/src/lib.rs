@@ -53,6 +53,9 @@ pub fn eventually(secs: u64, what: &str, check: impl Fn() -> bool) {
     }
 }
 
+/// The admin credentials `Setup::with_admin` sets.
+pub const ADMIN: (&str, &str) = ("admin", "admin-password-123");
+
 /// Settings for a test server; `start` runs it.
 pub struct Setup {
     vars: HashMap<String, String>,
@@ -82,6 +85,11 @@ impl Setup {
             vars.insert(k.to_string(), v);
         }
         Setup { vars, dir }
+    }
+
+    /// With the admin credentials `ADMIN` (for `/status` and `/metrics`).
+    pub fn with_admin(self) -> Setup {
+        self.var("BASIC_AUTH_USERNAME", ADMIN.0).var("BASIC_AUTH_PASSWORD", ADMIN.1)
     }
 
     pub fn var(mut self, name: &str, value: &str) -> Setup {
@@ -186,6 +194,14 @@ impl TestServer {
     }
 
     /// `POST /update` with a JSON body and a pre-shared key.
+    /// One host's row of `/status` (JSON), as the admin sees it.
+    #[track_caller]
+    pub fn host_status(&self, host: &str) -> serde_json::Value {
+        let status = self.get_as("/status", ADMIN.0, ADMIN.1).json();
+        let rows = status["hosts"].as_array().cloned().unwrap_or_default();
+        rows.into_iter().find(|h| h["fqdn"] == host).unwrap_or_else(|| panic!("no {host} in {status}"))
+    }
+
     pub fn update(&self, body: &str, key: &str) -> Resp {
         self.request("POST", "/update", &[("X-Pre-Shared-Key", key), ("Content-Type", "application/json")], Some(body))
     }

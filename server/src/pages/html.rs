@@ -2,13 +2,13 @@
 
 use std::fmt::Write as _;
 
+use serde_json::Value;
+
 use super::{HostRow, HostState};
 use crate::app::App;
 use crate::hetzner::Kind;
 use crate::hostbook::Change;
 use crate::net::RecordType;
-use serde_json::Value;
-
 use crate::time::duration_text;
 
 /// `/update`'s JSON answer as a line (`created AAAA 2001:db8::5`);

@@ -5,10 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::{eventually, FakeHetzner, Setup, TestServer};
+use e2e::{eventually, FakeHetzner, Setup, TestServer, ADMIN};
 
 const HOME: &str = "home.example.com";
-const ADMIN: (&str, &str) = ("admin", "admin-password-123");
 const ALIASES: &str =
     "example.com=home.example.com,*.home.example.com=home.example.com,www.example.com=home.example.com";
 /// The RRSet names of HOME and its three aliases in example.com.
@@ -19,10 +18,7 @@ fn nic(server: &TestServer, host: &str, ip: &str, key: &str) -> e2e::Resp {
 }
 
 fn aliased(fake: &FakeHetzner) -> Setup {
-    Setup::new(fake, HOME)
-        .var("HOST_ALIASES", ALIASES)
-        .var("BASIC_AUTH_USERNAME", ADMIN.0)
-        .var("BASIC_AUTH_PASSWORD", ADMIN.1)
+    Setup::new(fake, HOME).var("HOST_ALIASES", ALIASES).with_admin()
 }
 
 fn start_error(setup: Setup) -> String {
@@ -72,8 +68,7 @@ fn a_report_sets_the_host_and_its_apex_wildcard_and_www_aliases_and_an_unchanged
         .all(|c| c.contains("/actions/") || c.starts_with("GET /v1/actions")));
 
     // The history shows the aliases under their host; the status lists them.
-    let status = server.get_as("/status", ADMIN.0, ADMIN.1).json();
-    let row = status["hosts"].as_array().expect("hosts").iter().find(|h| h["fqdn"] == HOME).expect("home").clone();
+    let row = server.host_status(HOME);
     let aliases: Vec<&str> =
         row["aliases"].as_array().expect("aliases").iter().filter_map(|a| a["fqdn"].as_str()).collect();
     assert_eq!(aliases, ["*.home.example.com", "example.com", "www.example.com"], "{row}");
@@ -93,8 +88,7 @@ fn an_alias_hetzner_fails_is_answered_911_and_written_once_hetzner_answers() {
     let server = Setup::new(&fake, HOME)
         .var("HOST_ALIASES", "www.example.com=home.example.com")
         .var("FAILED_WRITE_RETRY", "1")
-        .var("BASIC_AUTH_USERNAME", ADMIN.0)
-        .var("BASIC_AUTH_PASSWORD", ADMIN.1)
+        .with_admin()
         .start();
     let key = server.key(HOME);
     assert_eq!(nic(&server, HOME, "198.51.100.7", &key).body, "good 198.51.100.7");
@@ -102,8 +96,7 @@ fn an_alias_hetzner_fails_is_answered_911_and_written_once_hetzner_answers() {
     assert_eq!(nic(&server, HOME, "198.51.100.8", &key).body, "911");
     assert_eq!(fake.rrset("example.com", "home", "A"), Some(vec!["198.51.100.8".into()]));
     assert_eq!(fake.rrset("example.com", "www", "A"), Some(vec!["198.51.100.7".into()]));
-    let status = server.get_as("/status", ADMIN.0, ADMIN.1).json();
-    let row = status["hosts"].as_array().expect("hosts").iter().find(|h| h["fqdn"] == HOME).expect("home").clone();
+    let row = server.host_status(HOME);
     assert!(row["last_error"].as_str().is_some_and(|e| e.starts_with("www.example.com: ")), "{row}");
     assert!(row["history"][0]["new"] == "198.51.100.8" && row["history"][0]["alias"].is_null(), "{row}");
 
@@ -160,8 +153,7 @@ fn a_drifted_or_deleted_alias_is_set_back_by_the_reconcile() {
     });
     // The repairs go into the host's history, each under its alias.
     eventually(10, "both repairs in the history", || {
-        let status = server.get_as("/status", ADMIN.0, ADMIN.1).json();
-        let row = status["hosts"].as_array().expect("hosts").iter().find(|h| h["fqdn"] == HOME).expect("home").clone();
+        let row = server.host_status(HOME);
         let repaired: Vec<String> = row["history"]
             .as_array()
             .expect("history")
@@ -301,8 +293,7 @@ fn hosts_in_two_projects_are_each_written_with_their_projects_token() {
     let family_zone = fake.add_zone_in("family", "example.net");
     let setup = Setup::new(&fake, "home.example.com,nas.example.net")
         .var("HOST_ALIASES", "www.example.net=nas.example.net")
-        .var("BASIC_AUTH_USERNAME", ADMIN.0)
-        .var("BASIC_AUTH_PASSWORD", ADMIN.1);
+        .with_admin();
     let file = tokens_file(&setup, &format!("# the family's zones\nfamily {family}\n"));
     let server = setup.var("HETZNER_TOKENS_FILE", &file).start();
     let (home, nas) = (server.key(HOME), server.key("nas.example.net"));

@@ -4,14 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::{FakeHetzner, Setup, TestServer};
+use e2e::{FakeHetzner, Setup, TestServer, ADMIN};
 
 const HOME: &str = "home.example.com";
-const ADMIN: (&str, &str) = ("admin", "admin-password-123");
-
-fn with_admin(setup: Setup) -> Setup {
-    setup.var("BASIC_AUTH_USERNAME", ADMIN.0).var("BASIC_AUTH_PASSWORD", ADMIN.1)
-}
 
 fn nic(server: &TestServer, user: &str, key: &str, ip: &str) -> String {
     server.get_as(&format!("/nic/update?hostname={HOME}&myip={ip}"), user, key).body
@@ -27,7 +22,7 @@ fn the_history_names_each_change_and_its_cause_newest_first_across_a_restart() {
     let fake = FakeHetzner::start();
     fake.add_zone("example.com");
     let dir = e2e::scratch_dir("status-history");
-    let setup = |dir| with_admin(Setup::in_dir(&fake, HOME, dir)).var("RECONCILE_INTERVAL", "1");
+    let setup = |dir| Setup::in_dir(&fake, HOME, dir).with_admin().var("RECONCILE_INTERVAL", "1");
     let server = setup(dir.clone()).start();
     let key = server.key(HOME);
     // JSON from a proxy-named source, dyndns2, then a drift repair.
@@ -72,7 +67,7 @@ fn the_history_names_each_change_and_its_cause_newest_first_across_a_restart() {
 fn a_failed_login_shows_in_red_with_which_part_was_wrong() {
     let fake = FakeHetzner::start();
     fake.add_zone("example.com");
-    let server = with_admin(Setup::new(&fake, HOME)).var("DRY_RUN", "1").start();
+    let server = Setup::new(&fake, HOME).with_admin().var("DRY_RUN", "1").start();
     let key = server.key(HOME);
     assert_eq!(nic(&server, "home", &key, "198.51.100.1"), "good 198.51.100.1");
     let page = html(&server);
