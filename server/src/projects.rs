@@ -19,9 +19,10 @@ pub struct ProjectToken {
 }
 
 /// The file's text as projects; every bad line is named by its number
-/// (never with the token). `taken`: names already used (`default` when
-/// `HETZNER_TOKEN` is set).
-pub fn parse(text: &str, taken: &[&str]) -> Result<Vec<ProjectToken>, Vec<String>> {
+/// (never with the token). `before`: projects already known (`default`
+/// when `HETZNER_TOKEN` is set), whose names and tokens the file may not
+/// use again.
+pub fn parse(text: &str, before: &[ProjectToken]) -> Result<Vec<ProjectToken>, Vec<String>> {
     let mut projects: Vec<ProjectToken> = Vec::new();
     let mut errors = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -30,15 +31,20 @@ pub fn parse(text: &str, taken: &[&str]) -> Result<Vec<ProjectToken>, Vec<String
             continue;
         }
         let n = i + 1;
+        let also =
+            |name: &str| if name == DEFAULT_PROJECT { " (HETZNER_TOKEN is the project named default)" } else { "" };
         match parse_line(line) {
-            Ok(p) if taken.contains(&p.name.as_str()) || projects.iter().any(|o| o.name == p.name) => {
-                let also = if p.name == DEFAULT_PROJECT { " (HETZNER_TOKEN is the project named default)" } else { "" };
-                errors.push(format!("HETZNER_TOKENS_FILE line {n}: the project name {} is used twice{also}", p.name));
-            }
-            Ok(p) => match projects.iter().find(|o| o.token.expose() == p.token.expose()) {
+            Ok(p) if before.iter().chain(&projects).any(|o| o.name == p.name) => errors.push(format!(
+                "HETZNER_TOKENS_FILE line {n}: the project name {} is used twice{}",
+                p.name,
+                also(&p.name)
+            )),
+            Ok(p) => match before.iter().chain(&projects).find(|o| o.token == p.token) {
                 Some(o) => errors.push(format!(
-                    "HETZNER_TOKENS_FILE line {n}: project {} has the same token as project {}; give each project its own",
-                    p.name, o.name
+                    "HETZNER_TOKENS_FILE line {n}: project {} has the same token as project {}{}; give each project its own",
+                    p.name,
+                    o.name,
+                    also(&o.name)
                 )),
                 None => projects.push(p),
             },
@@ -106,8 +112,14 @@ mod tests {
 
     #[test]
     fn default_is_taken_by_hetzner_token_and_an_empty_file_is_refused() {
-        let errors = parse("default tok0123456\n", &["default"]).expect_err("taken");
+        let default = [ProjectToken { name: DEFAULT_PROJECT.into(), token: Secret::new("tok0123456") }];
+        let errors = parse("default tok0123456\n", &default).expect_err("taken");
         assert!(errors[0].contains("HETZNER_TOKEN is the project named default"), "{errors:?}");
+        let errors = parse("family tok0123456\n", &default).expect_err("same token");
+        assert!(
+            errors[0].contains("project family has the same token as project default (HETZNER_TOKEN"),
+            "{errors:?}"
+        );
         let errors = parse("# nothing\n\n", &[]).expect_err("empty");
         assert!(errors[0].contains("holds no project"), "{errors:?}");
     }

@@ -36,19 +36,8 @@ pub(super) fn hetzner_tokens(env: &mut Env<'_>, dry_run: bool) -> Vec<ProjectTok
             "HETZNER_TOKENS_FILE: {path:?} has mode {mode:o}: other users may read the tokens; chmod 600 it"
         ));
     }
-    let taken: Vec<&str> = projects.iter().map(|p| p.name.as_str()).collect();
-    match projects::parse(&text, &taken) {
-        Ok(more) => {
-            for p in &more {
-                if projects.iter().any(|o| o.token == p.token) {
-                    env.error(format!(
-                        "HETZNER_TOKENS_FILE: project {} has the token of HETZNER_TOKEN (the project default); list each token once",
-                        p.name
-                    ));
-                }
-            }
-            projects.extend(more);
-        }
+    match projects::parse(&text, &projects) {
+        Ok(more) => projects.extend(more),
         Err(errors) => {
             for e in errors {
                 env.error(e);
