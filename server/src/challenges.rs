@@ -205,21 +205,18 @@ impl Challenges {
                 return Err(ChallengeError::TooMany);
             }
         }
-        let done = match updater.projects().is_empty() {
-            true => {
-                log::info!("dry run: would add TXT {LABEL}.{host} {value:?}");
+        let done = if updater.projects().is_empty() {
+            log::info!("dry run: would add TXT {LABEL}.{host} {value:?}");
+            Done::Added
+        } else {
+            ops.spend()?;
+            let (api, zone, name, current) = txt_of(updater, host, deadline)?;
+            if current.iter().any(|v| v == value) {
+                Done::AlreadyPresent
+            } else {
+                api.add_txt(zone, &name, TXT_TTL, value, deadline)?;
+                log::info!("hetzner: added TXT {LABEL}.{host} {value:?}");
                 Done::Added
-            }
-            false => {
-                ops.spend()?;
-                let (api, zone, name, current) = txt_of(updater, host, deadline)?;
-                if current.iter().any(|v| v == value) {
-                    Done::AlreadyPresent
-                } else {
-                    api.add_txt(zone, &name, TXT_TTL, value, deadline)?;
-                    log::info!("hetzner: added TXT {LABEL}.{host} {value:?}");
-                    Done::Added
-                }
             }
         };
         let mut held = self.lock();
@@ -287,27 +284,24 @@ impl Challenges {
         if !self.holds(host, value) {
             return Ok(Done::AlreadyGone);
         }
-        let done = match updater.projects().is_empty() {
-            true => {
-                log::info!("dry run: would remove TXT {LABEL}.{host} {value:?}");
-                Done::Removed
+        let done = if updater.projects().is_empty() {
+            log::info!("dry run: would remove TXT {LABEL}.{host} {value:?}");
+            Done::Removed
+        } else {
+            if payer == Payer::Host {
+                ops.spend()?;
             }
-            false => {
-                if payer == Payer::Host {
-                    ops.spend()?;
-                }
-                let (api, zone, name, current) = txt_of(updater, host, deadline)?;
-                if !current.iter().any(|v| v == value) {
-                    Done::AlreadyGone
+            let (api, zone, name, current) = txt_of(updater, host, deadline)?;
+            if !current.iter().any(|v| v == value) {
+                Done::AlreadyGone
+            } else {
+                if current.iter().all(|v| v == value) {
+                    api.delete_txt_rrset(zone, &name, deadline)?;
                 } else {
-                    if current.iter().all(|v| v == value) {
-                        api.delete_txt_rrset(zone, &name, deadline)?;
-                    } else {
-                        api.remove_txt(zone, &name, value, deadline)?;
-                    }
-                    log::info!("hetzner: removed TXT {LABEL}.{host} {value:?}");
-                    Done::Removed
+                    api.remove_txt(zone, &name, value, deadline)?;
                 }
+                log::info!("hetzner: removed TXT {LABEL}.{host} {value:?}");
+                Done::Removed
             }
         };
         let mut held = self.lock();
