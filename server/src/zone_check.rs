@@ -22,17 +22,13 @@ use crate::zones::{best_zone, in_two_projects};
 /// How long the start waits for the zone lists.
 const START_CHECK: Duration = Duration::from_secs(20);
 
-fn stop(text: String) -> ConfigError {
-    ConfigError(text)
-}
-
 /// Check the zones at start (see the module); in the background when
 /// nothing depends on them.
 pub fn at_start(app: &Arc<App>) -> Result<(), ConfigError> {
     let acme = matches!(app.config.tls.as_ref().map(|t| &t.source), Some(TlsSource::Acme(_)));
     if app.updater.projects().is_empty() {
         if acme {
-            return Err(stop("TLS_DOMAINS needs the Hetzner token to write the challenge records; unset DRY_RUN or use TLS_CERT_FILE and TLS_KEY_FILE".into()));
+            return Err(ConfigError("TLS_DOMAINS needs the Hetzner token to write the challenge records; unset DRY_RUN or use TLS_CERT_FILE and TLS_KEY_FILE".into()));
         }
         return Ok(());
     }
@@ -51,14 +47,14 @@ pub fn at_start(app: &Arc<App>) -> Result<(), ConfigError> {
             format!("HETZNER_TOKENS_FILE: project {}", api.project)
         };
         if refused {
-            return Err(stop(format!("{whose}: Hetzner refused the token: {e}")));
+            return Err(ConfigError(format!("{whose}: Hetzner refused the token: {e}")));
         }
         log::warn!("{whose}: cannot list its zones now ({e}); the zone checks wait until Hetzner answers");
         complete = false;
     }
     if let Some((zone, a, b)) = in_two_projects(&zones).into_iter().next() {
         let name = |i: usize| app.updater.projects().get(i).map_or("?", |p| p.project.as_str());
-        return Err(stop(format!(
+        return Err(ConfigError(format!(
             "HETZNER_TOKENS_FILE: the zone {zone} is in project {} and in project {}; each zone must be served by one token, so remove one of the two tokens' access to it (or one of the tokens)",
             name(a),
             name(b)
@@ -75,7 +71,7 @@ pub fn at_start(app: &Arc<App>) -> Result<(), ConfigError> {
 fn names_in_zones(app: &App, zones: &[Zone]) -> Result<(), ConfigError> {
     for a in &app.config.aliases {
         if best_zone(zones, &a.name).is_none() {
-            return Err(stop(format!(
+            return Err(ConfigError(format!(
                 "HOST_ALIASES: {}={}: no zone of any Hetzner project holds {}; create the zone, add the project's token, or drop the alias",
                 a.name, a.host, a.name
             )));
@@ -84,7 +80,7 @@ fn names_in_zones(app: &App, zones: &[Zone]) -> Result<(), ConfigError> {
     if let Some(TlsSource::Acme(acme)) = app.config.tls.as_ref().map(|t| &t.source) {
         for name in &acme.domains {
             if best_zone(zones, name.trim_start_matches("*.")).is_none() {
-                return Err(stop(format!(
+                return Err(ConfigError(format!(
                     "TLS_DOMAINS: no zone of this Hetzner project contains {name}; the server gets its certificate through its own zones, so use a name in one of them (or TLS_CERT_FILE for a certificate from elsewhere)"
                 )));
             }
