@@ -379,4 +379,17 @@ fn a_zone_two_projects_see_or_a_refused_token_stops_the_start() {
         .expect_err("bad line")
         .0;
     assert!(e.contains("HETZNER_TOKENS_FILE line 1"), "{e}");
+    // A file that is not there, or not text, is named too.
+    for text in [None, Some(&[0xff_u8, 0xfe, 0x00, b'\n'][..])] {
+        let path = setup.dir.join("other-tokens");
+        if let Some(bytes) = text {
+            std::fs::write(&path, bytes).expect("write");
+        }
+        let vars = [("HETZNER_TOKENS_FILE", path.display().to_string()), ("REGISTERED_FQDNS", HOME.into())];
+        let e =
+            dyndns_server::config::Config::from_lookup(&|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
+                .expect_err("unreadable")
+                .0;
+        assert!(e.contains("HETZNER_TOKENS_FILE: cannot read"), "{e}");
+    }
 }
